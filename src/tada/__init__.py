@@ -1,0 +1,3 @@
+"""tada: temporally-adaptive video recognition (TAdaConv, TAda2D)."""
+
+__version__ = "0.1.0"

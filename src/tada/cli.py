@@ -1,0 +1,82 @@
+"""The `tada` command line: one entry point, subcommands registered in COMMANDS.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported only when their subcommand runs, so ``tada --help``
+stays fast and one area's import errors never break another's command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    module: str
+    help: str
+
+
+# The registry: add a line here to plug a subcommand in.
+COMMANDS: tuple[Command, ...] = (
+    Command("train", "tada.engine.commands", "train (then test, as the config says): the seed's runs/run.py"),
+    Command("test", "tada.engine.commands", "test a checkpoint: single-view and multi-view, results.json"),
+    Command("predict", "tada.engine.predict", "top-5 classes by name for video files"),
+    Command("flops", "tada.flops", "parameters and GMACs per view of a config's model"),
+    Command("benchmark", "tada.benchmark", "speed benchmarks: model, data, export"),
+    Command("demo", "tada.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),
+    Command("synth", "tada.data.synthetic", "generate the synthetic video dataset"),
+    Command("export", "tada.export", "export a model to ONNX or a torch.export program"),
+    Command("extract-frames", "tada.data.extract", "decode videos once into JPEG frame folders"),
+)
+
+
+def add_cfg_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--cfg FILE`` plus config overrides (``KEY VALUE`` pairs or ``KEY=VALUE``) after the flags."""
+    parser.add_argument("--cfg", dest="cfg", required=required, metavar="FILE", help="YAML config file")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides after the flags: KEY VALUE pairs or KEY=VALUE (values parsed as YAML)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tada",
+        description="Temporally-adaptive video recognition: train, test, export TAda2D (TAdaConv).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        sub.add_parser(command.name, help=command.help, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    names = {c.name: c for c in COMMANDS}
+    if not argv or argv[0] not in names:
+        parser.parse_args(argv or ["--help"])  # prints help, or an error for an unknown command
+        return 2
+    command = names[argv[0]]
+    module = importlib.import_module(command.module)
+    sub = argparse.ArgumentParser(prog=f"tada {command.name}", description=command.help)
+    module.add_arguments(sub, command.name) if _takes_name(module) else module.add_arguments(sub)
+    args = sub.parse_args(argv[1:])
+    args.command = command.name
+    return int(module.run(args) or 0)
+
+
+def _takes_name(module) -> bool:
+    """Modules that serve several subcommands take the command name in add_arguments."""
+    return getattr(module, "MULTI_COMMAND", False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

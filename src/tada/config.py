@@ -1,0 +1,442 @@
+"""Seed-compatible, strict YAML configs.
+
+Files use the seed's keys and inheritance (``_BASE``, ``_BASE_RUN``, ``_BASE_MODEL``; precedence
+schema defaults < model file < run file < the file itself < its children), but paths are resolved
+against the directory of the file that names them, and every key is checked against
+:mod:`tada.config_schema`: an unknown key fails with the file, line and the closest valid keys, a
+value of the wrong type fails naming the key and the expected type.
+
+Typical use::
+
+    cfg = load_config("configs/projects/tada/k400/tada2d_8x8.yaml",
+                      overrides=["TRAIN.BATCH_SIZE", "32", "NUM_GPUS=0"])
+    cfg.TRAIN.BATCH_SIZE  # 32 (an int: override values are parsed as YAML)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import yaml
+
+from tada.config_schema import NONE, SCHEMA, Key
+
+__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys"]
+
+_INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file/line and key."""
+
+
+# --------------------------------------------------------------------------------------------
+# YAML reading with line numbers and YAML-1.2-style floats ("1e-4" is a float, not a string)
+# --------------------------------------------------------------------------------------------
+class _LinedDict(dict):
+    """A dict that remembers the line (1-based) where each key was written."""
+
+    lines: dict[str, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LinedDict:
+    loader.flatten_mapping(node)
+    out = _LinedDict()
+    out.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise ConfigError(
+                f"{loader.name}:{key_node.start_mark.line + 1}: key '{key}' is written twice"
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml_value(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        loader = _Loader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        data = _LinedDict()
+        data.lines = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of KEY: value")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Schema helpers
+# --------------------------------------------------------------------------------------------
+def _walk_schema(node: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in node.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            yield from _walk_schema(value, path + ".")
+        else:
+            yield path, value
+
+
+def schema_keys() -> list[str]:
+    """All dotted leaf keys of the schema."""
+    return [path for path, _ in _walk_schema(SCHEMA)]
+
+
+def _schema_node(dotted: str) -> Any:
+    """The schema entry (dict for a section, leaf otherwise) at a dotted key, or raise KeyError."""
+    node: Any = SCHEMA
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def _closest_keys(dotted: str) -> list[str]:
+    keys = schema_keys()
+    sections = sorted({k.rsplit(".", 1)[0] for k in keys if "." in k})
+    candidates = keys + sections
+    close = difflib.get_close_matches(dotted, candidates, n=3, cutoff=0.6)
+    leaf = dotted.rsplit(".", 1)[-1]
+    by_leaf = [k for k in keys if difflib.SequenceMatcher(None, leaf, k.rsplit(".", 1)[-1]).ratio() > 0.8]
+    for k in by_leaf:
+        if k not in close:
+            close.append(k)
+    return close[:5]
+
+
+def _unknown_key_error(where: str, dotted: str) -> ConfigError:
+    close = _closest_keys(dotted)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"{where}: unknown config key '{dotted}'{hint}")
+
+
+def _type_name(types: Iterable[type]) -> str:
+    names = {bool: "bool", int: "int", float: "float", str: "string", list: "list", NONE: "null"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _leaf_types(leaf: Any) -> tuple[tuple[type, ...], tuple[str, ...] | None]:
+    if isinstance(leaf, Key):
+        return leaf.types, leaf.choices
+    if isinstance(leaf, bool):
+        return (bool,), None
+    if isinstance(leaf, int):
+        return (int,), None
+    if isinstance(leaf, float):
+        return (float,), None
+    if isinstance(leaf, str):
+        return (str,), None
+    if isinstance(leaf, list):
+        return (list,), None
+    return (NONE,), None
+
+
+def _leaf_default(leaf: Any) -> Any:
+    return copy.deepcopy(leaf.default if isinstance(leaf, Key) else leaf)
+
+
+def _coerce(where: str, dotted: str, value: Any, leaf: Any) -> Any:
+    """Check ``value`` against the schema leaf; return it (ints become floats for float keys)."""
+    types, choices = _leaf_types(leaf)
+    if isinstance(value, bool):
+        ok = bool in types
+    elif isinstance(value, int):
+        ok = int in types or float in types
+        if ok and int not in types:
+            value = float(value)
+    elif isinstance(value, float):
+        ok = float in types
+    elif isinstance(value, str):
+        ok = str in types
+        if not ok and float in types:  # YAML 1.1 style "1e-4" written as a quoted string
+            try:
+                value, ok = float(value), True
+            except ValueError:
+                ok = False
+    elif value is None:
+        ok = NONE in types
+    elif isinstance(value, list):
+        ok = list in types
+        default = _leaf_default(leaf)
+        if ok and isinstance(default, list) and default and value:
+            value = _coerce_list(where, dotted, value, default)
+    elif isinstance(value, dict):
+        raise ConfigError(f"{where}: key '{dotted}' is a value ({_type_name(types)}), not a section")
+    else:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"{where}: key '{dotted}' expects {_type_name(types)}, got {type(value).__name__} {value!r}"
+        )
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _coerce_list(where: str, dotted: str, value: list, default: list) -> list:
+    """Lists of numbers/bools stay lists of numbers/bools (element types follow the default)."""
+    proto = default[0]
+    if isinstance(proto, list):
+        return value  # nested lists (kernel sizes): the model validates their shape
+    out = []
+    for item in value:
+        if isinstance(proto, bool):
+            good = isinstance(item, bool)
+        elif isinstance(proto, (int, float)):
+            good = isinstance(item, (int, float)) and not isinstance(item, bool)
+            if good and isinstance(proto, float):
+                item = float(item)
+        else:
+            good = isinstance(item, type(proto))
+        if not good:
+            raise ConfigError(
+                f"{where}: key '{dotted}' expects a list of {type(proto).__name__}, got {value!r}"
+            )
+        out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The config object
+# --------------------------------------------------------------------------------------------
+class Config:
+    """A tree of sections with attribute access (``cfg.TRAIN.BATCH_SIZE``), as in the seed."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_data", {})
+        for key, value in (data or {}).items():
+            self._data[key] = Config(value) if isinstance(value, dict) else value
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"config has no key '{name}'") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self._data:
+            raise AttributeError(f"config has no key '{name}'; keys are fixed by the schema")
+        self._data[name] = Config(value) if isinstance(value, dict) else value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Config({self.to_dict()!r})"
+
+    def get(self, dotted: str) -> Any:
+        """The value at a dotted key (``cfg.get("TRAIN.BATCH_SIZE")``)."""
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self._data.items()}
+
+    def clone(self) -> "Config":
+        return Config(self.to_dict())
+
+    def with_overrides(self, overrides: Sequence[Any] | dict[str, Any]) -> "Config":
+        """A validated copy with overrides applied (``["KEY", value, ...]``, ``KEY=VALUE`` or a dict)."""
+        data = self.to_dict()
+        items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides)
+        for dotted, value in items:
+            _set_dotted(data, dotted, value, where="override")
+        return Config(data)
+
+    def require(self, dotted: str, why: str = "") -> Any:
+        """The value at ``dotted``; a clear error naming the key when it is empty."""
+        value = self.get(dotted)
+        if value in ("", None):
+            reason = f" ({why})" if why else ""
+            raise ConfigError(
+                f"config key {dotted} is not set{reason}: set it in the YAML file or on the "
+                f"command line, e.g. `{dotted} /path/to/...`"
+            )
+        return value
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, where: str) -> None:
+    try:
+        leaf = _schema_node(dotted)
+    except KeyError:
+        raise _unknown_key_error(where, dotted) from None
+    if isinstance(leaf, dict):
+        raise ConfigError(f"{where}: '{dotted}' is a section, not a key; set one of its keys")
+    value = _coerce(where, dotted, value, leaf)
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------------------------
+# Loading with inheritance
+# --------------------------------------------------------------------------------------------
+def _validate_file(path: Path, data: dict, prefix: str = "", schema: dict = SCHEMA) -> dict:
+    """Check every key of one file against the schema; return a plain nested dict of it."""
+    out: dict[str, Any] = {}
+    lines = getattr(data, "lines", {})
+    for key, value in data.items():
+        where = f"{path}:{lines[key]}" if key in lines else str(path)
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: keys must be strings, got {key!r}")
+        dotted = f"{prefix}{key}"
+        if not prefix and key in _INHERIT_KEYS:
+            continue
+        if key not in schema:
+            raise _unknown_key_error(where, dotted)
+        leaf = schema[key]
+        if isinstance(leaf, dict):
+            if value is None:
+                continue  # an empty section
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{dotted}' is a section and needs KEY: value entries")
+            out[key] = _validate_file(path, value, dotted + ".", leaf)
+        else:
+            out[key] = _coerce(where, dotted, value, leaf)
+    return out
+
+
+def _merge(base: dict, new: dict) -> dict:
+    """``new`` over ``base``: sections merge recursively, everything else (lists too) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _resolve_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The merged content of ``path`` and everything it inherits from (schema not yet applied)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"config inheritance cycle: {cycle}")
+    raw = _read_yaml(path)
+    own = _validate_file(path, raw)
+    merged: dict[str, Any] = {}
+    lines = getattr(raw, "lines", {})
+    for inherit_key in _INHERIT_KEYS:
+        if inherit_key not in raw:
+            continue
+        target = raw[inherit_key]
+        where = f"{path}:{lines.get(inherit_key, '?')}"
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"{where}: {inherit_key} must be a path to a YAML file")
+        base_path = Path(os.path.expanduser(target))
+        if not base_path.is_absolute():
+            base_path = path.parent / base_path  # relative to the naming file, never the CWD
+        if not base_path.is_file():
+            raise ConfigError(f"{where}: {inherit_key} file not found: {target} (looked at {base_path})")
+        merged = _merge(merged, _resolve_file(base_path, (*chain, path)))
+    return _merge(merged, own)
+
+
+def _schema_defaults(node: dict = SCHEMA) -> dict:
+    return {k: _schema_defaults(v) if isinstance(v, dict) else _leaf_default(v) for k, v in node.items()}
+
+
+def parse_overrides(tokens: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Seed-style ``KEY VALUE`` pairs and ``KEY=VALUE`` tokens; string values are parsed as YAML."""
+    items: list[tuple[str, Any]] = []
+    tokens = list(tokens)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not isinstance(token, str):
+            raise ConfigError(f"override: expected a key, got {token!r}")
+        if "=" in token and not token.startswith("-"):
+            key, text = token.split("=", 1)
+            value: Any = _parse_yaml_value(text) if text != "" else ""
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"override: key '{token}' has no value (use KEY VALUE or KEY=VALUE)")
+            key, raw = token, tokens[i + 1]
+            value = (_parse_yaml_value(raw) if raw != "" else "") if isinstance(raw, str) else raw
+            i += 2
+        if not key or key.startswith("-"):
+            raise ConfigError(f"override: '{token}' is not a config key")
+        items.append((key, value))
+    return items
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None) -> Config:
+    """Load a YAML config with inheritance, apply overrides, validate everything, return a Config."""
+    data = _merge(_schema_defaults(), _resolve_file(Path(path)))
+    for dotted, value in parse_overrides(overrides or []):
+        _set_dotted(data, dotted, value, where="command line")
+    return Config(data)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(cfg.dump())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

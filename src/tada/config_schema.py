@@ -1,0 +1,206 @@
+"""Every config key a tada run may read, with its default and type.
+
+The schema is the single source of truth: YAML files and command-line overrides may only set keys
+that appear here, with values of the declared type. Defaults follow the official base config
+(spec section 3.4) where the official system has the key; keys tada adds are marked "tada:".
+
+A leaf is either a plain default (its type is inferred: bool, int, float, str or list) or a
+:class:`Key` that states the allowed types explicitly (needed when the default is None or when a
+key accepts several types).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Key:
+    """A schema leaf with explicit types; ``choices`` restricts string values."""
+
+    default: Any
+    types: tuple[type, ...]
+    choices: tuple[str, ...] | None = None
+    doc: str = ""
+
+
+NONE = type(None)
+
+SCHEMA: dict[str, Any] = {
+    "TASK_TYPE": "classification",
+    "NUM_GPUS": Key(8, (int,), doc="processes per node; 0 = CPU"),
+    "NUM_SHARDS": 1,
+    "SHARD_ID": 0,
+    "DIST_BACKEND": Key("nccl", (str,), ("nccl", "gloo")),
+    "PAI": False,
+    "RANDOM_SEED": 0,
+    "OUTPUT_DIR": "output/test",
+    "LOG_PERIOD": 10,
+    "LOG_MODEL_INFO": True,
+    "LOG_CONFIG_INFO": True,
+    "USE_MULTISEG_VAL_DIST": False,
+    "SUBMISSION": {"ENABLE": False},
+    "VISUALIZATION": {"ENABLE": False},
+    "OSS": {"ENABLE": False},
+    "PRETRAIN": {"ENABLE": False},
+    "LOCALIZATION": {"ENABLE": False},
+    "TRAIN": {
+        "ENABLE": True,
+        "DATASET": "kinetics400",
+        "BATCH_SIZE": Key(128, (int,), doc="global batch over all processes"),
+        "LOG_FILE": "training_log.log",
+        "LOSS_FUNC": Key("cross_entropy", (str,), ("cross_entropy",)),
+        "EVAL_PERIOD": 5,
+        "NUM_FOLDS": 1,
+        "AUTO_RESUME": True,
+        "CHECKPOINT_PERIOD": 5,
+        "CHECKPOINT_FILE_PATH": "",
+        "CHECKPOINT_ITER_PERIOD": Key(0, (int,), doc="tada: also save every K iterations (0 = off)"),
+        "KEEP_LAST": Key(3, (int,), doc="tada: periodic checkpoints kept (the best is kept too)"),
+        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet ResNet-50 from TRAIN.IN1K_WEIGHTS"),
+        "IN1K_WEIGHTS": Key("", (str,), doc="tada: local torchvision/timm ResNet-50 state-dict file"),
+        "FINE_TUNE": True,
+        "ONLY_LINEAR": False,
+        "LR_REDUCE": False,
+        "NUM_SAMPLES": Key(None, (int, NONE)),
+        "CHECKPOINT_PRE_PROCESS": {"ENABLE": False},
+        "AMP": Key("off", (str,), ("off", "bf16", "fp16"), doc="tada: mixed precision"),
+        "COMPILE": Key(False, (bool,), doc="tada: torch.compile the model"),
+        "CHANNELS_LAST": Key(True, (bool,), doc="tada: channels-last 2-D compute"),
+        "DETERMINISTIC": Key(False, (bool,), doc="tada: deterministic cuDNN/algorithms"),
+    },
+    "TEST": {
+        "ENABLE": True,
+        "DATASET": "kinetics400",
+        "BATCH_SIZE": Key(128, (int,), doc="global batch over all processes"),
+        "NUM_SPATIAL_CROPS": 1,
+        "NUM_ENSEMBLE_VIEWS": 1,
+        "SPATIAL_CROPS": "cc",
+        "LOG_FILE": "val.log",
+        "CHECKPOINT_FILE_PATH": "",
+        "CHECKPOINT_TYPE": "pytorch",
+        "AUTOMATIC_MULTI_SCALE_TEST": True,
+        "AUTOMATIC_MULTI_SCALE_TEST_SPATIAL": False,
+        "MULTI_VIEW_ENSEMBLE_VIEWS": Key(10, (int,), doc="tada: clips of the automatic multi-view test"),
+        "MULTI_VIEW_SPATIAL_CROPS": Key(3, (int,), doc="tada: crops of the automatic multi-view test"),
+    },
+    "DATA": {
+        "DATA_ROOT_DIR": "",
+        "ANNO_DIR": "",
+        "FORMAT": Key("video", (str,), ("video", "frames"), doc="tada: video files or frame folders"),
+        "DECODER": Key("pyav", (str,), ("pyav", "decord", "torchcodec")),
+        "DECODER_THREADS": 1,
+        "MAX_FAILURE_RATIO": 0.05,
+        "CLASS_NAMES_FILE": "",
+        "TRAIN_LIST": "",
+        "VAL_LIST": "",
+        "TEST_LIST": "",
+        "FRAMES_DIR": "",
+        "FRAME_TEMPLATE": "img_{:05d}.jpg",
+        "SAMPLING_MODE": Key("interval_based", (str,), ("interval_based", "segment_based")),
+        "NUM_INPUT_FRAMES": 8,
+        "NUM_INPUT_CHANNELS": 3,
+        "SAMPLING_RATE": 8,
+        "TARGET_FPS": 30,
+        "FPS": 30,
+        "MINUS_INTERVAL": False,
+        "TRAIN_JITTER_SCALES": [224, 340],
+        "TRAIN_CROP_SIZE": 224,
+        "TEST_SCALE": 256,
+        "TEST_CROP_SIZE": 256,
+        "MEAN": [0.45, 0.45, 0.45],
+        "STD": [0.225, 0.225, 0.225],
+        "MULTI_LABEL": False,
+        "ENSEMBLE_METHOD": Key("sum", (str,), ("sum", "prob", "score", "max")),
+    },
+    "MODEL": {
+        "NAME": "TAda2D",
+        "EMA": {"ENABLE": False, "DECAY": 0.99996},
+    },
+    "VIDEO": {
+        "BACKBONE": {
+            "DEPTH": Key(50, (int,)),
+            "META_ARCH": Key("ResNet3D", (str,), ("ResNet3D",)),
+            "NUM_FILTERS": [64, 256, 512, 1024, 2048],
+            "NUM_INPUT_CHANNELS": 3,
+            "NUM_OUT_FEATURES": 2048,
+            "KERNEL_SIZE": [[1, 7, 7], [1, 3, 3], [1, 3, 3], [1, 3, 3], [1, 3, 3]],
+            "DOWNSAMPLING": [True, True, True, True, True],
+            "DOWNSAMPLING_TEMPORAL": [False, False, False, False, False],
+            "EXPANSION_RATIO": 4,
+            "INITIALIZATION": "kaiming",
+            "TADA_INIT": Key("kaiming", (str,), ("kaiming", "official"),
+                             doc="tada: TAdaConv weight init (official = spec 8.2 item 12)"),
+            "STEM": {"NAME": "Base2DStem"},
+            "BRANCH": {
+                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock")),
+                "ROUTE_FUNC_K": [3, 3],
+                "ROUTE_FUNC_R": 4,
+                "POOL_K": [3, 1, 1],
+            },
+            "NONLOCAL": {"ENABLE": False},
+        },
+        "HEAD": {
+            "NAME": "BaseHead",
+            "ACTIVATION": "softmax",
+            "DROPOUT_RATE": 0.5,
+            "NUM_CLASSES": 400,
+        },
+    },
+    "OPTIMIZER": {
+        "OPTIM_METHOD": Key("sgd", (str,), ("sgd",)),
+        "BASE_LR": 0.1,
+        "ADJUST_LR": False,
+        "LR_POLICY": Key("cosine", (str,), ("cosine",)),
+        "MAX_EPOCH": 100,
+        "MOMENTUM": 0.9,
+        "BETAS": [0.9, 0.999],
+        "WEIGHT_DECAY": 1e-4,
+        "DAMPENING": 0.0,
+        "NESTEROV": True,
+        "WARMUP_EPOCHS": 0.0,
+        "WARMUP_START_LR": 0.01,
+        "COSINE_END_LR": 0.0,
+        "COSINE_AFTER_WARMUP": False,
+        "BIAS_DOUBLE": False,
+        "LAYER_WISE_LR_DECAY": 1.0,
+    },
+    "BN": {
+        "EPS": 1e-5,
+        "MOMENTUM": 0.1,
+        "WEIGHT_DECAY": 0.0,
+        "WB_LOCK": False,
+        "FREEZE": False,
+        "SYNC": False,
+    },
+    "DATA_LOADER": {
+        "NUM_WORKERS": 8,
+        "PIN_MEMORY": False,
+        "COLLATE_FN": Key(None, (str, NONE)),
+        "PERSISTENT_WORKERS": True,
+        "PREFETCH_FACTOR": 2,
+    },
+    "AUGMENTATION": {
+        "USE_GPU": False,
+        "COLOR_AUG": False,
+        "COLOR_P": 0.0,
+        "BRIGHTNESS": 0.5,
+        "CONTRAST": 0.5,
+        "SATURATION": 0.5,
+        "HUE": 0.25,
+        "GRAYSCALE": 0.3,
+        "CONSISTENT": True,
+        "SHUFFLE": True,
+        "GRAY_FIRST": True,
+        "RATIO": [0.857142857142857, 1.1666666666666667],
+        "HFLIP": Key(True, (bool,), doc="tada: random horizontal flip in training"),
+        "SSV2_FLIP": False,
+        "LABEL_SMOOTHING": 0.0,
+        "MIXUP": {"ENABLE": False, "ALPHA": 0.0, "PROB": 1.0, "MODE": "batch", "SWITCH_PROB": 0.5},
+        "CUTMIX": {"ENABLE": False, "ALPHA": 0.0, "MINMAX": Key(None, (list, NONE))},
+        "RANDOM_ERASING": {"ENABLE": False, "PROB": 0.25, "MODE": "const", "COUNT": [1, 1],
+                           "NUM_SPLITS": 0, "AREA_RANGE": [0.02, 0.33], "MIN_ASPECT": 0.3},
+        "AUTOAUGMENT": {"ENABLE": False, "BEFORE_CROP": True, "TYPE": "rand-m9-n4-mstd0.5-inc1"},
+    },
+}
