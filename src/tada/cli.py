@@ -1,7 +1,7 @@
 """The `tada` command line: one entry point, subcommands registered in COMMANDS.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported only when their subcommand runs, so ``tada --help``
+``run(args) -> int`` (``args.command`` names the subcommand, for modules that serve several). Modules are imported only when their subcommand runs, so ``tada --help``
 stays fast and one area's import errors never break another's command.
 """
 
@@ -67,15 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = names[argv[0]]
     module = importlib.import_module(command.module)
     sub = argparse.ArgumentParser(prog=f"tada {command.name}", description=command.help)
-    module.add_arguments(sub, command.name) if _takes_name(module) else module.add_arguments(sub)
+    sub.set_defaults(command=command.name)  # modules serving several subcommands read args.command
+    module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    args.command = command.name
     return int(module.run(args) or 0)
-
-
-def _takes_name(module) -> bool:
-    """Modules that serve several subcommands take the command name in add_arguments."""
-    return getattr(module, "MULTI_COMMAND", False)
 
 
 if __name__ == "__main__":
