@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from tada.errors import TadaError
+
 
 @dataclass(frozen=True)
 class Command:
@@ -70,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.set_defaults(command=command.name)  # modules serving several subcommands read args.command
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except TadaError as exc:
+        print(f"tada {command.name}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

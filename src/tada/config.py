@@ -26,13 +26,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import yaml
 
 from tada.config_schema import NONE, SCHEMA, Key
+from tada.errors import TadaError
 
 __all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys"]
 
 _INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
 
 
-class ConfigError(ValueError):
+class ConfigError(TadaError, ValueError):
     """A config file or override is invalid; the message names the file/line and key."""
 
 

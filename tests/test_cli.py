@@ -1,0 +1,59 @@
+"""The command line: help texts, `python -m tada`, the seed's runs/run.py, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tada.cli import COMMANDS, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_top_level_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command.name in out
+
+
+@pytest.mark.parametrize("name", [c.name for c in COMMANDS])
+def test_every_subcommand_explains_itself(name: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([name, "--help"])
+    assert exit_.value.code == 0
+    assert f"tada {name}" in capsys.readouterr().out
+
+
+def test_python_dash_m_is_the_same_command() -> None:
+    out = run_cli("-m", "tada", "--help")
+    assert out.returncode == 0 and "train" in out.stdout and "demo" in out.stdout
+
+
+def test_unknown_command_fails() -> None:
+    out = run_cli("-m", "tada", "trian")
+    assert out.returncode != 0 and "invalid choice" in out.stderr
+
+
+def test_seed_command_without_data_names_the_key_to_set(tmp_path: Path) -> None:
+    out = run_cli(str(REPO / "runs" / "run.py"), "--cfg", str(REPO / "configs/projects/tada/k400/tada2d_8x8.yaml"),
+                  "OUTPUT_DIR", str(tmp_path / "out"), cwd=tmp_path)
+    assert out.returncode != 0
+    assert "DATA.DATA_ROOT_DIR" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_override_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    out = run_cli(str(REPO / "runs" / "run.py"), "--cfg", str(REPO / "configs/projects/tada/k400/tada2d_8x8.yaml"),
+                  "TRAIN.BATCH_SIZ", "4", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "TRAIN.BATCH_SIZE" in out.stderr and "Traceback" not in out.stderr
