@@ -1,0 +1,454 @@
+"""``tada extract-frames``: decode every video once into a folder of JPEG frames.
+
+Each video is decoded sequentially with PyAV in a worker process (one decoder thread per
+worker: the processes are the parallelism), optionally resized to a short side and thinned to
+every k-th frame, and written as ``img_00001.jpg ...`` (frame i -> ``template.format(i + 1)``)
+plus ``meta.json`` into a hidden temporary folder that is renamed into place only when complete.
+Hence:
+
+- a killed extraction leaves no half-written folder under a real name; re-running the command
+  skips finished folders (their ``meta.json`` must record the same settings, else the video is
+  reported, never silently mixed) and redoes the rest;
+- a video that cannot be decoded is reported with its reason in ``<name>.failed.txt`` and the
+  summary, and the command exits with status 1; its folder is not created, so the dataset
+  treats it as a failed item by path, as it would the broken video file.
+
+Frame indices agree with the video readers of :mod:`tada.data.decode`: the stream's frame count
+and fps come from :class:`~tada.data.decode.PyAVReader` and a video whose sequential decode
+yields a different number of frames fails instead of shifting indices.
+
+Outputs, in ``--out`` (or DATA.FRAMES_DIR): the folders, ``<name>.frames.txt`` (one line per
+finished video: ``relpath num_frames fps label``, relpath relative to the output root, fps the
+rate of the stored frames = source fps / step, label -1 when the input has none) and
+``<name>.failed.txt`` (``relpath<TAB>reason``) when something failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from tada.data.frames import (
+    DEFAULT_TEMPLATE,
+    META_NAME,
+    FrameListEntry,
+    folder_for_video,
+    read_meta,
+    write_frame_list,
+    write_meta,
+)
+from tada.errors import TadaError
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "ExtractSettings",
+    "ExtractResult",
+    "ExtractReport",
+    "extract_video",
+    "extract_videos",
+    "read_video_list",
+    "find_videos",
+    "add_arguments",
+    "run",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """What a frame folder depends on; a finished folder is reused only if these match."""
+
+    short_side: int = 0  # 0 = keep the decoded size
+    quality: int = 90
+    step: int = 1  # keep every k-th frame
+    template: str = DEFAULT_TEMPLATE
+
+    def __post_init__(self) -> None:
+        if self.short_side < 0:
+            raise ValueError(f"short side must be >= 0 (0 = keep), got {self.short_side}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {self.quality}")
+        if self.step < 1:
+            raise ValueError(f"step must be >= 1, got {self.step}")
+        try:
+            names = {self.template.format(1), self.template.format(2)}
+        except (IndexError, KeyError, ValueError) as exc:
+            raise ValueError(f"frame template '{self.template}' must format one integer: {exc}") from None
+        if len(names) != 2 or any(os.sep in n or n == META_NAME for n in names):
+            raise ValueError(f"frame template '{self.template}' must give distinct file names per frame")
+
+
+@dataclass
+class ExtractResult:
+    """The outcome for one video: ``status`` is 'done', 'skipped' (already finished) or 'failed'."""
+
+    relpath: str  # the video, relative to the video root
+    folder: str  # the frame folder, relative to the output root (posix separators)
+    label: int
+    status: str
+    reason: str = ""
+    num_frames: int = 0
+    fps: float = 0.0
+    bytes: int = 0
+    source_bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ExtractReport:
+    """All results of one extraction, in input order, with the list files written."""
+
+    results: list[ExtractResult]
+    seconds: float
+    workers: int
+    list_path: str = ""
+    failed_path: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        ok = [r for r in self.results if r.status != "failed"]
+        done = [r for r in self.results if r.status == "done"]
+        failed = [r for r in self.results if r.status == "failed"]
+        lines = [
+            f"{len(self.results)} videos: {len(done)} extracted, {len(ok) - len(done)} already finished, "
+            f"{len(failed)} failed ({self.seconds:.1f} s, {self.workers} worker{'s' if self.workers != 1 else ''})"
+        ]
+        if ok:
+            disk = sum(r.bytes for r in ok)
+            src = sum(r.source_bytes for r in ok)
+            frames = sum(r.num_frames for r in ok)
+            ratio = f", {disk / src:.1f}x the source videos ({src / 1e6:.1f} MB)" if src else ""
+            lines.append(f"disk: {disk / 1e6:.1f} MB for {frames} frames, {disk / 1e6 / len(ok):.2f} MB per "
+                         f"video, {disk / 1e3 / max(frames, 1):.1f} KB per frame{ratio}")
+        if done:
+            per = sum(r.seconds for r in done) / len(done)
+            lines.append(f"time: {per:.2f} s per video per worker, {len(done) / max(self.seconds, 1e-9):.1f} "
+                         "videos/s overall")
+        if self.list_path:
+            lines.append(f"frame list: {self.list_path}")
+        if failed:
+            lines.append(f"failed ({len(failed)}), listed in {self.failed_path}:")
+            lines += [f"  {r.relpath}: {r.reason}" for r in failed[:10]]
+            if len(failed) > 10:
+                lines.append(f"  ... and {len(failed) - 10} more")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# one video
+# --------------------------------------------------------------------------------------------
+def _settings_of(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("short_side", "quality", "step", "template")}
+
+
+def _resized(height: int, width: int, short_side: int) -> tuple[int, int]:
+    if short_side == 0:
+        return height, width
+    if height <= width:
+        return short_side, max(1, round(width * short_side / height))
+    return max(1, round(height * short_side / width)), short_side
+
+
+def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int) -> dict:
+    """Decode ``source`` into ``tmp``; returns the meta to record. Raises DecodeError on any failure."""
+    import av
+    import simplejpeg
+
+    from tada.data.decode import DecodeError, PyAVReader
+
+    with PyAVReader(source) as reader:  # the frame count and fps the video readers use
+        num_source, fps = reader.num_frames, reader.fps
+    height, width = _resized(reader.height, reader.width, settings.short_side)
+    written = total = count = 0
+    try:
+        with av.open(source, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            if threads > 1:
+                stream.thread_type = "AUTO"
+            stream.thread_count = threads
+            for count, frame in enumerate(container.decode(stream), 1):
+                if (count - 1) % settings.step:
+                    continue
+                if settings.short_side:
+                    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+                else:
+                    rgb = frame.to_ndarray(format="rgb24")
+                data = simplejpeg.encode_jpeg(rgb, quality=settings.quality, colorspace="RGB",
+                                              colorsubsampling="420")
+                with open(os.path.join(tmp, settings.template.format(written + 1)), "wb") as f:
+                    f.write(data)
+                written += 1
+                total += len(data)
+    except av.FFmpegError as exc:
+        raise DecodeError(source, f"decoding failed after {count} frames: {exc}") from exc
+    if count != num_source:
+        raise DecodeError(source, f"decoded {count} frames but the stream index lists {num_source} "
+                          "(truncated or corrupt stream?)")
+    return {
+        "num_frames": written,
+        "fps": fps / settings.step,
+        "source_fps": fps,
+        "source_num_frames": num_source,
+        "height": height,
+        "width": width,
+        "bytes": total,
+        **_settings_of(vars(settings)),
+    }
+
+
+def extract_video(source: str | os.PathLike, folder: str | os.PathLike, *, settings: ExtractSettings,
+                  relpath: str = "", overwrite: bool = False, threads: int = 1) -> tuple[str, str, dict]:
+    """Extract one video into ``folder``: returns (status, reason, meta), status done/skipped/failed.
+
+    Failures (undecodable video, a different finished folder in the way, disk errors) are
+    returned, not raised, so one bad video never stops a dataset's extraction.
+    """
+    from tada.data.decode import DecodeError
+
+    source, folder = os.fspath(source), os.path.normpath(os.fspath(folder))
+    if os.path.isdir(folder) and not overwrite:
+        try:
+            meta = read_meta(folder)
+        except DecodeError as exc:
+            return "failed", f"{folder} exists but is not a finished frame folder ({exc.reason}); " \
+                             "delete it or pass --overwrite", {}
+        if _settings_of(meta) != _settings_of(vars(settings)):
+            return "failed", f"{folder} was extracted with {_settings_of(meta)}, not " \
+                             f"{_settings_of(vars(settings))}; delete it or pass --overwrite", {}
+        return "skipped", "", meta
+    parent, name = os.path.split(folder)
+    tmp = os.path.join(parent, f".{name}.partial")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp)  # left by a killed run
+        os.mkdir(tmp)
+        meta = _write_frames(source, tmp, settings, threads)
+        meta["source"] = relpath or os.path.basename(source)
+        write_meta(tmp, meta)
+        if os.path.isdir(folder):  # overwrite: replace the old folder only now that the new one is complete
+            shutil.rmtree(folder)
+        os.rename(tmp, folder)
+    except (DecodeError, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+        return "failed", reason, {}
+    return "done", "", read_meta(folder)
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    source: str
+    folder: str
+    relpath: str
+    settings: ExtractSettings
+    overwrite: bool
+    threads: int
+
+
+def _run_task(task: _Task) -> tuple[int, str, str, dict, float, int]:
+    start = time.perf_counter()
+    status, reason, meta = extract_video(task.source, task.folder, settings=task.settings,
+                                         relpath=task.relpath, overwrite=task.overwrite, threads=task.threads)
+    size = os.path.getsize(task.source) if os.path.isfile(task.source) else 0
+    return task.index, status, reason, meta, time.perf_counter() - start, size
+
+
+# --------------------------------------------------------------------------------------------
+# many videos
+# --------------------------------------------------------------------------------------------
+def extract_videos(
+    videos: Sequence[tuple[str, int]],
+    *,
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    name: str,
+    settings: ExtractSettings = ExtractSettings(),
+    workers: int = 1,
+    threads: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ExtractReport:
+    """Extract ``videos`` ((path relative to ``root``, label) pairs) into ``out``.
+
+    Writes ``out/<name>.frames.txt`` for the finished videos (input order) and
+    ``out/<name>.failed.txt`` when some failed. ``workers`` > 1 runs that many processes.
+    """
+    from tqdm import tqdm
+
+    root, out = os.fspath(root), os.fspath(out)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    os.makedirs(out, exist_ok=True)
+    tasks = []
+    for i, (rel, _) in enumerate(videos):
+        folder = folder_for_video(out, rel)
+        tasks.append(_Task(i, os.path.join(root, rel), folder, rel, settings, overwrite, threads))
+    results: list[ExtractResult | None] = [None] * len(tasks)
+    start = time.perf_counter()
+    bar = tqdm(total=len(tasks), unit="video", desc=f"extract {name}", disable=not progress, file=sys.stderr)
+    pool = None
+    try:
+        if workers == 1 or len(tasks) <= 1:
+            outcomes: Iterable = map(_run_task, tasks)
+        else:
+            pool = mp.get_context("spawn").Pool(min(workers, len(tasks)))
+            outcomes = pool.imap_unordered(_run_task, tasks, chunksize=1)
+        for index, status, reason, meta, seconds, size in outcomes:
+            rel, label = videos[index]
+            folder_rel = os.path.relpath(tasks[index].folder, out).replace(os.sep, "/")
+            results[index] = ExtractResult(
+                relpath=rel, folder=folder_rel, label=label, status=status, reason=reason,
+                num_frames=meta.get("num_frames", 0), fps=meta.get("fps", 0.0), bytes=meta.get("bytes", 0),
+                source_bytes=size, seconds=seconds,
+            )
+            bar.update(1)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()  # all results are in (or we are interrupted): stop the workers
+            pool.join()
+    done = [r for r in results if r is not None]
+    report = ExtractReport(results=done, seconds=time.perf_counter() - start, workers=workers)
+    report.list_path = os.path.join(out, f"{name}.frames.txt")
+    write_frame_list(report.list_path, [FrameListEntry(r.folder, r.num_frames, r.fps, r.label)
+                                        for r in done if r.status != "failed"])
+    failed_path = os.path.join(out, f"{name}.failed.txt")
+    failed = [r for r in done if r.status == "failed"]
+    if failed:
+        with open(failed_path, "w", encoding="utf-8") as f:
+            f.writelines(f"{r.relpath}\t{r.reason}\n" for r in failed)
+        report.failed_path = failed_path
+    elif os.path.exists(failed_path):
+        os.remove(failed_path)  # stale: everything succeeded this time
+    for r in done:
+        report.counts[r.status] = report.counts.get(r.status, 0) + 1
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def read_video_list(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """A list of videos: one ``relpath`` or ``relpath label`` per line (the K400 list format)."""
+    path = os.fspath(path)
+    videos = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) > 2:
+                raise TadaError(f"{path}:{n}: expected 'relpath' or 'relpath label', got {line.strip()!r}")
+            try:
+                label = int(fields[1]) if len(fields) == 2 else -1
+            except ValueError:
+                raise TadaError(f"{path}:{n}: the label must be an integer, got {fields[1]!r}") from None
+            videos.append((fields[0], label))
+    if not videos:
+        raise TadaError(f"{path}: the video list is empty")
+    return videos
+
+
+def find_videos(root: str | os.PathLike) -> list[tuple[str, int]]:
+    """Every video file under ``root`` (by extension), sorted, with label -1."""
+    root = os.fspath(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in filenames:
+            if fn.lower().endswith(VIDEO_EXTENSIONS):
+                found.append(os.path.relpath(os.path.join(dirpath, fn), root).replace(os.sep, "/"))
+    return [(rel, -1) for rel in sorted(found)]
+
+
+def _videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
+    """(relpath, label) of a config's split, read by the data layer's list parsers."""
+    from tada.data.datasets import video_list  # the dataset's own list reading: same videos, same order
+
+    return video_list(cfg, split)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Decode videos once into JPEG frame folders (img_00001.jpg ..., MMAction2 layout) for "
+        "DATA.FORMAT frames. Resumable: re-running skips finished folders. Either --cfg (the "
+        "config's splits, written to DATA.FRAMES_DIR) or --root/--out (with --videos LIST, or every "
+        "video under --root)."
+    )
+    parser.add_argument("--cfg", metavar="FILE", help="config whose dataset splits to extract")
+    parser.add_argument("--splits", default="train,val,test",
+                        help="with --cfg: comma-separated splits (default train,val,test)")
+    parser.add_argument("--videos", metavar="LIST", help="text file: 'relpath' or 'relpath label' per line")
+    parser.add_argument("--root", metavar="DIR", help="video root the relpaths are relative to")
+    parser.add_argument("--out", metavar="DIR", help="output root (default with --cfg: DATA.FRAMES_DIR)")
+    parser.add_argument("--name", help="list file name stem (default: the split, the LIST stem, or 'videos')")
+    parser.add_argument("--short-side", type=int, default=0,
+                        help="resize so the short side is this many pixels (0 = keep; default 0)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
+    parser.add_argument("--step", type=int, default=1, help="keep every k-th frame (default 1 = all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: all CPU cores)")
+    parser.add_argument("--overwrite", action="store_true", help="re-extract finished folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="with --cfg: config overrides (KEY VALUE pairs or KEY=VALUE)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = ExtractSettings(short_side=args.short_side, quality=args.quality, step=args.step)
+    except ValueError as exc:
+        raise TadaError(str(exc)) from None
+    jobs: list[tuple[str, list[tuple[str, int]], str, str]] = []  # (name, videos, root, out)
+    if args.cfg:
+        if args.videos:
+            raise TadaError("give either --cfg or --videos, not both")
+        from tada.config import load_config
+        from tada.data.frames import frames_dir_from_config
+
+        cfg = load_config(args.cfg, overrides=args.opts or [])
+        root = args.root or cfg.DATA.DATA_ROOT_DIR
+        if not root:
+            raise TadaError(f"{args.cfg}: DATA.DATA_ROOT_DIR is empty; set it or pass --root")
+        settings = ExtractSettings(short_side=args.short_side, quality=args.quality, step=args.step,
+                                   template=cfg.DATA.FRAME_TEMPLATE)
+        out = args.out or frames_dir_from_config(cfg)
+        for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
+            jobs.append((args.name or split, _videos_from_config(cfg, split), root, out))
+    else:
+        if args.opts:
+            raise TadaError(f"config overrides {args.opts} need --cfg")
+        if not args.root or not args.out:
+            raise TadaError("without --cfg, give --root DIR and --out DIR (and optionally --videos LIST)")
+        if not os.path.isdir(args.root):
+            raise TadaError(f"--root {args.root}: not a directory")
+        if args.videos:
+            videos = read_video_list(args.videos)
+            name = args.name or os.path.splitext(os.path.basename(args.videos))[0]
+        else:
+            videos = find_videos(args.root)
+            if not videos:
+                raise TadaError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {args.root}")
+            name = args.name or "videos"
+        jobs.append((name, videos, args.root, args.out))
+    status = 0
+    for name, videos, root, out in jobs:
+        report = extract_videos(videos, root=root, out=out, name=name, settings=settings,
+                                workers=args.workers, progress=not args.no_progress)
+        print(report.summary())
+        if report.failed_path:
+            status = 1
+    return status
