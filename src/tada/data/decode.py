@@ -1,0 +1,383 @@
+"""Frame-exact video decoding behind one small interface.
+
+A reader answers three questions: how many frames (``num_frames``), at what average rate
+(``fps``), and what are frames ``i, j, k`` (``get_frames`` -> uint8 array (T, H, W, 3), RGB, in
+the order asked, repeats allowed). Sampling and transforms only see this interface, so a
+frame-folder reader or another decoder plugs in without touching them.
+
+The PyAV reader builds a frame index by demuxing the stream once (packets only, no decoding):
+the presentation timestamps give the exact frame count and each frame's position, the keyframe
+flags say where decoding may start. ``get_frames`` then seeks to the keyframe before each wanted
+frame and decodes forward, so 8 frames of a long video cost a few GOPs, never the whole file, and
+the frames returned are exactly the frames a full sequential decode yields at those positions.
+Containers without usable timestamps (no pts, duplicates) fall back to counting frames by
+decoding, which is slow but exact.
+
+Every failure (missing file, not a video, no video stream, no frames, frames that cannot be
+decoded) raises :class:`DecodeError` naming the file and the reason; nothing returns None.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "BACKENDS",
+    "DecodeError",
+    "VideoReader",
+    "PyAVReader",
+    "DecordReader",
+    "TorchCodecReader",
+    "open_video",
+]
+
+BACKENDS = ("pyav", "decord", "torchcodec")
+
+
+class DecodeError(RuntimeError):
+    """A video could not be opened or decoded; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@runtime_checkable
+class VideoReader(Protocol):
+    """What sampling needs from a decoder. ``get_frames`` returns uint8 (T, H, W, 3) RGB."""
+
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def _check_indices(path: str, indices: Sequence[int], num_frames: int) -> np.ndarray:
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size == 0:
+        raise ValueError(f"{path}: no frame indices requested")
+    if idx.min() < 0 or idx.max() >= num_frames:
+        raise ValueError(f"{path}: frame indices {idx.tolist()} outside [0, {num_frames})")
+    return idx
+
+
+def _stack(path: str, frames: list[np.ndarray]) -> np.ndarray:
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise DecodeError(path, f"the frame size changes inside the video: {sorted(shapes)}")
+    return np.stack(frames)
+
+
+def _check_path(path: str) -> None:
+    if not os.path.exists(path):
+        raise DecodeError(path, "file not found")
+    if os.path.isdir(path):
+        raise DecodeError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file (0 bytes)")
+
+
+class PyAVReader:
+    """Frame-exact reader on PyAV (FFmpeg). ``threads`` > 1 enables FFmpeg frame+slice threading.
+
+    One decoder thread is the right choice inside DataLoader workers (the workers are the
+    parallelism); more threads help a single process decoding high-resolution video.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1) -> None:
+        import av
+
+        self.path = os.fspath(path)
+        _check_path(self.path)
+        if threads < 1:
+            raise ValueError(f"decoder threads must be >= 1, got {threads}")
+        try:
+            self._container = av.open(self.path, metadata_errors="ignore")
+        except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(self.path, f"cannot open: {exc}") from exc
+        try:
+            if not self._container.streams.video:
+                kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+                raise DecodeError(self.path, f"no video stream (streams: {', '.join(kinds)})")
+            self._stream = self._container.streams.video[0]
+            if threads > 1:
+                self._stream.thread_type = "AUTO"
+            self._stream.thread_count = threads
+            self._build_index()
+        except DecodeError:
+            self.close()
+            raise
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.close()
+            raise DecodeError(self.path, f"cannot read the stream: {exc}") from exc
+
+    # ------------------------------------------------------------------ index
+    def _build_index(self) -> None:
+        """Demux once: exact frame count, each frame's pts in display order, keyframe positions."""
+        import av
+
+        stream = self._stream
+        pts: list[int] = []
+        keys: list[int] = []
+        durations: list[int] = []
+        try:
+            for packet in self._container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's final flush packet
+                ts = packet.pts if packet.pts is not None else packet.dts
+                if ts is None:
+                    pts = []
+                    break
+                pts.append(ts)
+                durations.append(packet.duration or 0)
+                if packet.is_keyframe:
+                    keys.append(ts)
+        except av.FFmpegError as exc:
+            raise DecodeError(self.path, f"cannot demux: {exc}") from exc
+        order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+        self._pts = np.asarray(pts, dtype=np.int64)[order]
+        self._exact = len(self._pts) > 0 and bool(np.all(np.diff(self._pts) > 0))
+        if self._exact:
+            self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
+            key_set = set(keys)
+            self._keyframes = [i for i, p in enumerate(self._pts) if int(p) in key_set]
+            if not self._keyframes or self._keyframes[0] != 0:
+                self._keyframes.insert(0, 0)  # decoding from the first packet is always valid
+            self.num_frames = len(self._pts)
+        else:
+            # No usable timestamps: count by decoding once (exact, slow, rare).
+            self._pts_to_index = {}
+            self._keyframes = [0]
+            self.num_frames = self._count_by_decoding()
+        if self.num_frames == 0:
+            raise DecodeError(self.path, "the video stream holds no frames")
+        self.fps = self._average_fps(np.asarray(durations, dtype=np.int64)[order] if self._exact else None)
+        cc = stream.codec_context
+        self.height, self.width = int(cc.height), int(cc.width)
+        if self.height <= 0 or self.width <= 0:
+            raise DecodeError(self.path, f"invalid frame size {self.width}x{self.height}")
+
+    def _average_fps(self, durations: np.ndarray | None) -> float:
+        """Frames per second over the whole stream: exact for constant rate, the mean for variable."""
+        tb = self._stream.time_base
+        if self._exact and self.num_frames >= 2 and tb is not None:
+            span = float((self._pts[-1] - self._pts[0]) * tb)
+            if span > 0:
+                measured = (self.num_frames - 1) / span
+                declared = self._stream.average_rate
+                if declared is not None and abs(float(declared) - measured) <= 1e-3 * measured:
+                    return float(declared)  # the same rate, without timestamp rounding (webm: ms)
+                return measured
+        for rate in (self._stream.average_rate, self._stream.guessed_rate, self._stream.base_rate):
+            if rate is not None and float(rate) > 0:
+                return float(rate)
+        if durations is not None and tb is not None and durations.size and durations[0] > 0:
+            return 1.0 / float(durations[0] * tb)
+        raise DecodeError(self.path, "cannot determine the frame rate")
+
+    def _count_by_decoding(self) -> int:
+        self._seek_start()
+        count = 0
+        for _ in self._decode():
+            count += 1
+        return count
+
+    # ------------------------------------------------------------------ decoding
+    def _seek_start(self) -> None:
+        self._container.seek(0, backward=True, any_frame=False)
+
+    def _decode(self):
+        import av
+
+        try:
+            yield from self._container.decode(self._stream)
+        except av.FFmpegError as exc:
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        return frame.to_ndarray(format="rgb24")
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        import av
+
+        idx = _check_indices(self.path, indices, self.num_frames)
+        wanted = sorted(set(int(i) for i in idx))
+        try:
+            got = self._collect_exact(wanted) if self._exact else self._collect_sequential(wanted)
+        except (av.FFmpegError, ValueError) as exc:  # seek or colour-conversion failures
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+        missing = [i for i in wanted if i not in got]
+        if missing:
+            raise DecodeError(
+                self.path, f"frames {missing[:8]}{'...' if len(missing) > 8 else ''} of "
+                f"{self.num_frames} could not be decoded (truncated or corrupt stream?)"
+            )
+        return _stack(self.path, [got[int(i)] for i in idx])
+
+    def _keyframe_before(self, i: int) -> int:
+        return self._keyframes[bisect.bisect_right(self._keyframes, i) - 1]
+
+    def _collect_exact(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Seek to the keyframe before the next missing frame, decode forward, repeat.
+
+        A frame is kept only if decoding started at a keyframe at or before it, so frames a
+        demuxer or an open GOP could hand over without their references are never used.
+        A pass that yields nothing retries from the previous keyframe, finally from the start.
+        """
+        got: dict[int, np.ndarray] = {}
+        wanted_set = set(wanted)
+        start_floor = None  # when set, seek no later than this keyframe (retry after no progress)
+        while True:
+            remaining = [i for i in wanted if i not in got]
+            if not remaining:
+                return got
+            first = remaining[0]
+            key = self._keyframe_before(first)
+            if start_floor is not None:
+                key = min(key, start_floor)
+            self._container.seek(int(self._pts[key]), stream=self._stream, backward=True, any_frame=False)
+            before = len(got)
+            started_at = None
+            for frame in self._decode():
+                if frame.pts is None:  # the decoder drops timestamps: count frames instead
+                    self._exact = False
+                    return self._collect_sequential(wanted)
+                i = self._pts_to_index.get(frame.pts)
+                if i is None:
+                    continue
+                if started_at is None:
+                    if not frame.key_frame:
+                        continue  # decoding must begin at a keyframe to be exact
+                    started_at = i
+                if i < started_at:
+                    continue  # a leading picture of an open GOP: its references were skipped
+                if i in wanted_set and i not in got:
+                    got[i] = self._to_rgb(frame)
+                nxt = next((j for j in remaining if j not in got), None)
+                if nxt is None:
+                    break
+                if self._keyframe_before(nxt) > i:
+                    break  # seeking to the next wanted frame's keyframe is cheaper than decoding on
+            if len(got) > before:
+                start_floor = None
+                continue
+            if key == 0:
+                return got  # even a decode from the start did not produce them
+            start_floor = self._keyframes[max(self._keyframes.index(key) - 1, 0)]
+
+    def _collect_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        got: dict[int, np.ndarray] = {}
+        last = wanted[-1]
+        self._seek_start()
+        for i, frame in enumerate(self._decode()):
+            if i in wanted:
+                got[i] = self._to_rgb(frame)
+            if i >= last:
+                break
+        return got
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+            self._container = None
+
+    def __enter__(self) -> "PyAVReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class DecordReader:
+    """decord's reader (optional: ``pip install decord``); decord fails on some webm files."""
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1) -> None:
+        try:
+            import decord
+        except ImportError as exc:
+            raise ImportError(
+                "DATA.DECODER 'decord' needs the decord package: `pip install decord` "
+                "(or `pip install tada[decord]`), or set DATA.DECODER pyav"
+            ) from exc
+        self.path = os.fspath(path)
+        _check_path(self.path)
+        try:
+            self._vr = decord.VideoReader(self.path, num_threads=threads)
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise DecodeError(self.path, f"cannot open: {exc}") from exc
+        self.num_frames = len(self._vr)
+        if self.num_frames == 0:
+            raise DecodeError(self.path, "the video stream holds no frames")
+        self.fps = float(self._vr.get_avg_fps())
+        self.height, self.width = (int(s) for s in self._vr[0].shape[:2])
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        import decord
+
+        idx = _check_indices(self.path, indices, self.num_frames)
+        try:
+            return self._vr.get_batch(idx.tolist()).asnumpy()
+        except (RuntimeError, decord.DECORDError) as exc:
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._vr = None
+
+
+class TorchCodecReader:
+    """torchcodec's decoder (optional: ``pip install torchcodec``, a version matching torch)."""
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1) -> None:
+        try:
+            from torchcodec.decoders import VideoDecoder
+        except (ImportError, OSError, RuntimeError) as exc:
+            raise ImportError(
+                "DATA.DECODER 'torchcodec' needs a torchcodec build that matches the installed "
+                f"torch: `pip install torchcodec` (import failed: {exc}), or set DATA.DECODER pyav"
+            ) from exc
+        self.path = os.fspath(path)
+        _check_path(self.path)
+        try:
+            self._dec = VideoDecoder(self.path, seek_mode="exact", num_ffmpeg_threads=threads,
+                                     dimension_order="NHWC")
+        except (RuntimeError, ValueError) as exc:
+            raise DecodeError(self.path, f"cannot open: {exc}") from exc
+        meta = self._dec.metadata
+        self.num_frames = int(meta.num_frames or 0)
+        if self.num_frames == 0:
+            raise DecodeError(self.path, "the video stream holds no frames")
+        self.fps = float(meta.average_fps)
+        self.height, self.width = int(meta.height), int(meta.width)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        idx = _check_indices(self.path, indices, self.num_frames)
+        try:
+            return self._dec.get_frames_at(indices=idx.tolist()).data.numpy()
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise DecodeError(self.path, f"decoding failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._dec = None
+
+
+_READERS = {"pyav": PyAVReader, "decord": DecordReader, "torchcodec": TorchCodecReader}
+
+
+def open_video(path: str | os.PathLike, *, backend: str = "pyav", threads: int = 1) -> VideoReader:
+    """Open ``path`` with the named backend (``pyav``, ``decord``, ``torchcodec``)."""
+    try:
+        cls = _READERS[backend]
+    except KeyError:
+        raise ValueError(f"unknown video decoder '{backend}'; choose one of {', '.join(BACKENDS)}") from None
+    return cls(path, threads=threads)
