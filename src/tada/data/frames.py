@@ -256,26 +256,27 @@ class FrameListEntry:
 
 
 def write_frame_list(path: str | os.PathLike, entries: Sequence[FrameListEntry]) -> None:
-    """Write a frame list atomically (temp file + rename). Paths must not contain whitespace."""
+    """Write a frame list atomically (temp file + rename); a path may hold spaces, not line breaks."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         for e in entries:
-            if any(c.isspace() for c in e.relpath):
-                raise ValueError(f"frame list {path}: path '{e.relpath}' contains whitespace")
+            if "\n" in e.relpath or "\r" in e.relpath or e.relpath != e.relpath.strip():
+                raise ValueError(f"frame list {path}: path {e.relpath!r} has a line break or edge spaces")
             f.write(f"{e.relpath} {e.num_frames} {e.fps!r} {e.label}\n")
     os.replace(tmp, path)
 
 
 def read_frame_list(path: str | os.PathLike) -> list[FrameListEntry]:
-    """Parse a frame list; a malformed line raises ValueError naming the file and line."""
+    """Parse a frame list (the last three fields are numbers, so paths may hold spaces); a malformed
+    line raises ValueError naming the file and line."""
     path = os.fspath(path)
     entries = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
+            if not line.strip():
                 continue
+            fields = line.strip().rsplit(None, 3)
             if len(fields) != 4:
                 raise ValueError(f"{path}:{n}: expected 'relpath num_frames fps label', got {line.strip()!r}")
             try:
