@@ -375,10 +375,16 @@ def find_videos(root: str | os.PathLike) -> list[tuple[str, int]]:
 
 
 def _videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
-    """(relpath, label) of a config's split, read by the data layer's list parsers."""
-    from tada.data.datasets import video_list  # the dataset's own list reading: same videos, same order
+    """(relpath, label) of a config's split: the dataset's own list reading, same videos, same order."""
+    from tada.data.annotations import AnnotationError
+    from tada.data.datasets import build_dataset
 
-    return video_list(cfg, split)
+    try:
+        entries = build_dataset(cfg, split).entries
+    except (AnnotationError, ValueError) as exc:
+        raise TadaError(f"split '{split}': {exc}") from None
+    root = cfg.DATA.DATA_ROOT_DIR
+    return [(os.path.relpath(e.path, root), e.label) for e in entries]
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,9 +433,12 @@ def run(args: argparse.Namespace) -> int:
         from tada.data.frames import frames_dir_from_config
 
         cfg = load_config(args.cfg, overrides=args.opts or [])
-        root = args.root or cfg.DATA.DATA_ROOT_DIR
+        if args.root:
+            raise TadaError("with --cfg the videos are under DATA.DATA_ROOT_DIR; override it (DATA.DATA_ROOT_DIR DIR) "
+                            "instead of --root")
+        root = cfg.DATA.DATA_ROOT_DIR
         if not root:
-            raise TadaError(f"{args.cfg}: DATA.DATA_ROOT_DIR is empty; set it or pass --root")
+            raise TadaError(f"{args.cfg}: DATA.DATA_ROOT_DIR is empty; set it in the config or as an override")
         try:
             settings = ExtractSettings(short_side=args.short_side, quality=args.quality, step=args.step,
                                        subsampling=args.subsampling, template=cfg.DATA.FRAME_TEMPLATE)

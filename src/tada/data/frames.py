@@ -122,17 +122,20 @@ class FrameFolderReader:
 
     ``num_frames`` and ``fps`` come from the arguments when given (a frame list), otherwise
     from the folder's ``meta.json``. Opening costs one small file read and one ``stat``;
-    ``height``/``width`` read the first frame's JPEG header on first use.
+    ``height``/``width`` come from ``meta.json`` or, without it, the first frame's JPEG header.
     """
 
     def __init__(self, folder: str | os.PathLike, *, num_frames: int | None = None,
                  fps: float | None = None, template: str | None = None) -> None:
         self.path = os.fspath(folder)
+        self._size: tuple[int, int] | None = None
         if num_frames is None or fps is None or template is None:
             meta = read_meta(self.path)
             num_frames = meta["num_frames"] if num_frames is None else num_frames
             fps = meta["fps"] if fps is None else fps
             template = meta["template"] if template is None else template
+            if isinstance(meta.get("height"), int) and isinstance(meta.get("width"), int):
+                self._size = (meta["height"], meta["width"])
         elif not os.path.isdir(self.path):
             raise DecodeError(self.path, "frame folder not found" if not os.path.exists(self.path) else "not a folder")
         if num_frames < 1:
@@ -142,7 +145,6 @@ class FrameFolderReader:
         self.num_frames = int(num_frames)
         self.fps = float(fps)
         self.template = template
-        self._size: tuple[int, int] | None = None
         last = self._frame_path(self.num_frames - 1)
         if not os.path.isfile(last):
             raise DecodeError(

@@ -1,0 +1,111 @@
+"""DATA.FORMAT frames: the dataset of a config gives the video route's items, within JPEG error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tada.config import load_config
+from tada.data.datasets import build_dataset
+
+
+def _sibling(name: str):
+    """Import a sibling test module by path (works with or without a tests package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_tada_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_video = _sibling("test_frames").make_video
+
+
+@pytest.fixture(scope="module")
+def k400_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("k400")
+    make_video(root / "train" / "a" / "v0.mp4", frames=45, fps=25, seed=0)
+    make_video(root / "train" / "b" / "v1.mp4", frames=36, fps=30, height=64, width=48, seed=1)  # portrait
+    make_video(root / "val" / "v2.mp4", frames=30, fps=30, seed=2)
+    (root / "kinetics400_train_list.txt").write_text("train/a/v0.mp4 0\ntrain/b/v1.mp4 1\n")
+    (root / "kinetics400_val_list.txt").write_text("val/v2.mp4 1\ntrain/a/v0.mp4 0\n")
+    (root / "kinetics400_test_list.txt").write_text("val/v2.mp4 1\nval/missing.mp4 0\n")
+    cfg = root / "k400.yaml"
+    cfg.write_text(
+        "TRAIN: {DATASET: kinetics400, BATCH_SIZE: 2}\n"
+        "TEST: {DATASET: kinetics400, NUM_ENSEMBLE_VIEWS: 2, NUM_SPATIAL_CROPS: 3}\n"
+        "DATA: {NUM_INPUT_FRAMES: 4, SAMPLING_RATE: 2, TRAIN_JITTER_SCALES: [32, 40], TRAIN_CROP_SIZE: 32,\n"
+        "       TEST_SCALE: 40, TEST_CROP_SIZE: 40}\n"
+        "VIDEO: {HEAD: {NUM_CLASSES: 2}}\n"
+        "DATA_LOADER: {NUM_WORKERS: 0}\n"
+    )
+    return root
+
+
+def _cfg(root: Path, *overrides):
+    return load_config(root / "k400.yaml", overrides=["DATA.DATA_ROOT_DIR", str(root), *overrides])
+
+
+@pytest.fixture(scope="module")
+def extracted(k400_root: Path) -> Path:
+    from tada.cli import main
+
+    rc = main(["extract-frames", "--cfg", str(k400_root / "k400.yaml"), "--workers", "1", "--no-progress",
+               "--subsampling", "444", "--quality", "95", "DATA.DATA_ROOT_DIR", str(k400_root)])
+    assert rc == 1  # the test list names a missing video: listed, the rest extracted
+    return k400_root / "frames"
+
+
+def test_extract_from_a_config(extracted: Path) -> None:
+    assert (extracted / "train" / "a" / "v0" / "meta.json").is_file()
+    assert (extracted / "train.frames.txt").read_text().splitlines() == [
+        "train/a/v0 45 25.0 0", "train/b/v1 36 30.0 1"]
+    assert (extracted / "val.frames.txt").read_text().splitlines()[0] == "val/v2 30 30.0 1"
+    failed = (extracted / "test.failed.txt").read_text()
+    assert failed.startswith("val/missing.mp4\t") and "not found" in failed
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_frames_items_equal_video_items(k400_root: Path, extracted: Path, split: str) -> None:
+    video_ds = build_dataset(_cfg(k400_root), split)
+    frames_ds = build_dataset(_cfg(k400_root, "DATA.FORMAT", "frames"), split)
+    assert len(video_ds) == len(frames_ds)
+    for i in range(len(video_ds)):
+        torch.manual_seed(i)  # the train item's random draws: identical for both routes
+        a = video_ds[i]
+        torch.manual_seed(i)
+        b = frames_ds[i]
+        assert (a["label"], a["index"], a["path"], a["failed"]) == (b["label"], b["index"], b["path"], b["failed"])
+        assert a["video"].shape == b["video"].shape
+        if a["failed"]:  # the missing video fails by path in both formats
+            assert "not found" in a["error"] and "not found" in b["error"]
+            continue
+        # normalised with std 0.225: 1/255 of the range is 0.017; JPEG q95 4:4:4 stays well under 3 levels
+        err = (a["video"] - b["video"]).abs().mean().item() * 0.225 * 255
+        assert err < 2.0, (split, i, err)
+
+
+def test_a_truncated_folder_is_a_failed_item_by_path(k400_root: Path, extracted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    frames_dir = tmp_path / "frames"
+    shutil.copytree(extracted, frames_dir)
+    (frames_dir / "val" / "v2" / "img_00030.jpg").unlink()
+    ds = build_dataset(_cfg(k400_root, "DATA.FORMAT", "frames", "DATA.FRAMES_DIR", str(frames_dir)), "val")
+    item = ds[0]
+    assert item["failed"] and "truncated: img_00030.jpg missing" in item["error"]
+    assert not ds[1]["failed"]
+
+
+def test_frames_through_the_loader_with_workers(k400_root: Path, extracted: Path) -> None:
+    from tada.data.loader import build_loader
+
+    cfg = _cfg(k400_root, "DATA.FORMAT", "frames", "DATA_LOADER.NUM_WORKERS", 1, "DATA_LOADER.PERSISTENT_WORKERS",
+               False)
+    batch = next(iter(build_loader(cfg, "train")))
+    assert batch["video"].shape == (2, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
+    assert np.isfinite(batch["video"].numpy()).all()
