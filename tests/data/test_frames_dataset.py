@@ -109,3 +109,67 @@ def test_frames_through_the_loader_with_workers(k400_root: Path, extracted: Path
     batch = next(iter(build_loader(cfg, "train")))
     assert batch["video"].shape == (2, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
     assert np.isfinite(batch["video"].numpy()).all()
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_gpu_decoding_route_gives_the_cpu_route_numbers(k400_root: Path, extracted: Path, split: str) -> None:
+    """USE_GPU with frames: workers ship JPEG bytes + taps; decoding then resizing gives the CPU numbers.
+
+    Run on the CPU with the CPU decoder in place of nvjpeg, so the plumbing (fields, collation,
+    failed items, padding of boxes of several sizes) is checked everywhere.
+    """
+    from tada.data.frames import decode_jpegs_cpu, gpu_decode_transform
+    from tada.data.loader import collate
+
+    cpu_ds = build_dataset(_cfg(k400_root, "DATA.FORMAT", "frames"), split)
+    gpu_ds = build_dataset(_cfg(k400_root, "DATA.FORMAT", "frames", "AUGMENTATION.USE_GPU", True), split)
+    items_cpu, items_gpu = [], []
+    for i in range(len(cpu_ds)):
+        torch.manual_seed(i)
+        items_cpu.append(cpu_ds[i])
+        torch.manual_seed(i)
+        items_gpu.append(gpu_ds[i])
+    assert all(len(it["jpegs"]) == (0 if it["failed"] else 4) for it in items_gpu)
+    assert all(isinstance(j, bytes) for it in items_gpu for j in it["jpegs"])
+    batch = collate(items_gpu)
+    out = gpu_decode_transform(batch, mean=[0.45] * 3, std=[0.225] * 3, device="cpu", decode=decode_jpegs_cpu)
+    expected = torch.stack([it["video"] for it in items_cpu])
+    assert out["video"].shape == expected.shape
+    ok = ~batch["failed"]
+    torch.testing.assert_close(out["video"][ok], expected[ok], atol=1e-4, rtol=0)
+    assert set(out) >= {"label", "index", "path"} and not {"jpegs", "box", "rows0"} & set(out)
+    if split == "test":
+        assert bool(batch["failed"].any())  # val/missing.mp4
+
+
+def test_gpu_decoding_names_the_bad_frame(k400_root: Path, extracted: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tada.data.decode import DecodeError
+    from tada.data.frames import gpu_decode_transform
+    from tada.data.loader import collate, gpu_transform
+
+    frames_dir = tmp_path / "frames"
+    shutil.copytree(extracted, frames_dir)
+    cfg = _cfg(k400_root, "DATA.FORMAT", "frames", "DATA.FRAMES_DIR", str(frames_dir), "AUGMENTATION.USE_GPU", True)
+    ds = build_dataset(cfg, "val")
+    batch = collate([ds[0], ds[1]])
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs torchvision with CUDA"):
+            gpu_transform(batch, cfg, "cpu")
+
+    def flaky(jpegs, device):
+        if any(j == batch["jpegs"][1][2] for j in jpegs):
+            raise RuntimeError("nvjpeg: bad bitstream")
+        return [torch.zeros(3, 48, 64, dtype=torch.uint8) for _ in jpegs]
+
+    with pytest.raises(DecodeError, match="frame 2 of the clip") as err:
+        gpu_decode_transform(batch, mean=[0.45] * 3, std=[0.225] * 3, device="cpu", decode=flaky)
+    assert err.value.path == batch["path"][1]
+    # a truncated JPEG is caught in the worker already, as a failed item by path
+    for jpg in (frames_dir / "val" / "v2").glob("*.jpg"):
+        jpg.write_bytes(jpg.read_bytes()[:-200])
+    item = ds[0]
+    assert item["failed"] and "truncated JPEG" in item["error"] and item["jpegs"] == []

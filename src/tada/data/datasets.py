@@ -43,6 +43,7 @@ from tada.data.annotations import (
     read_video_list,
 )
 from tada.data.decode import DecodeError, VideoReader, open_video
+from tada.data.frames import failed_jpeg_clip_fields, jpeg_clip_fields
 from tada.data.sampling import sample_indices
 from tada.errors import TadaError
 from tada.data.transforms import (
@@ -95,6 +96,7 @@ class ClipSpec:
     hflip: bool = False
     flip_pairs: dict[int, int] = field(default_factory=dict)
     gpu_resize: bool = False
+    gpu_decode: bool = False  # frame folders + USE_GPU: ship JPEG bytes, decode on the GPU (tada.data.frames)
 
 
 class VideoDataset(Dataset):
@@ -203,11 +205,14 @@ class VideoDataset(Dataset):
                 num_views=spec.num_temporal_views if self.split == "test" else 1,
                 rng=rng, minus_interval=spec.minus_interval,
             )
-            frames = reader.get_frames(idx)
+            if spec.gpu_decode:
+                jpegs = reader.get_jpeg_bytes(idx)
+                height, width = reader.height, reader.width
+            else:
+                clip = torch.from_numpy(reader.get_frames(idx))
+                height, width = clip.shape[1], clip.shape[2]
         finally:
             reader.close()
-        clip = torch.from_numpy(frames)
-        height, width = clip.shape[1], clip.shape[2]
         out: dict = {}
         if rng is not None:
             flip = spec.hflip and bool(rng.random() < 0.5)
@@ -219,7 +224,9 @@ class VideoDataset(Dataset):
             plan = plan_test_crop(height, width, scale=spec.test_scale, crop=spec.test_crop,
                                   spatial_index=spatial,
                                   num_crops=spec.num_spatial_crops if self.split == "test" else 1)
-        if spec.gpu_resize:
+        if spec.gpu_decode:
+            out.update(jpeg_clip_fields(jpegs, plan))
+        elif spec.gpu_resize:
             out.update(video=extract_box(clip, plan), rows0=plan.rows0, rows1=plan.rows1, row_w=plan.row_w,
                        cols0=plan.cols0, cols1=plan.cols1, col_w=plan.col_w)
         else:
@@ -230,6 +237,8 @@ class VideoDataset(Dataset):
         """A zero video with the shape a good item of this split has, so batches still collate."""
         spec = self.spec
         size = spec.train_crop if self.split == "train" else spec.test_crop
+        if spec.gpu_decode:
+            return failed_jpeg_clip_fields(spec.num_input_frames, size)
         if spec.gpu_resize:
             zeros = torch.zeros(size, dtype=torch.long)
             return {"video": torch.zeros(3, spec.num_input_frames, 1, 1, dtype=torch.uint8),
@@ -394,6 +403,7 @@ def build_dataset(cfg, split: str) -> VideoDataset:
         hflip=bool(flip),
         flip_pairs=pairs,
         gpu_resize=a.USE_GPU,
+        gpu_decode=a.USE_GPU and d.FORMAT == "frames",
     )
     if len(spec.train_scales) != 2:
         raise ValueError(f"DATA.TRAIN_JITTER_SCALES needs [min, max], got {list(spec.train_scales)}")

@@ -53,6 +53,10 @@ __all__ = [
     "read_frame_list",
     "write_frame_list",
     "decode_jpegs_gpu",
+    "decode_jpegs_cpu",
+    "jpeg_clip_fields",
+    "failed_jpeg_clip_fields",
+    "gpu_decode_transform",
 ]
 
 META_NAME = "meta.json"
@@ -200,10 +204,21 @@ class FrameFolderReader:
         return self._size
 
     def get_jpeg_bytes(self, indices: Sequence[int]) -> list[bytes]:
-        """The compressed frames, in the order asked (repeats read once): for GPU decoding."""
+        """The compressed frames, in the order asked (repeats read once): for GPU decoding.
+
+        Each is checked cheaply (header parses, end-of-image marker present) so that garbage and
+        truncated files fail here, in the worker, as a failed item by path.
+        """
         idx = self._check(indices)
         cache: dict[int, bytes] = {}
-        return [cache[i] if i in cache else cache.setdefault(i, self._read(i)) for i in map(int, idx)]
+        for i in map(int, idx):
+            if i not in cache:
+                data = self._read(i)
+                self._header(data, i)  # garbage fails here, in the worker, naming the folder
+                if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+                    raise DecodeError(self.path, f"frame {i + 1}: truncated JPEG (no end-of-image marker)")
+                cache[i] = data
+        return [cache[i] for i in map(int, idx)]
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         import simplejpeg
@@ -292,8 +307,11 @@ def read_frame_list(path: str | os.PathLike) -> list[FrameListEntry]:
 
 
 # --------------------------------------------------------------------------------------------
-# GPU decoding
+# GPU decoding: workers ship JPEG bytes and crop taps, the training step decodes and resizes
 # --------------------------------------------------------------------------------------------
+_TAPS = ("rows0", "rows1", "row_w", "cols0", "cols1", "col_w")
+
+
 def decode_jpegs_gpu(jpegs: Sequence[Any], *, device: Any = "cuda") -> list:
     """Decode JPEG byte strings (bytes or uint8 tensors) on the GPU in one nvjpeg batch.
 
@@ -312,3 +330,85 @@ def decode_jpegs_gpu(jpegs: Sequence[Any], *, device: Any = "cuda") -> list:
     tensors = [j if isinstance(j, torch.Tensor) else torch.frombuffer(bytearray(j), dtype=torch.uint8)
                for j in jpegs]
     return decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+
+
+def decode_jpegs_cpu(jpegs: Sequence[bytes], *, device: Any = "cpu") -> list:
+    """The CPU twin of :func:`decode_jpegs_gpu` (simplejpeg): same output layout, for tests and fallbacks."""
+    import simplejpeg
+    import torch
+
+    return [torch.from_numpy(simplejpeg.decode_jpeg(bytes(j), colorspace="RGB")).permute(2, 0, 1).to(device)
+            for j in jpegs]
+
+
+def jpeg_clip_fields(jpegs: Sequence[bytes], plan: Any) -> dict:
+    """An item's video fields for GPU decoding: the T JPEGs, the crop's source box and bilinear taps.
+
+    ``video`` is a uint8 (3, T, 1, 1) placeholder so that items and failed items batch alike.
+    """
+    import torch
+
+    return {"video": torch.zeros(3, len(jpegs), 1, 1, dtype=torch.uint8), "jpegs": list(jpegs),
+            "box": torch.tensor(plan.box, dtype=torch.long), **{k: getattr(plan, k) for k in _TAPS}}
+
+
+def failed_jpeg_clip_fields(num_frames: int, size: int) -> dict:
+    """The fields of a failed item (no JPEGs): it decodes to a zero video of the crop size."""
+    import torch
+
+    zeros = torch.zeros(size, dtype=torch.long)
+    return {"video": torch.zeros(3, num_frames, 1, 1, dtype=torch.uint8), "jpegs": [],
+            "box": torch.zeros(4, dtype=torch.long), "rows0": zeros, "rows1": zeros,
+            "row_w": torch.zeros(size), "cols0": zeros, "cols1": zeros, "col_w": torch.zeros(size)}
+
+
+def gpu_decode_transform(batch: dict, *, mean: Sequence[float], std: Sequence[float], device: Any,
+                         decode: Any = decode_jpegs_gpu) -> dict:
+    """Finish a batch of :func:`jpeg_clip_fields` items on ``device``: one batched JPEG decode, then
+    the crop's bilinear resize and the normalisation of the CPU route (same taps, same arithmetic).
+
+    Returns the batch with ``video`` float (B, 3, T, h, w) on ``device``; the JPEGs, box and taps
+    are dropped. A frame that fails to decode or does not fit its box raises
+    :class:`~tada.data.decode.DecodeError` naming the item's path.
+    """
+    import torch
+
+    from tada.data.transforms import normalize_, resize_boxes
+
+    jpegs: list[list[bytes]] = batch["jpegs"]
+    flat = [j for clip in jpegs for j in clip]
+    try:
+        images = decode(flat, device=device) if flat else []
+    except RuntimeError:
+        images = None
+    if images is None:  # find the culprit, so the error names a file
+        for b, clip in enumerate(jpegs):
+            for t, j in enumerate(clip):
+                try:
+                    decode([j], device=device)
+                except RuntimeError as exc:
+                    raise DecodeError(batch["path"][b], f"frame {t} of the clip: GPU JPEG decoding failed ({exc})")
+        raise RuntimeError("GPU JPEG decoding of the batch failed, but every frame decodes alone")
+    boxes, k = [], 0
+    num_frames = batch["video"].shape[2]
+    for b, clip in enumerate(jpegs):
+        if not clip:
+            boxes.append(torch.zeros(3, num_frames, 1, 1, dtype=torch.uint8, device=device))
+            continue
+        frames = images[k:k + len(clip)]
+        k += len(clip)
+        y0, y1, x0, x1 = (int(v) for v in batch["box"][b])
+        if any(f.shape[1] < y1 or f.shape[2] < x1 or f.shape[1:] != frames[0].shape[1:] for f in frames):
+            sizes = sorted({tuple(f.shape[1:]) for f in frames})
+            raise DecodeError(batch["path"][b], f"frames of sizes {sizes} do not fit the crop box "
+                              f"rows {y0}:{y1}, columns {x0}:{x1} (frames differ from meta.json?)")
+        boxes.append(torch.stack([f[:, y0:y1, x0:x1] for f in frames], dim=1))
+    h = max(x.shape[-2] for x in boxes)
+    w = max(x.shape[-1] for x in boxes)
+    padded = torch.zeros(len(boxes), 3, num_frames, h, w, dtype=torch.uint8, device=device)
+    for b, x in enumerate(boxes):
+        padded[b, :, :, : x.shape[-2], : x.shape[-1]] = x
+    taps = [batch[key].to(device, non_blocking=True) for key in _TAPS]
+    out = {key: v for key, v in batch.items() if key not in (*_TAPS, "jpegs", "box")}
+    out["video"] = normalize_(resize_boxes(padded, *taps), mean, std)
+    return out

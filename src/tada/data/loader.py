@@ -71,6 +71,10 @@ def gpu_transform(batch: dict, cfg, device: torch.device | str) -> dict:
     Returns the batch with ``video`` float (B, C, T, H, W) on ``device`` and the tap tensors
     removed; a batch that is already float (USE_GPU off) is only moved.
     """
+    if "jpegs" in batch:  # frame folders with USE_GPU: the JPEGs are decoded on the device first
+        from tada.data.frames import gpu_decode_transform
+
+        return gpu_decode_transform(batch, mean=cfg.DATA.MEAN, std=cfg.DATA.STD, device=device)
     video = batch["video"]
     out = {k: v for k, v in batch.items() if k not in _TAP_KEYS}
     if video.dtype != torch.uint8:
