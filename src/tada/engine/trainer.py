@@ -1,0 +1,686 @@
+"""The training loop: SGD with the per-iteration schedule, AMP, DDP, validation and exact resume.
+
+``train(cfg)`` runs (or finishes) the training a config describes, in OUTPUT_DIR:
+
+- start: auto-resume from the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH
+  (fine-tune: weights only, from epoch 0; otherwise continue its schedule), else ImageNet init
+  (TRAIN.INIT in1k, from TRAIN.IN1K_WEIGHTS), else random init. The choice is logged;
+- an epoch-end checkpoint every CHECKPOINT_PERIOD epochs and at the end, one every
+  TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
+- killed at any moment and restarted with the same command, a CPU run ends with weights
+  bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
+
+The hot loop never waits for the device: losses, accuracies and the non-finite check accumulate
+on the device and are read (and all-reduced) every LOG_PERIOD iterations and before a checkpoint,
+so a NaN is reported with its exact epoch and iteration and never reaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from tada.config import Config, save_config
+from tada.engine import checkpointing as ckpt
+from tada.engine.distributed import (
+    DistContext,
+    EngineError,
+    all_gather_objects,
+    all_reduce,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+)
+from tada.engine.metrics import topk_correct
+from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
+from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
+from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
+from tada.engine.sampling import EvalSampler, TrainSampler, mix_seed
+
+__all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
+
+log = logging.getLogger(__name__)
+
+_NO_BAD_STEP = 2**62
+
+
+class NonFiniteLossError(EngineError):
+    """The loss became NaN or infinite; the message names the epoch and iteration."""
+
+
+@dataclass
+class TrainResult:
+    """What a training call did and left in OUTPUT_DIR."""
+
+    output_dir: Path
+    last_checkpoint: Path | None
+    trained: bool
+    epochs: int
+    train_seconds: float
+    best: dict[str, Any] | None = None
+    start: str = ""
+
+
+@dataclass
+class _Position:
+    epoch: int = 0  # 0-based epoch to run next
+    iteration: int = 0  # iterations of that epoch already done
+    global_step: int = 0
+    train_seconds: float = 0.0
+    best: dict[str, Any] | None = None
+    start: str = "random"
+
+
+@dataclass
+class _Window:
+    """Device-side sums since the last read: loss*n, correct@1, correct@5, n, first bad step."""
+
+    device: torch.device
+    sums: torch.Tensor = field(init=False)
+    first_bad: torch.Tensor = field(init=False)
+    data_time: float = 0.0
+    iters: int = 0
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=self.device)
+        self.data_time = 0.0
+        self.iters = 0
+        self.started = time.perf_counter()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP (``.module``) and torch.compile (``._orig_mod``)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _default_model_fn(cfg: Config) -> nn.Module:
+    from tada.models import build_model
+
+    return build_model(cfg)
+
+
+def _default_dataset_fn(cfg: Config, split: str) -> Any:
+    from tada.data import build_dataset
+
+    return build_dataset(cfg, split)
+
+
+def _to_device(batch: dict, device: torch.device, gpu_transform: Callable | None, cfg: Config):
+    """(video, labels) on ``device``: non-blocking copies; the GPU resize when AUGMENTATION.USE_GPU."""
+    labels = batch["label"].to(device, non_blocking=True)
+    if gpu_transform is not None:
+        return gpu_transform(batch, cfg, device)["video"], labels
+    return batch["video"].to(device, non_blocking=True), labels
+
+
+def check_train_config(cfg: Config, world_size: int) -> None:
+    """Reject settings this engine does not implement, before anything heavy happens."""
+    unsupported = {
+        "MODEL.EMA.ENABLE": cfg.MODEL.EMA.ENABLE,
+        "AUGMENTATION.MIXUP.ENABLE": cfg.AUGMENTATION.MIXUP.ENABLE,
+        "AUGMENTATION.CUTMIX.ENABLE": cfg.AUGMENTATION.CUTMIX.ENABLE,
+        "TRAIN.LR_REDUCE": cfg.TRAIN.LR_REDUCE,
+        "PRETRAIN.ENABLE": cfg.PRETRAIN.ENABLE,
+        "LOCALIZATION.ENABLE": cfg.LOCALIZATION.ENABLE,
+    }
+    on = [k for k, v in unsupported.items() if v]
+    if on:
+        raise EngineError(f"not supported by the tada engine: {', '.join(on)} (set to false)")
+    if cfg.TRAIN.BATCH_SIZE % world_size:
+        raise EngineError(
+            f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (the global batch) is not divisible by {world_size} processes"
+        )
+    if cfg.OPTIMIZER.MAX_EPOCH < 1:
+        raise EngineError(f"OPTIMIZER.MAX_EPOCH must be >= 1, got {cfg.OPTIMIZER.MAX_EPOCH}")
+    if cfg.LOG_PERIOD < 1:
+        raise EngineError(f"LOG_PERIOD must be >= 1, got {cfg.LOG_PERIOD}")
+    if cfg.TRAIN.NUM_FOLDS != 1:
+        raise EngineError(f"TRAIN.NUM_FOLDS must be 1 for classification, got {cfg.TRAIN.NUM_FOLDS}")
+    if cfg.BN.SYNC and world_size > 1 and cfg.NUM_GPUS == 0:
+        raise EngineError("BN.SYNC needs CUDA (SyncBatchNorm has no CPU kernels): set BN.SYNC false")
+
+
+def _gmacs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
+    from tada.flops import count
+
+    devices = [device.index] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the counter's random input must not shift our seeds
+        return count(model, shape, device=device).gmacs
+
+
+def _log_model_info(cfg: Config, model: nn.Module, device: torch.device) -> dict[str, Any]:
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frames = cfg.DATA.NUM_INPUT_FRAMES
+    train_shape = (1, 3, frames, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE)
+    test_shape = (1, 3, frames, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE)
+    info: dict[str, Any] = {"params": params, "trainable_params": trainable}
+    info["gmacs_train_view"] = _gmacs(model, train_shape, device)
+    info["gmacs_test_view"] = info["gmacs_train_view"] if test_shape == train_shape else _gmacs(model, test_shape, device)
+    log.info(
+        "model %s: %s parameters (%s trainable); %.2f GMACs per %dx%d view, %.2f GMACs per %dx%d test view",
+        cfg.MODEL.NAME, f"{params:,}", f"{trainable:,}", info["gmacs_train_view"], frames,
+        cfg.DATA.TRAIN_CROP_SIZE, info["gmacs_test_view"], frames, cfg.DATA.TEST_CROP_SIZE,
+    )
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Start: resume, fine-tune, ImageNet or random
+# --------------------------------------------------------------------------------------------
+def _start(
+    cfg: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    ctx: DistContext,
+    iters_per_epoch: int,
+) -> tuple[_Position, dict[str, Any] | None]:
+    """Load the starting weights (first match wins) and return the schedule position.
+
+    Returns the position and, for an exact resume, the saved RNG states to install right before
+    the first iteration.
+    """
+    out = Path(cfg.OUTPUT_DIR)
+    latest = ckpt.latest_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
+    if latest is not None:
+        state = ckpt.read_checkpoint(latest.path)
+        model.load_state_dict(state["model_state"], strict=True)
+        optimizer.load_state_dict(state["optimizer_state"])
+        extra = state.get("tada")
+        if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
+            pos = _Position(epoch=int(state["epoch"]) + 1, global_step=(int(state["epoch"]) + 1) * iters_per_epoch)
+            pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
+            log.info("%s", pos.start)
+            return pos, None
+        if extra["iters_per_epoch"] != iters_per_epoch:
+            raise EngineError(
+                f"{latest.path} was written with {extra['iters_per_epoch']} iterations per epoch, this run has "
+                f"{iters_per_epoch}: the dataset or TRAIN.BATCH_SIZE changed; use a new OUTPUT_DIR"
+            )
+        if scaler is not None and extra.get("scaler"):
+            scaler.load_state_dict(extra["scaler"])
+        pos = _Position(
+            epoch=int(extra["next_epoch"]),
+            iteration=int(extra["iteration"]),
+            global_step=int(extra["global_step"]),
+            train_seconds=float(extra["train_seconds"]),
+            best=extra.get("best"),
+        )
+        pos.start = f"auto-resume from {latest.path} (epoch {pos.epoch + 1}, iteration {pos.iteration})"
+        log.info("%s", pos.start)
+        rng = extra.get("rng") or []
+        if len(rng) != ctx.world_size:
+            log.warning(
+                "the checkpoint holds random states of %d processes, this run has %d: the data order and "
+                "augmentations continue exactly, dropout draws do not", len(rng), ctx.world_size,
+            )
+            return pos, None
+        if pos.best and pos.best.get("epochs_done") == latest.epochs_done and latest.is_epoch_end and ctx.is_master:
+            ckpt.link_best(latest.path, out)  # a run killed between writing the checkpoint and linking best
+        return pos, rng[ctx.rank]
+
+    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
+    if path:
+        from tada.checkpoint import load_checkpoint
+
+        if not Path(path).is_file():
+            raise EngineError(f"TRAIN.CHECKPOINT_FILE_PATH: file not found: {path}")
+        if cfg.TRAIN.FINE_TUNE:
+            loaded = load_checkpoint(model, path, strict=False)
+            foreign = [
+                k for k in loaded.missing_keys + loaded.unexpected_keys + loaded.mismatched_keys
+                if not k.startswith("head.")
+            ]
+            if foreign:
+                raise EngineError(f"{path}: does not fit the model outside the head: {foreign[:10]}")
+            note = " (head re-initialised: its shape differs)" if loaded.mismatched_keys else ""
+            pos = _Position(start=f"fine-tune from {path}: weights only, from epoch 1{note}")
+        else:
+            loaded = load_checkpoint(model, path, strict=True, optimizer=optimizer)
+            epoch = -1 if loaded.epoch is None else loaded.epoch
+            pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
+            pos.start = f"continue from {path}: weights and optimizer, at epoch {pos.epoch + 1}"
+        log.info("%s", pos.start)
+        return pos, None
+
+    if cfg.TRAIN.INIT == "in1k":
+        from tada.checkpoint import load_in1k
+
+        weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local torchvision/timm ResNet-50 file")
+        if not Path(weights).is_file():
+            raise EngineError(f"TRAIN.IN1K_WEIGHTS: file not found: {weights}")
+        report = load_in1k(model, weights)
+        pos = _Position(
+            start=f"ImageNet init from {weights}: {len(report.loaded)} tensors loaded, "
+            f"{len(report.missing)} kept their init (routing, temporal-pool BN, head)"
+        )
+        log.info("%s", pos.start)
+        return pos, None
+
+    pos = _Position(start="random init (TRAIN.INIT is '' and there is no checkpoint)")
+    log.info("%s", pos.start)
+    return pos, None
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint writing
+# --------------------------------------------------------------------------------------------
+def _save(
+    cfg: Config,
+    ctx: DistContext,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    pos: _Position,
+    iters_per_epoch: int,
+    *,
+    is_best: bool,
+) -> Path:
+    """Write the checkpoint for the current position (all ranks call; rank 0 writes)."""
+    rng = all_gather_objects(ctx, ckpt.capture_rng(ctx.device))
+    out = Path(cfg.OUTPUT_DIR)
+    epochs_done = pos.epoch  # full epochs behind this position (mid-epoch: the one in progress is not)
+    path = ckpt.checkpoint_path(out, epochs_done, pos.iteration)
+    if ctx.is_master:
+        state = {
+            "model_state": unwrap(model).state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "epoch": epochs_done - 1,  # official meaning: 0-based index of the last completed epoch
+            "cfg": json.dumps(cfg.to_dict(), indent=2),
+            "tada": {
+                "format": 1,
+                "next_epoch": pos.epoch,
+                "iteration": pos.iteration,
+                "global_step": pos.global_step,
+                "iters_per_epoch": iters_per_epoch,
+                "train_seconds": pos.train_seconds,
+                "best": pos.best,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rng,
+                "world_size": ctx.world_size,
+            },
+        }
+        ckpt.save_atomic(state, path)
+        if is_best:
+            ckpt.link_best(path, out)
+        ckpt.prune_checkpoints(out, cfg.TRAIN.KEEP_LAST)
+        log.info("checkpoint %s%s", path, " (new best)" if is_best else "")
+    barrier(ctx)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (deterministic, single view, each sample once)
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    loader: Any,
+    *,
+    ctx: DistContext,
+    precision: Any,
+    gpu_transform: Callable | None = None,
+    cfg: Config | None = None,
+) -> dict[str, float]:
+    """Loss, top-1 and top-5 (%) over the whole split, summed exactly across ranks."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    failed = 0
+    started = time.perf_counter()
+    for batch in loader:
+        if "failed" in batch:
+            keep = ~batch["failed"].bool()
+            failed += int((~keep).sum())
+            if not keep.any():
+                continue
+            batch = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        video, labels = _to_device(batch, ctx.device, gpu_transform, cfg)
+        with autocast(precision, ctx.device):
+            logits = model(video)
+        logits = logits.float()
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        correct = topk_correct(logits, labels, (1, 5))
+        sums += torch.stack([loss.double(), correct[0].double(), correct[1].double(),
+                             torch.tensor(float(labels.numel()), dtype=torch.float64, device=ctx.device)])
+    all_reduce(ctx, sums)
+    failed_t = torch.tensor([failed], dtype=torch.int64, device=ctx.device)
+    all_reduce(ctx, failed_t)
+    model.train(was_training)
+    loss_sum, c1, c5, n = sums.tolist()
+    if n == 0:
+        raise EngineError("validation scored no clip (every val item failed to load)")
+    return {
+        "loss": loss_sum / n,
+        "top1": 100.0 * c1 / n,
+        "top5": 100.0 * c5 / n,
+        "num_clips": int(n),
+        "failed": int(failed_t.item()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+def train(
+    cfg: Config,
+    *,
+    ctx: DistContext | None = None,
+    model_fn: Callable[[Config], nn.Module] | None = None,
+    dataset_fn: Callable[[Config, str], Any] | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train as ``cfg`` says, in ``cfg.OUTPUT_DIR``; see the module docstring.
+
+    ``model_fn(cfg)`` and ``dataset_fn(cfg, split)`` default to :func:`tada.models.build_model` and
+    :func:`tada.data.build_dataset`. ``stop_after_steps`` ends the call after that many global
+    steps (benchmarks), without a final checkpoint.
+    """
+    own_ctx = ctx is None
+    ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
+    check_train_config(cfg, ctx.world_size)
+    model_fn = model_fn or _default_model_fn
+    dataset_fn = dataset_fn or _default_dataset_fn
+    out = Path(cfg.OUTPUT_DIR)
+    if ctx.is_master:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    show_bar = ctx.is_master and sys.stderr.isatty()
+    undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
+    stats = StatsWriter(out, enabled=ctx.is_master)
+    try:
+        return _train(cfg, ctx, model_fn, dataset_fn, stats, show_bar, stop_after_steps)
+    finally:
+        stats.close()
+        undo_logging()
+        if own_ctx:
+            from tada.engine.distributed import shutdown
+
+            shutdown(ctx)
+
+
+def _train(
+    cfg: Config,
+    ctx: DistContext,
+    model_fn: Callable,
+    dataset_fn: Callable,
+    stats: StatsWriter,
+    show_bar: bool,
+    stop_after_steps: int | None,
+) -> TrainResult:
+    out = Path(cfg.OUTPUT_DIR)
+    device = ctx.device
+    seed = int(cfg.RANDOM_SEED)
+    max_epoch = int(cfg.OPTIMIZER.MAX_EPOCH)
+    log.info("output: %s; %d process(es) on %s", out.resolve(), ctx.world_size, device)
+
+    # Data first: missing lists or keys fail before a model is built.
+    train_set = dataset_fn(cfg, "train")
+    eval_period = int(cfg.TRAIN.EVAL_PERIOD)
+    val_set = dataset_fn(cfg, "val") if eval_period > 0 else None
+    global_batch = int(cfg.TRAIN.BATCH_SIZE)
+    sampler = TrainSampler(len(train_set), global_batch=global_batch, rank=ctx.rank,
+                           world_size=ctx.world_size, seed=seed)
+    ipe = sampler.iters_per_epoch
+    log.info("train: %d clips, global batch %d (%d per process), %d iterations per epoch",
+             len(train_set), global_batch, sampler.local_batch, ipe)
+
+    # The same initial weights on every rank (DDP also broadcasts rank 0's).
+    torch.manual_seed(seed)
+    model = model_fn(cfg).to(device)
+    if cfg.BN.SYNC and ctx.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    precision = resolve_precision(cfg.TRAIN.AMP, device)
+    scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
+    optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR)
+    configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
+    model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
+    pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
+    stats.truncate_after(pos.global_step)
+
+    if pos.epoch >= max_epoch:
+        log.info("training already finished (%d/%d epochs); nothing to train", pos.epoch, max_epoch)
+        latest = ckpt.latest_checkpoint(out)
+        return TrainResult(out, latest.path if latest else None, False, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+    # The training stream (dropout) differs per rank; a resume continues the saved one.
+    torch.manual_seed(mix_seed(seed, ctx.rank, 0x7A1))
+    if rng_state is not None:
+        ckpt.restore_rng(rng_state, device)
+
+    net: nn.Module = model
+    if ctx.distributed:
+        ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+        net = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+    if cfg.TRAIN.COMPILE:
+        net = torch.compile(net)
+    gpu_transform = None
+    if cfg.AUGMENTATION.USE_GPU:
+        from tada.data import gpu_transform  # type: ignore[attr-defined]
+    loader = build_loader(train_set, split="train", sampler=sampler, cfg=cfg, ctx=ctx, seed=seed)
+    val_loader = None
+    if val_set is not None:
+        val_sampler = EvalSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size, seed=seed)
+        val_loader = build_loader(val_set, split="val", sampler=val_sampler, cfg=cfg, ctx=ctx, seed=seed)
+
+    log.info("precision %s; start %s; epochs %d..%d", precision.label, pos.start, pos.epoch + 1, max_epoch)
+    if model_info:
+        stats.write("model_info", model_info, step=pos.global_step)
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.AUGMENTATION.LABEL_SMOOTHING))
+    log_period = int(cfg.LOG_PERIOD)
+    iter_period = int(cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
+    last_path: Path | None = None
+    steps_this_call = 0
+    session_start = time.perf_counter()
+    seconds_at_start = pos.train_seconds
+    net.train()
+
+    for epoch in range(pos.epoch, max_epoch):
+        start_iter = pos.iteration if epoch == pos.epoch else 0
+        pos.epoch, pos.iteration = epoch, start_iter
+        sampler.set_epoch(epoch, start_iter)
+        epoch_sums = [0.0, 0.0, 0.0, 0.0]
+        epoch_data = epoch_iters = 0.0
+        epoch_started = time.perf_counter()
+        window = _Window(device)
+        bar = None
+        if show_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=ipe, initial=start_iter, desc=f"epoch {epoch + 1}/{max_epoch}", dynamic_ncols=True,
+                       leave=False, file=sys.stderr)
+
+        def flush() -> dict[str, float]:
+            """Read the window (one host sync), all-reduce it, stop on a non-finite loss, log it."""
+            nonlocal epoch_data, epoch_iters
+            sums = all_reduce(ctx, window.sums.clone())
+            first_bad = int(all_reduce(ctx, window.first_bad.clone(), op="min").item())
+            values = sums.tolist()
+            if first_bad < _NO_BAD_STEP:
+                bad_epoch, bad_iter = divmod(first_bad, ipe)
+                latest = ckpt.latest_checkpoint(out)
+                raise NonFiniteLossError(
+                    f"the loss became NaN/inf at epoch {bad_epoch + 1}, iteration {bad_iter + 1}/{ipe} "
+                    f"(global step {first_bad + 1}); training stopped. The last good checkpoint is "
+                    f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
+                )
+            elapsed = time.perf_counter() - window.started
+            for k in range(4):
+                epoch_sums[k] += values[k]
+            epoch_data += window.data_time
+            epoch_iters += window.iters
+            n = max(values[3], 1.0)
+            record = {}
+            if window.iters:
+                remaining = (max_epoch - epoch) * ipe - pos.iteration
+                per_iter = elapsed / window.iters
+                record = {
+                    "epoch": epoch + 1,
+                    "iter": pos.iteration,
+                    "epoch_float": epoch + pos.iteration / ipe,
+                    "loss": values[0] / n,
+                    "top1": 100.0 * values[1] / n,
+                    "top5": 100.0 * values[2] / n,
+                    "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
+                    "data_time": window.data_time / window.iters,
+                    "compute_time": max(per_iter - window.data_time / window.iters, 0.0),
+                    "clips_per_s": values[3] / elapsed if elapsed > 0 else 0.0,
+                    "eta_s": remaining * per_iter,
+                }
+                if device.type == "cuda":
+                    record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                stats.write("train_iter", record, step=pos.global_step)
+                log.info(
+                    "epoch %d/%d iter %d/%d loss %.4f top1 %.2f lr %.5f data %.3fs compute %.3fs %.1f clips/s eta %s",
+                    epoch + 1, max_epoch, pos.iteration, ipe, record["loss"], record["top1"], record["lr"],
+                    record["data_time"], record["compute_time"], record["clips_per_s"], _hms(record["eta_s"]),
+                    extra={"iteration_line": True},
+                )
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.4g}",
+                                    data=f"{record['data_time']:.3f}s", comp=f"{record['compute_time']:.3f}s")
+            window.reset()
+            return record
+
+        fetch_start = time.perf_counter()
+        for batch in loader:
+            video, labels = _to_device(batch, device, gpu_transform, cfg)
+            window.data_time += time.perf_counter() - fetch_start
+            set_lr(optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(epoch, pos.iteration, ipe),
+                                             global_batch=global_batch))
+            with autocast(precision, device):
+                logits = net(video)
+            loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                detached = loss.detach().double()
+                finite = torch.isfinite(detached)
+                correct = topk_correct(logits.detach(), labels, (1, 5)).double()
+                n = float(labels.numel())
+                window.sums += torch.stack([torch.where(finite, detached, 0.0) * n, correct[0], correct[1],
+                                            torch.full((), n, dtype=torch.float64, device=device)])
+                window.first_bad = torch.minimum(
+                    window.first_bad, torch.where(finite, _NO_BAD_STEP, pos.global_step).to(torch.int64)
+                )
+            window.iters += 1
+            pos.iteration += 1
+            pos.global_step += 1
+            steps_this_call += 1
+            if bar is not None:
+                bar.update(1)
+            epoch_end = pos.iteration == ipe
+            if pos.iteration % log_period == 0 or epoch_end:
+                flush()
+            if iter_period and pos.global_step % iter_period == 0 and not epoch_end:
+                flush()  # the NaN check guards the file
+                pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                flush()
+                if bar is not None:
+                    bar.close()
+                pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
+                return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+            fetch_start = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        if pos.iteration != ipe:
+            raise EngineError(f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (loader stopped early)")
+
+        # ---- epoch end ----
+        epochs_done = epoch + 1
+        n = max(epoch_sums[3], 1.0)
+        epoch_seconds = time.perf_counter() - epoch_started
+        train_record = {
+            "epoch": epochs_done,
+            "loss": epoch_sums[0] / n,
+            "top1": 100.0 * epoch_sums[1] / n,
+            "top5": 100.0 * epoch_sums[2] / n,
+            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
+            "data_time": epoch_data / max(epoch_iters, 1),
+            "epoch_seconds": epoch_seconds,
+            "clips_per_s": epoch_sums[3] / epoch_seconds if epoch_seconds > 0 else 0.0,
+            "data_wait_fraction": epoch_data / epoch_seconds if epoch_seconds > 0 else 0.0,
+        }
+        if device.type == "cuda":
+            train_record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        log.info("epoch %d/%d done in %s: loss %.4f top1 %.2f%% (%.1f clips/s, %.0f%% waiting for data)",
+                 epochs_done, max_epoch, _hms(epoch_seconds), train_record["loss"], train_record["top1"],
+                 train_record["clips_per_s"], 100 * train_record["data_wait_fraction"])
+
+        is_best = False
+        val_record = None
+        if val_loader is not None and (epochs_done % eval_period == 0 or epochs_done == max_epoch):
+            broadcast_buffers(ctx, model)
+            val = validate(net, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform, cfg=cfg)
+            best_top1 = pos.best["top1"] if pos.best else -math.inf
+            is_best = val["top1"] > best_top1
+            if is_best:
+                pos.best = {"top1": val["top1"], "top5": val["top5"], "epochs_done": epochs_done}
+            val_record = {"epoch": epochs_done, **val, "best_top1": max(val["top1"], best_top1)}
+            log.info("val epoch %d: loss %.4f top1 %.2f%% top5 %.2f%% (%d clips, best top1 %.2f%%)",
+                     epochs_done, val["loss"], val["top1"], val["top5"], val["num_clips"], val_record["best_top1"])
+        pos.epoch, pos.iteration = epochs_done, 0
+        pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
+        train_record["train_seconds"] = pos.train_seconds
+        stats.write("train_epoch", train_record, step=pos.global_step)
+        if val_record is not None:
+            stats.write("val_epoch", val_record, step=pos.global_step)
+        checkpoint_epoch = epochs_done % max(int(cfg.TRAIN.CHECKPOINT_PERIOD), 1) == 0 or epochs_done == max_epoch
+        if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
+            last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best)
+
+    if ctx.is_master:
+        summary = {
+            "finished": True,
+            "epochs": max_epoch,
+            "train_seconds": pos.train_seconds,
+            "best_val": pos.best,
+            "last_checkpoint": str(last_path) if last_path else None,
+            "start": pos.start,
+            "world_size": ctx.world_size,
+            "precision": precision.label,
+            **model_info,
+        }
+        write_json_atomic(out / "train_summary.json", summary)
+        write_curves(read_stats(stats.path), out / "plots")
+    log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
+             _hms(time.perf_counter() - session_start))
+    return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _hms(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"

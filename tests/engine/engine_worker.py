@@ -1,0 +1,37 @@
+"""A training process for the engine tests (SIGKILL resume, torchrun), on the in-memory stand-ins.
+
+    python tests/engine/engine_worker.py OUT_DIR [--delay S] [--nobn] [KEY VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg  # noqa: E402
+
+from tada.engine import run_pipeline  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds per item (to make a kill land mid-epoch)")
+    parser.add_argument("--nobn", action="store_true", help="use the BN-free stand-in model")
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    extra = ["TEST.ENABLE", "false"] if args.train_only else []
+    cfg = tiny_cfg(args.out, *extra, *args.opts)
+    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay)}
+    if args.nobn:
+        fns["model_fn"] = NoBNNet
+    run_pipeline(cfg, **fns)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
