@@ -1,0 +1,445 @@
+"""Export a video model to ONNX or a ``torch.export`` program, with a sidecar that says how to feed it.
+
+TAda2D exports with static weights because its TAdaConv is a plain convolution on a per-frame
+scaled input (spec 1.6): the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
+The exported model takes a float clip batch (B, 3, T, H, W), normalised, and returns logits
+(B, num_classes). ``<output>.json`` (see :mod:`tada.serving`) records frames, sampling, test scale
+and crop, mean/std and class names, so the file is never separated from its preprocessing.
+
+Every export is verified before it is reported: the written file is loaded back and run on random
+clips (at two batch sizes when the batch is dynamic) and its logits are compared with the eager
+model; a difference above the tolerance is an error, not a warning.
+
+Command line::
+
+    tada export --cfg CFG --checkpoint CKPT --format onnx --output tada2d.onnx --dynamic-batch [KEY VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+import tada
+from tada.errors import TadaError
+from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "FORMATS",
+    "ONNX_EXPORTERS",
+    "ExportReport",
+    "add_arguments",
+    "export_from_config",
+    "export_model",
+    "fold_batchnorm",
+    "prepare_for_export",
+    "resolve_class_names",
+    "run",
+]
+
+FORMATS = ("onnx", "exported-program")
+ONNX_EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; >= 17 as the issue asks
+_SUFFIX = {"onnx": ".onnx", "exported-program": ".pt2"}
+_MAX_BATCH = 4096
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and how closely the written model matches the eager one."""
+
+    path: Path
+    sidecar: Path | None
+    format: str
+    input_shape: list[int | None]
+    max_abs_diff: float
+    checked_batches: list[int]
+    export_seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# Preparing the model
+# ------------------------------------------------------------------------------------------------
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold each eval-mode BN into the frame conv that feeds it, in place; returns the number folded.
+
+    A pair is a child ``X_bn`` (BatchNorm) next to a sibling ``X`` that is a frame conv with a
+    4-D or 5-D weight and an optional bias, and the block computes ``X_bn(X(.))`` (the official
+    naming: ``a``/``a_bn``, ``c``/``c_bn``, ``short_cut``/``short_cut_bn``, the stem's ``a``/``a_bn``
+    and TSN's ``b``/``b_bn``). TAdaConv's ``b_bn`` is not folded: the temporal pool branch reads the
+    conv output before that BN. Legal only for inference with fixed statistics.
+    """
+    from tada.models.layers import FrameConv
+
+    folded = 0
+    for owner in list(model.modules()):
+        for name, bn in list(owner.named_children()):
+            if not (name.endswith("_bn") and isinstance(bn, nn.modules.batchnorm._BatchNorm)):
+                continue
+            conv = getattr(owner, name[: -len("_bn")], None)
+            if not isinstance(conv, FrameConv):
+                continue
+            if bn.training:
+                raise ValueError("fold_batchnorm needs an eval-mode model (call model.eval() first)")
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias.detach() - bn.running_mean * scale
+            weight = conv.weight.detach() * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
+            bias = shift if conv.bias is None else conv.bias.detach() * scale + shift
+            conv.weight = nn.Parameter(weight, requires_grad=False)
+            if conv.bias is None:
+                delattr(conv, "bias")  # a plain None attribute; register the parameter instead
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+            setattr(owner, name, nn.Identity())
+            folded += 1
+    return folded
+
+
+def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
+    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), BN folded.
+
+    The caller's model is left untouched.
+    """
+    prepared = copy.deepcopy(model).eval()
+    for p in prepared.parameters():
+        p.requires_grad_(False)
+    if hasattr(prepared, "channels_last"):
+        prepared.channels_last = False
+    if fold_bn:
+        fold_batchnorm(prepared)
+    return prepared
+
+
+def _example(shape: Sequence[int], seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen)
+
+
+@contextmanager
+def _quiet_export() -> Iterator[None]:
+    """Silence the exporters' chatter that says nothing about this model (tracer notes, torchvision ops)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration",)]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*",
+                                category=DeprecationWarning)
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------------
+def _export_onnx(model: nn.Module, path: Path, example: Tensor, *, dynamic_batch: bool, opset: int,
+                 exporter: str) -> None:
+    require("onnx")
+    if exporter == "dynamo":
+        require("onnxscript")
+        dynamic = ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},) if dynamic_batch else None
+        with _quiet_export():
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=True, opset_version=opset, input_names=["video"],
+                output_names=["logits"], dynamic_shapes=dynamic, external_data=False, optimize=True, verbose=False,
+            )
+    elif exporter == "torchscript":
+        axes = {"video": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+        with _quiet_export():
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset, input_names=["video"],
+                output_names=["logits"], dynamic_axes=axes, do_constant_folding=True,
+            )
+    else:
+        raise ValueError(f"exporter must be one of {ONNX_EXPORTERS}, got {exporter!r}")
+
+
+def _check_onnx(path: Path, *, opset: int) -> None:
+    """onnx.checker on the file, and the opset really written (an exporter may keep its own)."""
+    onnx = require("onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    if written != opset:
+        raise TadaError(f"{path}: the exporter wrote opset {written}, not the requested {opset}; "
+                        f"choose --opset {written} (or another exporter)")
+
+
+def _export_program(model: nn.Module, path: Path, example: Tensor, *, dynamic_batch: bool) -> None:
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=_MAX_BATCH)},) if dynamic_batch else None
+    with _quiet_export():
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
+    torch.export.save(program, str(path))
+
+
+def _runner(path: Path, fmt: str):
+    """A function clips -> logits (torch) that runs the written file."""
+    if fmt == "onnx":
+        from tada.serving import OnnxPredictor
+
+        predictor = OnnxPredictor(path, sidecar=_PROBE_SIDECAR)
+        return predictor
+    program = torch.export.load(str(path)).module()
+
+    def run_program(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return program(x)
+
+    return run_program
+
+
+# A minimal sidecar used while verifying, before the real one is written.
+_PROBE_SIDECAR: dict[str, Any] = {"format": "onnx"}
+
+
+def export_model(
+    model: nn.Module,
+    output: str | Path,
+    *,
+    fmt: str,
+    num_frames: int,
+    crop_size: int,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    fold_bn: bool = True,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+    seed: int = 0,
+) -> ExportReport:
+    """Write ``model`` (logits for (B, 3, num_frames, crop_size, crop_size)) as ONNX or a .pt2 program.
+
+    ``dynamic_batch`` makes B free (1..4096); otherwise the file takes exactly ``batch`` clips.
+    With ``verify`` the written file is run on random clips and compared with the eager model; a max
+    absolute logit difference above ``tolerance`` raises. No sidecar is written here (see
+    :func:`export_from_config`).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if opset < 17:
+        raise ValueError(f"opset must be >= 17, got {opset}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    output = Path(output)
+    if output.suffix != _SUFFIX[fmt]:
+        raise TadaError(f"--output for format {fmt!r} must end in {_SUFFIX[fmt]}, got {output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    reference = prepare_for_export(model, fold_bn=False)
+    prepared = prepare_for_export(model, fold_bn=fold_bn)
+    # A batch of 2 for dynamic export: tracing at 1 would let the exporter specialise the batch to 1.
+    example = _example((2 if dynamic_batch else batch, 3, num_frames, crop_size, crop_size), seed)
+    start = time.perf_counter()
+    if fmt == "onnx":
+        _export_onnx(prepared, output, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+        _check_onnx(output, opset=opset)
+    else:
+        _export_program(prepared, output, example, dynamic_batch=dynamic_batch)
+    seconds = time.perf_counter() - start
+    batches = ([1, 3] if dynamic_batch else [batch]) if verify else []
+    worst = 0.0
+    if verify:
+        run_file = _runner(output, fmt)
+        for b in batches:
+            x = _example((b, 3, num_frames, crop_size, crop_size), seed + b)
+            with torch.no_grad():
+                expected = reference(x)
+            got = run_file(x)
+            if not torch.isfinite(expected).all():
+                raise TadaError(
+                    "the eager model gives non-finite logits on random clips (untrained BN statistics?); "
+                    "cannot verify the export: load a trained checkpoint or pass --no-verify"
+                )
+            diff = float((got.float() - expected.float()).abs().max())
+            worst = max(worst, diff)
+        if worst > tolerance:
+            raise TadaError(
+                f"{output}: exported logits differ from eager PyTorch by {worst:.3g} (> tolerance {tolerance:g}) "
+                f"on batches {batches}"
+            )
+    shape: list[int | None] = [None if dynamic_batch else batch, 3, num_frames, crop_size, crop_size]
+    return ExportReport(output, None, fmt, shape, worst, batches, seconds,
+                        extra={"exporter": exporter if fmt == "onnx" else "torch.export",
+                               "opset": opset if fmt == "onnx" else None, "bn_folded": fold_bn})
+
+
+# ------------------------------------------------------------------------------------------------
+# From a config and a checkpoint
+# ------------------------------------------------------------------------------------------------
+def resolve_class_names(cfg: Any, class_names_file: str = "") -> list[str] | None:
+    """Class names for the sidecar: ``class_names_file``, else DATA.CLASS_NAMES_FILE, else the dataset's
+    own names where it has a file of them (SSv2 labels JSON in DATA.ANNO_DIR); None when there are none.
+
+    A relative DATA.CLASS_NAMES_FILE is read under DATA.ANNO_DIR (like the split lists). A file
+    whose count differs from VIDEO.HEAD.NUM_CLASSES is an error.
+    """
+    from tada.data.annotations import read_class_names, read_ssv2_labels
+
+    anno_dir = Path(cfg.DATA.ANNO_DIR) if cfg.DATA.ANNO_DIR else None
+    path: Path | None = None
+    if class_names_file:
+        path = Path(class_names_file)
+    elif cfg.DATA.CLASS_NAMES_FILE:
+        path = Path(cfg.DATA.CLASS_NAMES_FILE)
+        if not path.is_absolute() and anno_dir is not None:
+            path = anno_dir / path
+    elif "ssv2" in cfg.TEST.DATASET.lower() and anno_dir is not None:
+        labels = anno_dir / "something-something-v2-labels.json"
+        path = labels if labels.is_file() else None
+    if path is None:
+        return None
+    names = read_ssv2_labels(path) if path.suffix == ".json" else read_class_names(path)
+    if len(names) != cfg.VIDEO.HEAD.NUM_CLASSES:
+        raise TadaError(
+            f"{path}: {len(names)} class names, but VIDEO.HEAD.NUM_CLASSES is {cfg.VIDEO.HEAD.NUM_CLASSES}"
+        )
+    return names
+
+
+def build_sidecar(
+    cfg: Any,
+    report: ExportReport,
+    *,
+    class_names: list[str] | None,
+    cfg_path: str | None,
+    checkpoint: str | None,
+) -> dict[str, Any]:
+    """Everything a runtime needs to feed the exported model, plus where it came from."""
+    d = cfg.DATA
+    return {
+        "sidecar_version": SIDECAR_VERSION,
+        "tada_version": tada.__version__,
+        "format": report.format,
+        "model_file": report.path.name,
+        "input_name": "video",
+        "output_name": "logits",
+        "input_layout": "BCTHW",
+        "input_shape": report.input_shape,
+        "input_dtype": "float32",
+        "dynamic_batch": report.input_shape[0] is None,
+        "output": "logits (B, num_classes); softmax gives probabilities",
+        "num_frames": int(d.NUM_INPUT_FRAMES),
+        "sampling_mode": d.SAMPLING_MODE,
+        "sampling_rate": int(d.SAMPLING_RATE),
+        "target_fps": d.TARGET_FPS,
+        "test_scale": int(d.TEST_SCALE),
+        "crop_size": int(d.TEST_CROP_SIZE),
+        "mean": [float(v) for v in d.MEAN],
+        "std": [float(v) for v in d.STD],
+        "pixel_range": "RGB in [0, 1], then (x - mean) / std per channel",
+        "test_views": {
+            "ensemble_views": int(cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS),
+            "spatial_crops": int(cfg.TEST.MULTI_VIEW_SPATIAL_CROPS),
+            "ensemble_method": d.ENSEMBLE_METHOD,
+        },
+        "num_classes": int(cfg.VIDEO.HEAD.NUM_CLASSES),
+        "class_names": class_names,
+        "opset": report.extra.get("opset"),
+        "exporter": report.extra.get("exporter"),
+        "bn_folded": report.extra.get("bn_folded"),
+        "verified_max_abs_diff": report.max_abs_diff if report.checked_batches else None,
+        "verified_batches": report.checked_batches,
+        "config": cfg_path,
+        "checkpoint": checkpoint,
+        "model_name": cfg.MODEL.NAME,
+    }
+
+
+def export_from_config(
+    cfg: Any,
+    *,
+    checkpoint: str,
+    fmt: str,
+    output: str | Path,
+    cfg_path: str | None = None,
+    class_names_file: str = "",
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    fold_bn: bool = True,
+    verify: bool = True,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """Build the config's model, load ``checkpoint`` (strict), export it and write the sidecar.
+
+    The input is (B, 3, DATA.NUM_INPUT_FRAMES, DATA.TEST_CROP_SIZE, DATA.TEST_CROP_SIZE): the test view.
+    """
+    from tada.checkpoint import load_checkpoint
+    from tada.models import build_model
+
+    if not checkpoint:
+        raise TadaError("--checkpoint is required: exporting a randomly initialised model is never what you want")
+    class_names = resolve_class_names(cfg, class_names_file)  # fail on a bad names file before the slow part
+    model = build_model(cfg)
+    load_checkpoint(model, checkpoint, strict=True)
+    report = export_model(
+        model, output, fmt=fmt, num_frames=int(cfg.DATA.NUM_INPUT_FRAMES), crop_size=int(cfg.DATA.TEST_CROP_SIZE),
+        batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, fold_bn=fold_bn,
+        verify=verify, tolerance=tolerance,
+    )
+    sidecar = build_sidecar(cfg, report, class_names=class_names, cfg_path=cfg_path, checkpoint=str(checkpoint))
+    report.sidecar = write_sidecar(report.path, sidecar)
+    read_sidecar(report.sidecar)  # what we wrote must read back
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# `tada export`
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tada.cli import add_cfg_arguments
+
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        help="trained checkpoint (ours, official .pyth or a bare state dict)")
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, default="onnx",
+                        help="onnx (onnxruntime, any ONNX runtime) or exported-program (torch.export .pt2)")
+    parser.add_argument("--output", required=True, metavar="PATH", help="model file (.onnx or .pt2); "
+                        "the sidecar is written next to it as PATH.json")
+    parser.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (else --batch exactly)")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of a static-batch export (default 1)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
+    parser.add_argument("--exporter", choices=ONNX_EXPORTERS, default="dynamo",
+                        help="ONNX exporter: dynamo (torch.export-based, needs onnxscript) or the legacy torchscript one")
+    parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
+                        help="keep BatchNorm layers instead of folding them into the preceding convs")
+    parser.add_argument("--class-names", default="", metavar="FILE",
+                        help="class names file (one per line, or SSv2 labels JSON); default DATA.CLASS_NAMES_FILE")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running the written file against the eager model")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed (default 1e-4)")
+    add_cfg_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tada.config import load_config
+
+    cfg = load_config(args.cfg, overrides=args.opts)
+    report = export_from_config(
+        cfg, checkpoint=args.checkpoint, fmt=args.fmt, output=args.output, cfg_path=str(args.cfg),
+        class_names_file=args.class_names, batch=args.batch, dynamic_batch=args.dynamic_batch, opset=args.opset,
+        exporter=args.exporter, fold_bn=args.fold_bn, verify=args.verify, tolerance=args.tolerance,
+    )
+    shape = "(" + ", ".join("B" if v is None else str(v) for v in report.input_shape) + ")"
+    print(f"wrote {report.path} ({report.format}, input {shape}, {report.export_seconds:.1f} s)")
+    print(f"wrote {report.sidecar}")
+    if report.checked_batches:
+        print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} on batches {report.checked_batches}")
+    if report.format == "onnx":
+        print(f"run it: tada predict --backend onnxruntime --model {report.path} VIDEO ...  (needs {INSTALL_HINT})")
+    return 0

@@ -1,0 +1,242 @@
+"""Serving exported models: the JSON sidecar and an onnxruntime predictor.
+
+An exported model (``tada export``) is a model file plus ``<model file>.json``, the sidecar that
+says how to feed it: clip length, sampling, test scale and crop, mean/std, class names. The
+predictor here needs only those two files and ``onnxruntime``, no config and no checkpoint::
+
+    from tada.serving import OnnxPredictor
+    predictor = OnnxPredictor("tada2d.onnx")           # reads tada2d.onnx.json
+    logits = predictor(batch)                          # (B, 3, T, H, W) numpy or torch -> logits
+    predictor.config_overrides()                       # DATA.* overrides for the test pipeline
+
+``onnx`` and ``onnxruntime`` are optional (``pip install 'tada[export]'``); a missing one is a
+:class:`~tada.errors.TadaError` with that one-line hint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from tada.errors import TadaError
+
+__all__ = [
+    "INSTALL_HINT",
+    "SIDECAR_VERSION",
+    "OnnxPredictor",
+    "SidecarError",
+    "load_predictor",
+    "read_sidecar",
+    "require",
+    "sidecar_path",
+    "sidecar_overrides",
+    "write_sidecar",
+]
+
+INSTALL_HINT = "pip install 'tada[export]'"
+SIDECAR_VERSION = 1
+
+# Keys every sidecar must carry (the rest is informative).
+_REQUIRED = (
+    "sidecar_version", "format", "model_file", "input_name", "output_name", "input_layout",
+    "input_shape", "dynamic_batch", "num_frames", "sampling_mode", "sampling_rate", "target_fps",
+    "test_scale", "crop_size", "mean", "std", "num_classes", "class_names",
+)
+
+
+class SidecarError(TadaError, ValueError):
+    """A sidecar file is missing, unreadable or lacks a key; the message names the file and key."""
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional export dependency, or fail with the one-line install hint."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise TadaError(f"'{module}' is not installed ({err}); install it with: {INSTALL_HINT}") from err
+
+
+# ------------------------------------------------------------------------------------------------
+# The sidecar
+# ------------------------------------------------------------------------------------------------
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.onnx.json`` (appended, so an ONNX and a .pt2 export never collide)."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def write_sidecar(model_path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write the sidecar next to ``model_path``; refuses a dict without the required keys."""
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise ValueError(f"sidecar for {model_path} lacks required keys {missing}")
+    path = sidecar_path(model_path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a sidecar (``path`` is the sidecar itself or the model file next to it)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        path = sidecar_path(path)
+    if not path.is_file():
+        raise SidecarError(
+            f"sidecar not found: {path} (written by `tada export` next to the model; it says how to feed the model)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise SidecarError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise SidecarError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise SidecarError(f"{path}: missing keys {missing}")
+    if data["sidecar_version"] != SIDECAR_VERSION:
+        raise SidecarError(
+            f"{path}: sidecar_version {data['sidecar_version']!r} is not supported (this tada reads {SIDECAR_VERSION})"
+        )
+    names = data["class_names"]
+    if names is not None and (not isinstance(names, list) or len(names) != data["num_classes"]):
+        raise SidecarError(
+            f"{path}: class_names must be null or a list of num_classes={data['num_classes']} names"
+        )
+    return data
+
+
+def sidecar_overrides(sidecar: dict[str, Any]) -> list[Any]:
+    """Config overrides (``["KEY", value, ...]``) that make a config's test pipeline feed this model."""
+    return [
+        "DATA.NUM_INPUT_FRAMES", sidecar["num_frames"],
+        "DATA.SAMPLING_MODE", sidecar["sampling_mode"],
+        "DATA.SAMPLING_RATE", sidecar["sampling_rate"],
+        "DATA.TARGET_FPS", sidecar["target_fps"],
+        "DATA.TEST_SCALE", sidecar["test_scale"],
+        "DATA.TEST_CROP_SIZE", sidecar["crop_size"],
+        "DATA.MEAN", list(sidecar["mean"]),
+        "DATA.STD", list(sidecar["std"]),
+        "VIDEO.HEAD.NUM_CLASSES", sidecar["num_classes"],
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# onnxruntime predictor
+# ------------------------------------------------------------------------------------------------
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's own exception types (pybind classes deriving from Exception directly)."""
+    state = importlib.import_module("onnxruntime.capi.onnxruntime_pybind11_state")
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile", "RuntimeException")
+    return tuple(getattr(state, n) for n in names if hasattr(state, n)) + (RuntimeError,)
+
+
+class OnnxPredictor:
+    """An exported ONNX model on onnxruntime: ``predictor(clips)`` -> logits.
+
+    ``clips`` is a float (B, 3, T, H, W) batch, already normalised as the sidecar says (the same
+    tensor the PyTorch model takes). A numpy batch gives numpy logits, a torch batch torch logits
+    (on CPU). ``threads`` sets onnxruntime's intra-op threads (0 = its default); graph
+    optimisations are all on.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        *,
+        sidecar: str | os.PathLike | dict[str, Any] | None = None,
+        threads: int = 0,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
+        ort = require("onnxruntime")
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise TadaError(f"ONNX model not found: {self.model_path}")
+        if isinstance(sidecar, dict):
+            self.sidecar = sidecar
+        else:
+            self.sidecar = read_sidecar(sidecar if sidecar is not None else self.model_path)
+        if self.sidecar["format"] != "onnx":
+            raise SidecarError(
+                f"{self.model_path}: the sidecar says format {self.sidecar['format']!r}; OnnxPredictor runs 'onnx' exports"
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), options, providers=list(providers))
+        except _ort_errors() as err:
+            raise TadaError(f"{self.model_path}: onnxruntime cannot load the model: {err}") from err
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise TadaError(f"{self.model_path}: expected one input (the clip batch), got {[i.name for i in inputs]}")
+        self.input_name = inputs[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        # Static dims are ints, the dynamic batch a name (or None): checked on every call.
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+
+    # --- what to feed --------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return int(self.sidecar["num_frames"])
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.sidecar["crop_size"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.sidecar["num_classes"])
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.sidecar["class_names"]
+
+    def config_overrides(self) -> list[Any]:
+        """DATA.* and VIDEO.HEAD.NUM_CLASSES overrides for a config's test pipeline (see sidecar_overrides)."""
+        return sidecar_overrides(self.sidecar)
+
+    # --- running -------------------------------------------------------------------------------
+    def _check(self, shape: tuple[int, ...]) -> None:
+        expected = self.input_shape
+        ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+        if not ok:
+            want = "(" + ", ".join("B" if e is None else str(e) for e in expected) + ")"
+            raise ValueError(
+                f"{self.model_path}: input must have shape {want} (B, 3, T, H, W), got {tuple(shape)}"
+            )
+
+    def run(self, clips: np.ndarray) -> np.ndarray:
+        """Logits (B, num_classes) for a float32 numpy batch."""
+        clips = np.ascontiguousarray(clips, dtype=np.float32)
+        self._check(clips.shape)
+        return self.session.run([self.output_name], {self.input_name: clips})[0]
+
+    def __call__(self, clips: Any) -> Any:
+        if isinstance(clips, dict):  # the model's {"video": tensor} input form
+            clips = clips["video"]
+        if isinstance(clips, np.ndarray):
+            return self.run(clips)
+        import torch  # only for torch input; the numpy path needs no torch
+
+        if isinstance(clips, torch.Tensor):
+            return torch.from_numpy(self.run(clips.detach().to("cpu", torch.float32).numpy()))
+        raise TypeError(f"clips must be a numpy array or a torch tensor, got {type(clips).__name__}")
+
+    def eval(self) -> "OnnxPredictor":
+        """No-op, so code written for an nn.Module in eval mode can take a predictor."""
+        return self
+
+
+def load_predictor(model_path: str | os.PathLike, *, threads: int = 0) -> OnnxPredictor:
+    """The entry point for ``tada predict --backend onnxruntime``: model file -> predictor."""
+    return OnnxPredictor(model_path, threads=threads)
