@@ -87,7 +87,20 @@ def _check_path(path: str) -> None:
         raise DecodeError(path, "empty file (0 bytes)")
 
 
-class PyAVReader:
+class _Closing:
+    """Readers are context managers: ``with open_video(path) as reader: ...``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PyAVReader(_Closing):
     """Frame-exact reader on PyAV (FFmpeg). ``threads`` > 1 enables FFmpeg frame+slice threading.
 
     One decoder thread is the right choice inside DataLoader workers (the workers are the
@@ -144,6 +157,14 @@ class PyAVReader:
                     keys.append(ts)
         except av.FFmpegError as exc:
             raise DecodeError(self.path, f"cannot demux: {exc}") from exc
+        declared = stream.frames or 0
+        self.truncated = 0 < len(pts) < declared
+        if self.truncated:
+            # The file ends before the frames its header announces: the last packet read is
+            # likely cut short, so only the packets before it count as frames.
+            del pts[-1], durations[-1]
+            keys = [k for k in keys if k in set(pts)]
+        self._valid_pts = set(pts) if self.truncated else None
         order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
         self._pts = np.asarray(pts, dtype=np.int64)[order]
         self._exact = len(self._pts) > 0 and bool(np.all(np.diff(self._pts) > 0))
@@ -161,6 +182,7 @@ class PyAVReader:
             self.num_frames = self._count_by_decoding()
         if self.num_frames == 0:
             raise DecodeError(self.path, "the video stream holds no frames")
+        self._precise_seek = True  # cleared when a seek lands before the target's keyframe
         self.fps = self._average_fps(np.asarray(durations, dtype=np.int64)[order] if self._exact else None)
         cc = stream.codec_context
         self.height, self.width = int(cc.height), int(cc.width)
@@ -197,10 +219,15 @@ class PyAVReader:
         self._container.seek(0, backward=True, any_frame=False)
 
     def _decode(self):
+        """Frames from the current position; the cut-off packet of a truncated file is never sent."""
         import av
 
+        valid = self._valid_pts
         try:
-            yield from self._container.decode(self._stream)
+            for packet in self._container.demux(self._stream):
+                if valid is not None and packet.size and packet.pts not in valid:
+                    continue
+                yield from packet.decode()  # the final empty packet drains the decoder
         except av.FFmpegError as exc:
             raise DecodeError(self.path, f"decoding failed: {exc}") from exc
 
@@ -228,24 +255,26 @@ class PyAVReader:
         return self._keyframes[bisect.bisect_right(self._keyframes, i) - 1]
 
     def _collect_exact(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        """Seek to the keyframe before the next missing frame, decode forward, repeat.
+        """Seek to the next missing frame (the demuxer lands on a keyframe at or before it),
+        decode forward, keep wanted frames; repeat until all are found.
 
         A frame is kept only if decoding started at a keyframe at or before it, so frames a
-        demuxer or an open GOP could hand over without their references are never used.
-        A pass that yields nothing retries from the previous keyframe, finally from the start.
+        demuxer or an open GOP could hand over without their references are never used. A pass
+        that finds nothing retries from earlier keyframes, finally from the first frame. Demuxers
+        that land earlier than the target's keyframe (mp4 with B-frames and variable rate
+        compares decode times) are detected; the reader then decodes forward instead of
+        re-seeking, so no frame is decoded twice.
         """
         got: dict[int, np.ndarray] = {}
         wanted_set = set(wanted)
-        start_floor = None  # when set, seek no later than this keyframe (retry after no progress)
+        floor = None  # after a pass without progress: seek no later than this keyframe
         while True:
             remaining = [i for i in wanted if i not in got]
             if not remaining:
                 return got
             first = remaining[0]
-            key = self._keyframe_before(first)
-            if start_floor is not None:
-                key = min(key, start_floor)
-            self._container.seek(int(self._pts[key]), stream=self._stream, backward=True, any_frame=False)
+            target = first if floor is None else min(floor, self._keyframe_before(first))
+            self._container.seek(int(self._pts[target]), stream=self._stream, backward=True, any_frame=False)
             before = len(got)
             started_at = None
             for frame in self._decode():
@@ -259,21 +288,24 @@ class PyAVReader:
                     if not frame.key_frame:
                         continue  # decoding must begin at a keyframe to be exact
                     started_at = i
+                    if started_at < self._keyframe_before(target):
+                        self._precise_seek = False
                 if i < started_at:
                     continue  # a leading picture of an open GOP: its references were skipped
                 if i in wanted_set and i not in got:
                     got[i] = self._to_rgb(frame)
-                nxt = next((j for j in remaining if j not in got), None)
+                nxt = next((j for j in remaining if j not in got and j > i), None)
                 if nxt is None:
                     break
-                if self._keyframe_before(nxt) > i:
-                    break  # seeking to the next wanted frame's keyframe is cheaper than decoding on
+                if self._precise_seek and self._keyframe_before(nxt) > i:
+                    break  # seeking to the next wanted frame is cheaper than decoding on
             if len(got) > before:
-                start_floor = None
+                floor = None
                 continue
+            key = self._keyframe_before(target)
             if key == 0:
-                return got  # even a decode from the start did not produce them
-            start_floor = self._keyframes[max(self._keyframes.index(key) - 1, 0)]
+                return got  # even a decode from the first frame did not produce them
+            floor = self._keyframes[self._keyframes.index(key) - 1]
 
     def _collect_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}
@@ -292,14 +324,8 @@ class PyAVReader:
             container.close()
             self._container = None
 
-    def __enter__(self) -> "PyAVReader":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class DecordReader:
+class DecordReader(_Closing):
     """decord's reader (optional: ``pip install decord``); decord fails on some webm files."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1) -> None:
@@ -335,7 +361,7 @@ class DecordReader:
         self._vr = None
 
 
-class TorchCodecReader:
+class TorchCodecReader(_Closing):
     """torchcodec's decoder (optional: ``pip install torchcodec``, a version matching torch)."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1) -> None:

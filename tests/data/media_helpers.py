@@ -1,0 +1,79 @@
+"""Helpers writing tiny real media files for the data tests (PyAV)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def coded_frames(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Frames that differ from each other (index-dependent pattern), uint8 (T, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = rng.integers(0, 40, size=(height, width, 3))
+    out = np.empty((num_frames, height, width, 3), np.uint8)
+    for i in range(num_frames):
+        img = base + 0
+        img[..., 0] += (xx * 3 + i * 7) % 200
+        img[..., 1] += (yy * 2 + i * 5) % 200
+        img[..., 2] += ((i * 37) % 200)
+        bar = (i * 3) % width
+        img[:, bar:bar + 3] = 250
+        out[i] = np.clip(img, 0, 255)
+    return out
+
+
+def write_video(path: Path, frames: np.ndarray, *, fps: int = 30, codec: str = "libx264",
+                options: dict | None = None, pts_ms: list[int] | None = None,
+                container_options: dict | None = None) -> Path:
+    """Encode frames; ``pts_ms`` gives per-frame timestamps (variable frame rate)."""
+    _, h, w, _ = frames.shape
+    with av.open(str(path), "w", options=container_options or {}) as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv420p"
+        if options:
+            s.options = options
+        if pts_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if pts_ms is not None:
+                frame.pts = pts_ms[i]
+                frame.time_base = Fraction(1, 1000)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def sequential_decode(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def write_audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        samples = (np.sin(np.arange(16000) / 10) * 0.1).astype(np.float32)[None]
+        for i in range(0, 16000, 1024):
+            chunk = np.ascontiguousarray(samples[:, i:i + 1024])
+            if chunk.shape[1] < 1024:
+                break
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+# Several GOPs and B-frames, so seeking and reordering are exercised.
+X264_GOPS = {"x264-params": "keyint=12:min-keyint=12:bframes=3:scenecut=0", "preset": "ultrafast",
+             "tune": "zerolatency"}
+X264_BFRAMES = {"x264-params": "keyint=15:min-keyint=15:bframes=3:b-pyramid=normal:scenecut=0", "preset": "veryfast"}

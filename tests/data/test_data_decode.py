@@ -1,0 +1,97 @@
+"""The PyAV reader is frame-exact, reports length/fps reliably, and fails clearly on broken files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from media_helpers import sequential_decode
+from tada.data.decode import DecodeError, PyAVReader, open_video
+
+
+@pytest.mark.parametrize("name", ["gop_mp4", "odd_webm", "vfr_mp4", "portrait_mp4"])
+def test_frames_equal_a_full_sequential_decode(media, name):
+    path = media[name]
+    full = sequential_decode(path)
+    rng = np.random.default_rng(0)
+    with open_video(path) as reader:
+        assert reader.num_frames == len(full)
+        assert (reader.height, reader.width) == full.shape[1:3]
+        for _ in range(12):
+            idx = rng.integers(0, len(full), size=8)  # unsorted, with repeats
+            np.testing.assert_array_equal(reader.get_frames(idx), full[idx])
+        np.testing.assert_array_equal(reader.get_frames([len(full) - 1, 0]), full[[-1, 0]])
+
+
+def test_fps_and_length(media):
+    with open_video(media["gop_mp4"]) as r:
+        assert r.num_frames == 75 and r.fps == 25.0
+    with open_video(media["odd_webm"]) as r:  # webm stores milliseconds; the rate stays exact
+        assert r.num_frames == 40 and r.fps == 24.0
+        assert (r.height, r.width) == (37, 51)
+    with open_video(media["vfr_mp4"]) as r:  # variable rate: the mean over the stream
+        span_s = sum(33 if i % 3 else 80 for i in range(29)) / 1000  # the timestamps of conftest
+        assert r.num_frames == 30
+        assert r.fps == pytest.approx(29 / span_s, rel=1e-3)
+
+
+def test_seeks_instead_of_decoding_everything(media, monkeypatch):
+    """Frames near the end cost about one GOP, not the whole video."""
+    reader = PyAVReader(media["gop_mp4"])
+    decoded = []
+    real = reader._decode
+
+    def counting():
+        for frame in real():
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(reader, "_decode", counting)
+    reader.get_frames([62, 66, 70])
+    assert len(decoded) <= 15 + 4  # keyframe at 60, B-frame reorder delay
+    decoded.clear()
+    reader.get_frames([2, 70])  # far apart: two seeks, not 70 frames
+    assert len(decoded) <= 2 * (15 + 4)
+    reader.close()
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("empty", "empty file"),
+    ("text", "cannot open"),
+    ("truncated", "cannot open"),
+    ("audio_only", "no video stream"),
+    ("missing", "file not found"),
+])
+def test_broken_files_raise_decode_error(media, name, reason):
+    with pytest.raises(DecodeError) as info:
+        open_video(media[name])
+    assert reason in str(info.value)
+    assert info.value.path == str(media[name])
+
+
+def test_truncated_faststart_file_keeps_its_complete_frames(media):
+    """moov at the front, data cut: the frames before the cut are usable, the cut packet is dropped."""
+    with open_video(media["truncated_faststart"]) as r:
+        assert r.truncated and 0 < r.num_frames < 60
+        frames = r.get_frames(range(r.num_frames))
+    assert frames.shape[0] == r.num_frames
+
+
+def test_index_errors_are_value_errors(media):
+    with open_video(media["short_mp4"]) as r:
+        with pytest.raises(ValueError, match="outside"):
+            r.get_frames([5])
+
+
+def test_unknown_and_missing_backends(media):
+    with pytest.raises(ValueError, match="unknown video decoder"):
+        open_video(media["gop_mp4"], backend="opencv")
+    for backend in ("decord", "torchcodec"):
+        try:
+            reader = open_video(media["gop_mp4"], backend=backend)
+        except ImportError as exc:
+            assert "pip install" in str(exc)
+        else:  # installed: it must agree with PyAV
+            full = sequential_decode(media["gop_mp4"])
+            assert reader.num_frames == len(full)
+            np.testing.assert_array_equal(reader.get_frames([3, 40]), full[[3, 40]])

@@ -1,0 +1,87 @@
+"""The official samplers (spec 4.4, 4.5), with deterministic evaluation views that reach both ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tada.data.sampling import interval_indices, sample_indices, segment_indices
+
+K400 = dict(num_input_frames=8, sampling_rate=8, target_fps=30)
+
+
+def test_interval_single_view_is_the_official_centre_clip():
+    # 300 frames at 30 fps: clip_len 64, start (300-64)/2 = 118, step 63/7 = 9.
+    idx = interval_indices(300, 30.0, view=0, num_views=1, **K400)
+    np.testing.assert_array_equal(idx, 118 + 9 * np.arange(8))
+
+
+def test_interval_span_is_normalised_by_fps():
+    # At 15 fps the same 64/30 s span is 32 frames: step 31/7, truncated like the official code.
+    idx = interval_indices(300, 15.0, view=0, num_views=1, **K400)
+    start = (300 - 32) / 2
+    np.testing.assert_array_equal(idx, np.linspace(start, start + 31, 8).astype(np.int64))
+
+
+def test_interval_multi_view_reaches_first_and_last_frame():
+    views = [interval_indices(300, 30.0, view=v, num_views=10, **K400) for v in range(10)]
+    assert views[0][0] == 0 and views[-1][-1] == 299
+    starts = [v[0] for v in views]
+    assert starts == sorted(starts) and len(set(starts)) == 10
+
+
+def test_interval_train_is_random_within_the_video():
+    rng = np.random.default_rng(0)
+    starts = set()
+    for _ in range(200):
+        idx = interval_indices(300, 30.0, view=None, rng=rng, **K400)
+        assert 0 <= idx[0] and idx[-1] <= 299 and np.all(np.diff(idx) >= 8)
+        starts.add(int(idx[0]))
+    assert min(starts) < 20 and max(starts) > 210
+
+
+def test_short_video_repeats_its_last_frame():
+    idx = interval_indices(20, 30.0, view=0, num_views=1, **K400)
+    assert idx[0] == 0 and idx[-1] == 19 and np.sum(idx == 19) >= 5
+    idx = segment_indices(3, num_input_frames=8, view=0)
+    assert idx.min() == 0 and idx.max() == 2 and np.all(np.diff(idx) >= 0)
+
+
+def test_one_frame_clips_are_deterministic_at_evaluation():
+    kw = dict(num_input_frames=1, sampling_rate=8, target_fps=30)
+    assert interval_indices(101, 30.0, view=0, **kw).tolist() == [50]
+    assert [interval_indices(101, 30.0, view=v, num_views=3, **kw)[0] for v in range(3)] == [0, 50, 100]
+
+
+def test_segment_single_view_is_the_midpoint_of_each_segment():
+    # 40 frames, 8 segments of 5: midpoints 2.5, 7.5, ... rounded half to even like torch.round.
+    idx = segment_indices(40, num_input_frames=8, view=0)
+    np.testing.assert_array_equal(idx, np.round(np.arange(8) * 5 + 2.5).astype(np.int64))
+
+
+def test_segment_multi_view_spans_each_segment():
+    a = segment_indices(40, num_input_frames=8, view=0, num_views=2)
+    b = segment_indices(40, num_input_frames=8, view=1, num_views=2)
+    np.testing.assert_array_equal(a, np.arange(8) * 5)
+    np.testing.assert_array_equal(b, np.arange(8) * 5 + 4)
+
+
+def test_segment_train_draws_inside_each_segment():
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        idx = segment_indices(40, num_input_frames=8, view=None, rng=rng)
+        assert np.all(idx >= np.arange(8) * 5) and np.all(idx <= np.arange(8) * 5 + 5)
+
+
+def test_errors_and_dispatch():
+    with pytest.raises(ValueError, match="rng"):
+        segment_indices(10, num_input_frames=4, view=None)
+    with pytest.raises(ValueError, match="view 2 outside"):
+        segment_indices(10, num_input_frames=4, view=2, num_views=2)
+    with pytest.raises(ValueError, match="fps"):
+        interval_indices(10, 0.0, view=0, **K400)
+    with pytest.raises(ValueError, match="SAMPLING_MODE"):
+        sample_indices("dense", 10, 30.0, view=0, **K400)
+    np.testing.assert_array_equal(
+        sample_indices("segment_based", 40, 30.0, view=0, **K400), segment_indices(40, num_input_frames=8, view=0)
+    )
