@@ -1,0 +1,234 @@
+"""Reading and writing model checkpoints: official ``.pyth`` files, ours, bare state dicts, ImageNet init.
+
+Every file is read with ``torch.load(weights_only=True)``: a pickle that would construct arbitrary
+objects (and so could run code) is refused. Loading is strict by default and names every
+missing, unexpected and mis-shaped key (the official loader used ``strict=False`` and only logged,
+spec 8.2 item 10).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from tada.models.convert import official_filter, resnet50_2d_filter
+
+__all__ = [
+    "CheckpointError",
+    "InitReport",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "load_in1k",
+    "load_state_dict_file",
+    "read_checkpoint",
+    "save_checkpoint",
+]
+
+_STATE_KEYS = ("model_state", "state_dict", "model")
+_MAX_NAMES = 20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not fit the model; the message names the keys."""
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` did: the file's epoch, its other entries and the key report."""
+
+    path: str
+    epoch: int | None
+    extra: dict[str, Any]
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    mismatched_keys: list[str] = field(default_factory=list)
+    optimizer_loaded: bool = False
+
+
+@dataclass
+class InitReport:
+    """What :func:`load_in1k` loaded and which model keys kept their initialisation."""
+
+    path: str
+    loaded: list[str]
+    missing: list[str]
+    dropped: list[str]
+
+
+def _names(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_NAMES])
+    return shown + (f", ... ({len(keys) - _MAX_NAMES} more)" if len(keys) > _MAX_NAMES else "")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on CPU with clear errors; the file must hold a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains pickled objects other than tensors and plain "
+            f"containers, which could run code when loaded (weights_only=True). Re-save it with only "
+            f"state dicts, numbers and strings. Detail: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint: {err}") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict (state dict or checkpoint), got {type(obj).__name__}")
+    return obj
+
+
+def _split_state(obj: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(model state dict, the other entries) of a checkpoint or a bare state dict."""
+    for key in _STATE_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            return dict(obj[key]), {k: v for k, v in obj.items() if k != key}
+    if obj and all(isinstance(v, Tensor) for v in obj.values()):
+        return dict(obj), {}
+    raise CheckpointError(
+        f"{path}: no model state found: expected one of {list(_STATE_KEYS)} or a bare state dict, "
+        f"found top-level keys {sorted(obj)[:10]}"
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP (``.module``) and torch.compile (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The wrapper-free model state dict of a checkpoint file and its other entries."""
+    obj = read_checkpoint(path)
+    state, extra = _split_state(obj, path)
+    return official_filter(state), extra
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> LoadedCheckpoint:
+    """Load an official ``.pyth``, one of ours, or a bare state dict into ``model``.
+
+    ``strict=True``: any missing, unexpected or mis-shaped key is a :class:`CheckpointError` that
+    names them, and nothing is loaded. ``strict=False`` loads every key whose name and shape match
+    and reports the rest in the returned :class:`LoadedCheckpoint` (never silently).
+    With ``optimizer``, the file must hold ``optimizer_state``, which is loaded too.
+    """
+    state, extra = load_state_dict_file(path)
+    target = _unwrap(model)
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if strict and (missing or unexpected or mismatched):
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_names(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_names(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches: {_names(mismatched)}")
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(parts))
+    bad = {m.split(":", 1)[0] for m in mismatched}
+    loadable = {k: v for k, v in state.items() if k in own and k not in bad}
+    target.load_state_dict(loadable, strict=strict)
+    epoch = extra.get("epoch")
+    result = LoadedCheckpoint(
+        path=str(path),
+        epoch=int(epoch) if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None,
+        extra={k: v for k, v in extra.items() if k not in ("optimizer_state",)},
+        missing_keys=missing,
+        unexpected_keys=unexpected,
+        mismatched_keys=mismatched,
+    )
+    if optimizer is not None:
+        if "optimizer_state" not in extra:
+            raise CheckpointError(f"{path}: an optimizer state was requested but the file has no 'optimizer_state'")
+        try:
+            optimizer.load_state_dict(extra["optimizer_state"])
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: optimizer_state does not fit the optimizer: {err}") from err
+        result.optimizer_loaded = True
+    return result
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    epoch: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    **extra: Any,
+) -> Path:
+    """Write the official layout ``{"model_state", "optimizer_state", "epoch", ...extra}`` atomically.
+
+    ``extra`` values must be weights_only-loadable (tensors, numbers, strings, plain containers).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj: dict[str, Any] = {"model_state": _unwrap(model).state_dict(), "epoch": int(epoch)}
+    if optimizer is not None:
+        obj["optimizer_state"] = optimizer.state_dict()
+    clash = set(extra) & set(obj)
+    if clash:
+        raise ValueError(f"extra entries {sorted(clash)} clash with the checkpoint's own keys")
+    obj.update(extra)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+# Keys an ImageNet ResNet cannot provide: the TAda extras and the new head (spec 2.3).
+_IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
+
+
+def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
+    """Initialise the backbone from a local torchvision or timm ResNet state-dict file (spec 2.3).
+
+    The classifier (``fc``) is dropped; routing functions, temporal-pool BNs and the head keep
+    their initialisation (so every TAda block starts as the ImageNet bottleneck). Every other
+    backbone key must come from the file, with a matching shape: a wrong file (another depth, not
+    a ResNet) is an error, not a partial load. ``num_batches_tracked`` may be absent (old files).
+    """
+    if not str(path):
+        raise ValueError("TRAIN.INIT is 'in1k' but no weights file was given (set TRAIN.IN1K_WEIGHTS)")
+    obj = read_checkpoint(path)
+    state, _ = _split_state(obj, path)
+    target = _unwrap(model)
+    own = target.state_dict()
+    try:
+        converted, dropped = resnet50_2d_filter(state, {k: tuple(v.shape) for k, v in own.items()})
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
+    missing = [k for k in own if k not in converted]
+    required = [
+        k for k in missing if not any(p in k for p in _IN1K_UNSOURCED) and not k.endswith("num_batches_tracked")
+    ]
+    if required:
+        raise CheckpointError(
+            f"{path}: ImageNet weights lack {len(required)} backbone keys of this model: {_names(required)}"
+        )
+    target.load_state_dict(converted, strict=False)
+    return InitReport(path=str(path), loaded=sorted(converted), missing=missing, dropped=dropped)

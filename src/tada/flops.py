@@ -1,0 +1,95 @@
+"""Parameters and multiply-accumulates of a model, by torch's own FlopCounterMode (no fvcore).
+
+GMACs = counted FLOPs / 2, which is the fvcore convention the literature's "GFLOPs" use:
+convolutions, linear layers and matmuls count; BN, pooling and elementwise ops do not.
+TAda2D-R50 is 33.02 GMACs at 8x224x224 and 43.13 at 8x256x256 per view (spec 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["FlopsReport", "add_arguments", "count", "count_params", "run"]
+
+
+@dataclass
+class FlopsReport:
+    """One forward's cost at ``input_shape``; ``by_op`` splits the FLOPs per aten op."""
+
+    input_shape: tuple[int, ...]
+    params: int
+    flops: int
+    by_op: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return self.flops // 2
+
+    @property
+    def gmacs(self) -> float:
+        return self.flops / 2e9
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count(model: nn.Module, input_shape: Sequence[int], *, device: str | torch.device | None = None) -> FlopsReport:
+    """Count one eval-mode forward on a random input of ``input_shape`` (e.g. (1, 3, 8, 224, 224)).
+
+    The model's train/eval mode is restored afterwards.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    x = torch.randn(*input_shape, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return FlopsReport(tuple(int(s) for s in input_shape), count_params(model), int(counter.get_total_flops()), by_op)
+
+
+# ------------------------------------------------------------------------------------------------
+# `tada flops --cfg FILE [KEY VALUE ...]`
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from tada.cli import add_cfg_arguments
+
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_cfg_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tada.config import load_config
+    from tada.models import build_model
+
+    cfg = load_config(args.cfg, overrides=list(args.opts or []))
+    model = build_model(cfg)
+    model.channels_last = False
+    frames = cfg.DATA.NUM_INPUT_FRAMES
+    channels = cfg.VIDEO.BACKBONE.NUM_INPUT_CHANNELS
+    rows = []
+    for split, size in (("train", cfg.DATA.TRAIN_CROP_SIZE), ("test", cfg.DATA.TEST_CROP_SIZE)):
+        report = count(model, (1, channels, frames, size, size))
+        rows.append({"split": split, "frames": frames, "size": size, "gmacs_per_view": round(report.gmacs, 2)})
+    params = count_params(model)
+    if args.json:
+        print(json.dumps({"cfg": str(args.cfg), "params": params, "views": rows}))
+        return 0
+    print(f"config: {args.cfg}")
+    print(f"params: {params:,} ({params / 1e6:.2f} M)")
+    for row in rows:
+        print(f"{row['split']:>5}: {row['frames']}x{row['size']}x{row['size']}  {row['gmacs_per_view']:.2f} GMACs per view")
+    return 0

@@ -1,0 +1,39 @@
+"""Video networks: the ResNet3D family over frames (TAda2D, TSN), a registry, the zoo table.
+
+    from tada.models import create_model, build_model
+    model = create_model("tada2d_r50", num_classes=400)   # logits (B, 400) for (B, 3, T, H, W)
+    model = build_model(cfg)                               # from a config
+"""
+
+from tada.models.build import build_model, model_kwargs_from_cfg
+from tada.models.registry import create_model, is_model, list_models, register_model
+from tada.models.resnet import (
+    Base2DBlock,
+    ResBlock,
+    TAda2DBlock,
+    VideoHead,
+    VideoResNet,
+    init_backbone_weights,
+    video_resnet,
+)
+from tada.models.zoo import ZOO, ZooEntry, get_weights, list_weights
+
+__all__ = [
+    "ZOO",
+    "Base2DBlock",
+    "ResBlock",
+    "TAda2DBlock",
+    "VideoHead",
+    "VideoResNet",
+    "ZooEntry",
+    "build_model",
+    "create_model",
+    "get_weights",
+    "init_backbone_weights",
+    "is_model",
+    "list_models",
+    "list_weights",
+    "model_kwargs_from_cfg",
+    "register_model",
+    "video_resnet",
+]

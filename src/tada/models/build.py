@@ -1,0 +1,68 @@
+"""The one adapter from a config to the plain-argument builder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tada.models.resnet import VideoResNet, video_resnet
+
+__all__ = ["build_model", "model_kwargs_from_cfg"]
+
+_DEPTHS = (26, 50, 101, 152)
+
+
+def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """Translate VIDEO.BACKBONE.*, VIDEO.HEAD.*, BN.* and TRAIN.CHANNELS_LAST into builder keywords.
+
+    Settings the 2-D ResNet family cannot honour are errors, never ignored: temporal downsampling,
+    non-local blocks, other stems or meta-architectures.
+    """
+    bb = cfg.VIDEO.BACKBONE
+    head = cfg.VIDEO.HEAD
+    if bb.META_ARCH != "ResNet3D":
+        raise ValueError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
+    if bb.STEM.NAME != "Base2DStem":
+        raise ValueError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
+    if bb.NONLOCAL.ENABLE:
+        raise ValueError("VIDEO.BACKBONE.NONLOCAL.ENABLE: non-local blocks are not supported")
+    if any(bb.DOWNSAMPLING_TEMPORAL):
+        raise ValueError(
+            f"VIDEO.BACKBONE.DOWNSAMPLING_TEMPORAL must be all false (2-D branches), got {bb.DOWNSAMPLING_TEMPORAL}"
+        )
+    if bb.INITIALIZATION != "kaiming":
+        raise ValueError(f"VIDEO.BACKBONE.INITIALIZATION: only 'kaiming' is supported, got {bb.INITIALIZATION!r}")
+    if bb.DEPTH not in _DEPTHS:
+        raise ValueError(f"VIDEO.BACKBONE.DEPTH must be one of {_DEPTHS} (bottleneck ResNets), got {bb.DEPTH}")
+    if bb.NUM_FILTERS[-1] != bb.NUM_OUT_FEATURES:
+        raise ValueError(
+            f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal NUM_FILTERS[-1] ({bb.NUM_FILTERS[-1]})"
+        )
+    pool_k = list(bb.BRANCH.POOL_K)
+    if len(pool_k) != 3 or pool_k[1:] != [1, 1]:
+        raise ValueError(f"VIDEO.BACKBONE.BRANCH.POOL_K must be [k, 1, 1], got {pool_k}")
+    return dict(
+        branch=bb.BRANCH.NAME,
+        depth=bb.DEPTH,
+        widths=tuple(bb.NUM_FILTERS),
+        expansion=bb.EXPANSION_RATIO,
+        in_channels=bb.NUM_INPUT_CHANNELS,
+        num_classes=head.NUM_CLASSES,
+        kernel_sizes=tuple(tuple(k) if isinstance(k, (list, tuple)) else k for k in bb.KERNEL_SIZE),
+        downsampling=tuple(bool(d) for d in bb.DOWNSAMPLING),
+        route_ratio=bb.BRANCH.ROUTE_FUNC_R,
+        route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
+        pool_kernel=pool_k[0],
+        dropout=float(head.DROPOUT_RATE),
+        bn_eps=float(cfg.BN.EPS),
+        bn_momentum=float(cfg.BN.MOMENTUM),
+        tada_init=bb.TADA_INIT,
+        channels_last=bool(cfg.TRAIN.CHANNELS_LAST),
+    )
+
+
+def build_model(cfg: Any) -> VideoResNet:
+    """Build the model a config describes (random init; weights are loaded by the caller).
+
+    VIDEO.HEAD.ACTIVATION is not applied: the model returns logits, the evaluator applies softmax.
+    """
+    return video_resnet(**model_kwargs_from_cfg(cfg))

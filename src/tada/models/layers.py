@@ -1,0 +1,111 @@
+"""Frame-wise building blocks: official 3-D parameter layouts, 2-D compute over (B*T, C, H, W).
+
+The official network stores every conv as a Conv3d with a (Cout, Cin, 1, kh, kw) kernel. A kernel
+with temporal size 1 is a 2-D conv applied to each frame, so these modules keep the official
+parameter shape (checkpoints stay interchangeable) and call ``F.conv2d`` on a view of it over
+frames, where cuDNN / oneDNN have their fastest (channels-last) paths. BatchNorm2d over B*T frames
+computes exactly what BatchNorm3d computes over (B, C, T, H, W) and has the same state_dict keys.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["FrameConv", "TemporalAvgPool", "frames_to_video", "video_to_frames"]
+
+
+def video_to_frames(x: Tensor, *, channels_last: bool) -> Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W) in one copy, channels-last when asked."""
+    b, c, t, h, w = x.shape
+    if channels_last:
+        return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def frames_to_video(x: Tensor, num_frames: int) -> Tensor:
+    """(B*T, C, H, W) -> (B, C, T, H, W) as a view (no copy)."""
+    n, c, h, w = x.shape
+    return x.view(n // num_frames, num_frames, c, h, w).transpose(1, 2)
+
+
+class FrameConv(nn.Module):
+    """A Conv3d with temporal kernel 1 (official weight (Cout, Cin/groups, 1, kh, kw)), run as conv2d on frames."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int] = 1,
+        *,
+        stride: int = 1,
+        padding: int | Sequence[int] | None = None,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (kh, kw)
+        self.stride = (stride, stride)
+        self.padding = (kh // 2, kw // 2) if padding is None else (
+            (padding, padding) if isinstance(padding, int) else tuple(padding)
+        )
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, 1, kh, kw))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Conv3d's default init; the network init replaces it (spec 1.8)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def weight_2d(self) -> Tensor:
+        return self.weight.squeeze(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight_2d, self.bias, self.stride, self.padding, 1, self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size=(1, {self.kernel_size[0]}, {self.kernel_size[1]}), "
+            f"stride=(1, {self.stride[0]}, {self.stride[1]}), padding=(0, {self.padding[0]}, {self.padding[1]}), "
+            f"bias={self.bias is not None}"
+        )
+
+
+class TemporalAvgPool(nn.Module):
+    """AvgPool3d((k, 1, 1), stride 1, padding k//2, count_include_pad=True) on frames (B*T, C, H, W).
+
+    Edge frames are divided by k with zero padding, as in the official block (spec 1.4).
+    On channels-last frames the (B, C, T, H, W) view is channels-last-3d, so avg_pool3d runs
+    without a layout copy.
+    """
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 != 1:
+            raise ValueError(f"temporal pool kernel must be odd and >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        if self.kernel_size == 1:
+            return x
+        n, c, h, w = x.shape
+        v = frames_to_video(x, num_frames)
+        y = F.avg_pool3d(
+            v, (self.kernel_size, 1, 1), stride=1, padding=(self.kernel_size // 2, 0, 0), count_include_pad=True
+        )
+        return y.transpose(1, 2).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size=({self.kernel_size}, 1, 1), count_include_pad=True"

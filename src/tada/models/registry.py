@@ -1,0 +1,105 @@
+"""Named model constructors: ``create_model("tada2d_r50", num_classes=400)``, ``list_models()``.
+
+Each entry is a thin function over :func:`tada.models.resnet.video_resnet`; any keyword overrides
+the entry's defaults (e.g. ``widths=(16, 64, 128, 256, 512)`` for a small test model). A name may
+carry a zoo tag, ``"tada2d_r50.k400_8x8"``, whose class count becomes the default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Any, Callable
+
+from tada.models.resnet import VideoResNet, video_resnet
+
+__all__ = ["create_model", "is_model", "list_models", "register_model"]
+
+_MODELS: dict[str, Callable[..., VideoResNet]] = {}
+
+
+def register_model(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
+    """Register ``fn`` under its function name; a duplicate name is an error."""
+    name = fn.__name__
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    _MODELS[name] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def is_model(name: str) -> bool:
+    return name.split(".", 1)[0] in _MODELS
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    checkpoint_path: str = "",
+    strict: bool = True,
+    **kwargs: Any,
+) -> VideoResNet:
+    """Build a registered model; optionally load a local checkpoint (official or ours).
+
+    ``num_classes`` defaults to the zoo tag's classes (``"tada2d_r50.ssv2_8f"`` -> 174), else 400.
+    Nothing is ever downloaded: pretrained weights come from ``checkpoint_path``.
+    """
+    arch, _, tag = name.partition(".")
+    if arch not in _MODELS:
+        close = difflib.get_close_matches(arch, list(_MODELS), n=3)
+        hint = f"; did you mean {close}?" if close else ""
+        raise KeyError(f"unknown model {arch!r}{hint} Known: {list_models()}")
+    if tag:
+        from tada.models.zoo import get_weights
+
+        entry = get_weights(name)
+        if num_classes is None:
+            num_classes = entry.num_classes
+    model = _MODELS[arch](num_classes=400 if num_classes is None else num_classes, **kwargs)
+    if checkpoint_path:
+        from tada.checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint_path, strict=strict)
+    return model
+
+
+# Registered entry points (explicit, so that they are greppable).
+@register_model
+def tada2d_r26(**kwargs: Any) -> VideoResNet:
+    """TAda2D with ResNet-26 bottleneck layout (2, 2, 2, 2)."""
+    return video_resnet(branch="tada2d", depth=26, **kwargs)
+
+
+@register_model
+def tada2d_r50(**kwargs: Any) -> VideoResNet:
+    """TAda2D-R50, the paper's model (27,485,472 parameters with 400 classes)."""
+    return video_resnet(branch="tada2d", depth=50, **kwargs)
+
+
+@register_model
+def tada2d_r101(**kwargs: Any) -> VideoResNet:
+    """TAda2D with ResNet-101 layout (3, 4, 23, 3)."""
+    return video_resnet(branch="tada2d", depth=101, **kwargs)
+
+
+@register_model
+def tsn_r26(**kwargs: Any) -> VideoResNet:
+    """TSN baseline: the same network with plain 2-D bottlenecks, ResNet-26 layout."""
+    return video_resnet(branch="base2d", depth=26, **kwargs)
+
+
+@register_model
+def tsn_r50(**kwargs: Any) -> VideoResNet:
+    """TSN-R50: a 2-D ResNet-50 over frames with average consensus (the TAda2D baseline)."""
+    return video_resnet(branch="base2d", depth=50, **kwargs)
+
+
+@register_model
+def tsn_r101(**kwargs: Any) -> VideoResNet:
+    """TSN baseline, ResNet-101 layout."""
+    return video_resnet(branch="base2d", depth=101, **kwargs)

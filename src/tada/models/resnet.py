@@ -1,0 +1,393 @@
+"""The ResNet3D family over frames: TAda2D (TAdaConv bottlenecks) and TSN (plain 2-D bottlenecks).
+
+Module names and parameter shapes follow the official TAda2D exactly (spec 1 and 2.1), so
+``state_dict()`` of ``video_resnet(branch="tada2d", depth=50, num_classes=400)`` has the 560 keys
+of the official checkpoint. Compute is 2-D over frames (B*T, C, H, W) end to end; only the
+routing function and the temporal pool look at T.
+
+Data flow of one TAda2D bottleneck (``TAda2DBlock``, spec 1.4)::
+
+    x ─ a 1x1 ─ a_bn ─ relu ─ y ─┬──────────────── b 3x3 TAdaConv (stride s) ─ z
+                                 └─ b_rf (alpha) ──┘                           │
+              z ─┬─ b_bn ─────────────────────────┐                           │
+                 └─ b_avgpool (3,1,1) ─ b_avgpool_bn ─ (+) ─ relu ─ c 1x1 ─ c_bn ─ out
+
+and the residual block adds ``short_cut`` (projection in ``res_1``) then applies ReLU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tada.models.layers import FrameConv, TemporalAvgPool, frames_to_video, video_to_frames
+from tada.ops.routing import RouteFuncMLP, TemporalConvWeight
+from tada.ops.tadaconv import TAdaConv2d
+
+__all__ = [
+    "BRANCHES",
+    "DEPTH_LAYERS",
+    "Base2DBlock",
+    "ResBlock",
+    "ResNetBackbone",
+    "Stem",
+    "TAda2DBlock",
+    "VideoHead",
+    "VideoResNet",
+    "video_resnet",
+]
+
+DEPTH_LAYERS: dict[int, tuple[int, int, int, int]] = {
+    26: (2, 2, 2, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+
+
+def _bn(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+class Stem(nn.Module):
+    """``Base2DStem``: conv (1, k, k) stride (1, s, s), BN, ReLU. No max-pool (spec 1.2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int, bn_eps: float,
+                 bn_momentum: float) -> None:
+        super().__init__()
+        self.a = FrameConv(in_channels, out_channels, kernel_size, stride=stride)
+        self.a_bn = _bn(out_channels, bn_eps, bn_momentum)
+        self.a_relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.a_relu(self.a_bn(self.a(x)))
+
+
+class TAda2DBlock(nn.Module):
+    """The TAda2D bottleneck branch (official ``TAda2DBlock``, spec 1.4), on frames."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        *,
+        stride: int,
+        kernel_size: int = 3,
+        route_ratio: int = 4,
+        route_kernels: Sequence[int] = (3, 3),
+        pool_kernel: int = 3,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.a = FrameConv(in_channels, width, 1)
+        self.a_bn = _bn(width, bn_eps, bn_momentum)
+        self.a_relu = nn.ReLU(inplace=True)
+        self.b = TAdaConv2d(width, width, kernel_size, stride=stride, padding=kernel_size // 2, cal_dim="cin")
+        self.b_rf = RouteFuncMLP(width, ratio=route_ratio, kernels=tuple(route_kernels),
+                                 bn_eps=bn_eps, bn_momentum=bn_momentum)
+        self.b_bn = _bn(width, bn_eps, bn_momentum)
+        self.b_avgpool = TemporalAvgPool(pool_kernel)
+        self.b_avgpool_bn = _bn(width, bn_eps, bn_momentum)
+        self.b_avgpool_bn.skip_init = True  # zero at start: the block begins as a plain bottleneck
+        nn.init.zeros_(self.b_avgpool_bn.weight)
+        nn.init.zeros_(self.b_avgpool_bn.bias)
+        self.b_relu = nn.ReLU(inplace=True)
+        self.c = FrameConv(width, out_channels, 1)
+        self.c_bn = _bn(out_channels, bn_eps, bn_momentum)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        y = self.a_relu(self.a_bn(self.a(x)))
+        alpha = self.b_rf(y, num_frames)  # from the pre-stride input of b
+        z = self.b(y, alpha)
+        z = self.b_bn(z) + self.b_avgpool_bn(self.b_avgpool(z, num_frames))
+        return self.c_bn(self.c(self.b_relu(z)))
+
+
+class Base2DBlock(nn.Module):
+    """A plain 2-D bottleneck applied frame by frame (the TSN baseline), stride in the 3x3 conv."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        *,
+        stride: int,
+        kernel_size: int = 3,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.a = FrameConv(in_channels, width, 1)
+        self.a_bn = _bn(width, bn_eps, bn_momentum)
+        self.a_relu = nn.ReLU(inplace=True)
+        self.b = FrameConv(width, width, kernel_size, stride=stride)
+        self.b_bn = _bn(width, bn_eps, bn_momentum)
+        self.b_relu = nn.ReLU(inplace=True)
+        self.c = FrameConv(width, out_channels, 1)
+        self.c_bn = _bn(out_channels, bn_eps, bn_momentum)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        y = self.a_relu(self.a_bn(self.a(x)))
+        z = self.b_relu(self.b_bn(self.b(y)))
+        return self.c_bn(self.c(z))
+
+
+BRANCHES: dict[str, type[nn.Module]] = {"tada2d": TAda2DBlock, "base2d": Base2DBlock}
+_BRANCH_ALIASES = {"TAda2DBlock": "tada2d", "Base2DBlock": "base2d"}
+
+
+class ResBlock(nn.Module):
+    """``Base3DBlock``: ReLU(shortcut(x) + conv_branch(x)); a projection only where shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int, branch: nn.Module,
+                 bn_eps: float, bn_momentum: float) -> None:
+        super().__init__()
+        if in_channels != out_channels or stride != 1:
+            self.short_cut = FrameConv(in_channels, out_channels, 1, stride=stride)
+            self.short_cut_bn = _bn(out_channels, bn_eps, bn_momentum)
+        else:
+            self.short_cut = None
+            self.short_cut_bn = None
+        self.conv_branch = branch
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        out = self.conv_branch(x, num_frames)
+        identity = x if self.short_cut is None else self.short_cut_bn(self.short_cut(x))
+        return self.relu(out + identity)
+
+
+class ResStage(nn.Module):
+    """Blocks ``res_1`` .. ``res_n``; only ``res_1`` downsamples."""
+
+    def __init__(self, blocks: Sequence[ResBlock]) -> None:
+        super().__init__()
+        for i, block in enumerate(blocks, start=1):
+            self.add_module(f"res_{i}", block)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        for block in self.children():
+            x = block(x, num_frames)
+        return x
+
+
+class ResNetBackbone(nn.Module):
+    """Stem ``conv1`` and stages ``conv2`` .. ``conv5`` over frames."""
+
+    def __init__(self, stem: Stem, stages: Sequence[ResStage]) -> None:
+        super().__init__()
+        self.conv1 = stem
+        for i, stage in enumerate(stages, start=2):
+            self.add_module(f"conv{i}", stage)
+        self.num_stages = len(stages)
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        x = self.conv1(x)
+        for i in range(2, 2 + self.num_stages):
+            x = getattr(self, f"conv{i}")(x, num_frames)
+        return x
+
+
+class VideoHead(nn.Module):
+    """``BaseHead`` without the eval-only softmax: global average pool, dropout, linear -> logits."""
+
+    def __init__(self, in_features: int, num_classes: int, *, dropout: float) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.dropout_rate = dropout
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, pooled: Tensor, pre_logits: bool = False) -> Tensor:
+        """pooled (B, C) features -> logits (B, num_classes), or the features with pre_logits."""
+        if pre_logits:
+            return pooled
+        return self.out(self.dropout(pooled))
+
+
+class VideoResNet(nn.Module):
+    """A video classifier: ``backbone`` (ResNet over frames) and ``head``; returns logits always.
+
+    Input is (B, 3, T, H, W) or ``{"video": tensor}``. ``channels_last`` makes the frames
+    channels-last at the stem (the fast layout for oneDNN and cuDNN); every later op keeps it.
+    Do not call ``model.to(memory_format=...)``: the official 5-D parameter shapes must stay.
+    """
+
+    def __init__(self, backbone: ResNetBackbone, head: VideoHead, *, channels_last: bool = False,
+                 arch: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.channels_last = channels_last
+        self.num_features = head.in_features
+        self.arch = dict(arch or {})
+
+    # --- timm-like contract ------------------------------------------------------------------
+    @staticmethod
+    def _video(x: Tensor | dict) -> Tensor:
+        if isinstance(x, dict):
+            if "video" not in x:
+                raise KeyError(f"model input dict needs a 'video' entry, got keys {sorted(x)}")
+            x = x["video"]
+        if x.dim() != 5:
+            raise ValueError(f"model input must be (B, C, T, H, W), got shape {tuple(x.shape)}")
+        return x
+
+    def forward_frames(self, x: Tensor | dict) -> tuple[Tensor, int]:
+        """Backbone features as frames (B*T, C, h, w) and T."""
+        x = self._video(x)
+        num_frames = x.shape[2]
+        return self.backbone(video_to_frames(x, channels_last=self.channels_last), num_frames), num_frames
+
+    def forward_features(self, x: Tensor | dict) -> Tensor:
+        """Unpooled backbone features (B, C, T, h, w) (a view of the frame features)."""
+        feats, num_frames = self.forward_frames(x)
+        return frames_to_video(feats, num_frames)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """(B, C, T, h, w) features -> logits (B, num_classes), or pooled (B, C) with pre_logits."""
+        return self.head(x.mean(dim=(2, 3, 4)), pre_logits=pre_logits)
+
+    def forward(self, x: Tensor | dict) -> Tensor:
+        feats, num_frames = self.forward_frames(x)
+        n, c = feats.shape[:2]
+        pooled = feats.mean(dim=(2, 3)).view(n // num_frames, num_frames, c).mean(dim=1)
+        return self.head(pooled)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head.out
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier (PyTorch's default Linear init); 0 removes it (features out)."""
+        device = self.head.out.weight.device if isinstance(self.head.out, nn.Linear) else None
+        self.head.out = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        self.arch["num_classes"] = num_classes
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out.out_features if isinstance(self.head.out, nn.Linear) else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Initialisation (spec 1.8, with item 12 of 8.2 optionally fixed)
+# ------------------------------------------------------------------------------------------------
+def init_backbone_weights(backbone: nn.Module, *, tada_init: str = "kaiming") -> None:
+    """Official backbone init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, skip ``skip_init``.
+
+    ``tada_init="kaiming"`` gives the TAdaConv weight the same Kaiming-normal init as every other
+    conv; ``"official"`` reproduces the official construction init (Kaiming-uniform a=sqrt(5) on
+    the 6-D tensor, i.e. bound 1/sqrt(Cout*Cin*kh*kw): tiny, spec 8.2 item 12).
+    """
+    if tada_init not in ("kaiming", "official"):
+        raise ValueError(f"tada_init must be 'kaiming' or 'official', got {tada_init!r}")
+    for module in backbone.modules():
+        if hasattr(module, "skip_init"):
+            continue
+        if isinstance(module, (FrameConv, TemporalConvWeight)):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, TAdaConv2d):
+            if tada_init == "kaiming":
+                nn.init.kaiming_normal_(module.weight_2d, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+# ------------------------------------------------------------------------------------------------
+# Builder
+# ------------------------------------------------------------------------------------------------
+def _spatial_kernel(k: int | Sequence[int], what: str) -> int:
+    """Accept k, (k, k) or the official (1, k, k); square kernels with temporal size 1 only."""
+    if isinstance(k, int):
+        return k
+    k = tuple(int(v) for v in k)
+    if len(k) == 3:
+        if k[0] != 1:
+            raise ValueError(f"{what}: temporal kernel {k[0]} is not supported (2-D branches); got {k}")
+        k = k[1:]
+    if len(k) != 2 or k[0] != k[1] or k[0] % 2 != 1:
+        raise ValueError(f"{what}: kernel must be square and odd, got {k}")
+    return k[0]
+
+
+def video_resnet(
+    *,
+    branch: str = "tada2d",
+    depth: int = 50,
+    layers: Sequence[int] | None = None,
+    widths: Sequence[int] = (64, 256, 512, 1024, 2048),
+    expansion: int = 4,
+    in_channels: int = 3,
+    num_classes: int = 400,
+    kernel_sizes: Sequence[int | Sequence[int]] = (7, 3, 3, 3, 3),
+    downsampling: Sequence[bool] = (True, True, True, True, True),
+    route_ratio: int = 4,
+    route_kernels: Sequence[int] = (3, 3),
+    pool_kernel: int = 3,
+    dropout: float = 0.5,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
+    tada_init: str = "kaiming",
+    channels_last: bool = False,
+) -> VideoResNet:
+    """Build a ResNet3D-family video classifier from plain arguments.
+
+    ``branch``: "tada2d" (TAda2D) or "base2d" (TSN). ``widths``: stem output then each stage's
+    output channels (official NUM_FILTERS); bottleneck width = output / ``expansion``.
+    ``layers`` overrides the block counts that ``depth`` implies. ``kernel_sizes``: stem then the
+    3x3 conv of each stage. ``downsampling``: stride 2 in the stem and in ``res_1`` of each stage.
+    """
+    branch = _BRANCH_ALIASES.get(branch, branch)
+    if branch not in BRANCHES:
+        raise ValueError(f"unknown branch {branch!r}; choose from {sorted(BRANCHES)} (or {sorted(_BRANCH_ALIASES)})")
+    if layers is None:
+        if depth not in DEPTH_LAYERS:
+            raise ValueError(f"depth must be one of {sorted(DEPTH_LAYERS)} (bottleneck ResNets), got {depth}")
+        layers = DEPTH_LAYERS[depth]
+    layers = tuple(int(n) for n in layers)
+    widths = tuple(int(w) for w in widths)
+    if len(layers) != 4 or min(layers) < 1:
+        raise ValueError(f"layers must be four positive block counts, got {layers}")
+    if len(widths) != 5 or len(kernel_sizes) != 5 or len(downsampling) != 5:
+        raise ValueError("widths, kernel_sizes and downsampling need 5 entries each (stem + 4 stages)")
+    for w in widths[1:]:
+        if w % expansion:
+            raise ValueError(f"stage width {w} is not divisible by expansion {expansion}")
+    bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+    stem = Stem(in_channels, widths[0], kernel_size=_spatial_kernel(kernel_sizes[0], "stem"),
+                stride=2 if downsampling[0] else 1, **bn)
+    block_cls = BRANCHES[branch]
+    extra = dict(route_ratio=route_ratio, route_kernels=tuple(route_kernels), pool_kernel=pool_kernel) \
+        if branch == "tada2d" else {}
+    stages = []
+    c_in = widths[0]
+    for s in range(4):
+        c_out = widths[s + 1]
+        width = c_out // expansion
+        k = _spatial_kernel(kernel_sizes[s + 1], f"stage conv{s + 2}")
+        blocks = []
+        for i in range(layers[s]):
+            stride = 2 if (i == 0 and downsampling[s + 1]) else 1
+            block_in = c_in if i == 0 else c_out
+            branch_mod = block_cls(block_in, width, c_out, stride=stride, kernel_size=k, **extra, **bn)
+            blocks.append(ResBlock(block_in, c_out, stride=stride, branch=branch_mod, **bn))
+        stages.append(ResStage(blocks))
+        c_in = c_out
+    backbone = ResNetBackbone(stem, stages)
+    init_backbone_weights(backbone, tada_init=tada_init)
+    head = VideoHead(widths[-1], num_classes, dropout=dropout)
+    arch = dict(branch=branch, layers=layers, widths=widths, expansion=expansion, num_classes=num_classes)
+    return VideoResNet(backbone, head, channels_last=channels_last, arch=arch)

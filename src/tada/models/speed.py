@@ -1,0 +1,330 @@
+"""Speed and memory of the video networks against the limit: a 2-D ResNet-50 over the same frames.
+
+The reference is a plain torchvision-layout ResNet-50 (nn.Conv2d, max-pool stem) run on the
+B*T frames of the clip, channels-last, its logits averaged over frames: what any 2-D network
+costs on these frames, so ``time(model) / time(reference)`` measured in the same run is the
+overhead of temporal modelling. Timings interleave the models round by round (a shared machine
+drifts) and report medians. Works on CPU and CUDA (events, peak memory, torch.compile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tada.models.layers import video_to_frames
+
+__all__ = [
+    "BenchResult",
+    "Frames2DResNet",
+    "add_arguments",
+    "bench_models",
+    "format_table",
+    "resnet50_2d",
+    "run",
+]
+
+
+# ------------------------------------------------------------------------------------------------
+# The reference: a torchvision-layout 2-D ResNet-50 over frames
+# ------------------------------------------------------------------------------------------------
+class _Bottleneck2d(nn.Module):
+    def __init__(self, c_in: int, width: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            if stride != 1 or c_in != c_out
+            else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+def resnet50_2d(num_classes: int = 400) -> nn.Sequential:
+    """A standard 2-D ResNet-50 (v1.5, max-pool stem) on (N, 3, H, W) images."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+    ]
+    c_in = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(_Bottleneck2d(c_in, width, width * 4, stride if i == 0 else 1))
+            c_in = width * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, num_classes)]
+    return nn.Sequential(*layers)
+
+
+class Frames2DResNet(nn.Module):
+    """A 2-D network applied to every frame of (B, 3, T, H, W), logits averaged over T."""
+
+    def __init__(self, net: nn.Module, *, channels_last: bool = True) -> None:
+        super().__init__()
+        self.net = net
+        self.channels_last = channels_last
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, t = x.shape[0], x.shape[2]
+        logits = self.net(video_to_frames(x, channels_last=self.channels_last))
+        return logits.view(b, t, -1).mean(dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class BenchResult:
+    model: str
+    mode: str  # eval | train
+    precision: str  # fp32 | bf16
+    channels_last: bool
+    compiled: bool
+    batch: int
+    frames: int
+    size: int
+    seconds: float  # median per step
+    clips_per_s: float
+    peak_mem_gib: float | None = None
+    ratio: float | None = None  # seconds / the reference's seconds (same mode, precision, compile)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str,
+               device: torch.device) -> Callable[[], None]:
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if precision == "bf16" else contextlib.nullcontext()
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    if mode == "eval":
+        def step() -> None:
+            with torch.inference_mode(), autocast:
+                model(x)
+    else:
+        def step() -> None:
+            for p in params:
+                p.grad = None
+            with autocast:
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+    return step
+
+
+def _time_once(step: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    step()
+    return time.perf_counter() - t0
+
+
+def bench_models(
+    builders: dict[str, Callable[[], nn.Module]],
+    *,
+    mode: str,
+    precision: str = "fp32",
+    channels_last: bool = True,
+    compiled: bool = False,
+    batch: int = 1,
+    frames: int = 8,
+    size: int = 224,
+    iters: int = 3,
+    warmup: int = 1,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[BenchResult]:
+    """Time each model's eval forward or train step (forward, cross-entropy, backward), interleaved.
+
+    Every round runs each model once; the result is the per-model median over ``iters`` rounds.
+    On CUDA, ``peak_mem_gib`` is the peak allocated memory of that model's steps.
+    """
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, frames, size, size, generator=gen).to(device)
+    steps: dict[str, Callable[[], None]] = {}
+    times: dict[str, list[float]] = {}
+    peaks: dict[str, float | None] = {}
+    for name, build in builders.items():
+        model = build().to(device)
+        model.channels_last = channels_last
+        model.train(mode == "train")
+        num_classes = _num_classes(model)
+        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+        if compiled:
+            model = torch.compile(model)
+        step = _make_step(model, mode, x, y, precision, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(warmup):
+            step()
+        _sync(device)
+        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        steps[name] = step
+        times[name] = []
+    for _ in range(iters):
+        for name, step in steps.items():
+            times[name].append(_time_once(step, device))
+    results = []
+    for name in builders:
+        sec = statistics.median(times[name])
+        results.append(BenchResult(name, mode, precision, channels_last, compiled, batch, frames, size,
+                                   sec, batch / sec, peaks[name]))
+    return results
+
+
+def _num_classes(model: nn.Module) -> int:
+    for m in reversed(list(model.modules())):
+        if isinstance(m, nn.Linear):
+            return m.out_features
+    raise ValueError("model has no Linear classifier")
+
+
+def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r50", "tsn_r50")) -> dict[str, Callable]:
+    """The registered models by name plus the reference ``resnet50_2d``."""
+    from tada.models.registry import create_model
+
+    builders: dict[str, Callable] = {"resnet50_2d": lambda: Frames2DResNet(resnet50_2d(num_classes))}
+    for name in models:
+        builders[name] = (lambda n=name: create_model(n, num_classes=num_classes))
+    return builders
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    head = f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'batch':>6}{'s/step':>10}{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
+        peak = f"{r.peak_mem_gib:.2f}" if r.peak_mem_gib is not None else "-"
+        lines.append(
+            f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
+            f"{('yes' if r.compiled else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{r.clips_per_s:>10.2f}{ratio:>8}{peak:>10}"
+        )
+    return "\n".join(lines)
+
+
+def _set_ratios(results: list[BenchResult]) -> None:
+    """Ratio to the channels-last reference of the same mode, precision and compile setting."""
+    for r in results:
+        ref = [q for q in results if q.model == "resnet50_2d" and q.mode == r.mode and q.precision == r.precision
+               and q.compiled == r.compiled and q.channels_last]
+        r.ratio = r.seconds / ref[0].seconds if ref else None
+
+
+def run_suite(
+    *,
+    models: Sequence[str] = ("tada2d_r50", "tsn_r50"),
+    modes: Sequence[str] = ("eval", "train"),
+    precisions: Sequence[str] = ("fp32", "bf16"),
+    channels_last: Sequence[bool] = (True, False),
+    compiled: Sequence[bool] = (False,),
+    batch: int = 1,
+    frames: int = 8,
+    size: int = 224,
+    iters: int = 3,
+    warmup: int = 1,
+    device: str = "cpu",
+    num_classes: int = 400,
+    log: Callable[[str], None] | None = None,
+) -> list[BenchResult]:
+    """All combinations; the reference is timed channels-last (the limit) in each (mode, precision, compile)."""
+    results: list[BenchResult] = []
+    builders = default_builders(num_classes, models)
+    for comp in compiled:
+        for mode in modes:
+            for prec in precisions:
+                for cl in channels_last:
+                    names = dict(builders) if cl else {k: v for k, v in builders.items() if k != "resnet50_2d"}
+                    res = bench_models(names, mode=mode, precision=prec, channels_last=cl, compiled=comp,
+                                       batch=batch, frames=frames, size=size, iters=iters, warmup=warmup,
+                                       device=device)
+                    results.extend(res)
+                    if log is not None:
+                        for r in res:
+                            log(f"{r.model} {mode} {prec} cl={cl} compiled={comp}: {r.seconds:.4f} s/step")
+    _set_ratios(results)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# `tada benchmark model`
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="tada2d_r50,tsn_r50", help="registered models (the reference is always timed)")
+    parser.add_argument("--modes", default="eval,train", help="eval (forward) and/or train (forward+backward)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
+    parser.add_argument("--channels-last", default="on,off", help="on and/or off")
+    parser.add_argument("--compile", default="off", help="off and/or on (torch.compile)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds (median)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+
+
+def _csv(value: str, allowed: dict[str, object], what: str) -> list:
+    out = []
+    for item in (v.strip() for v in value.split(",") if v.strip()):
+        if item not in allowed:
+            raise SystemExit(f"--{what}: {item!r} is not one of {sorted(allowed)}")
+        out.append(allowed[item])
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_suite(
+        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        modes=_csv(args.modes, {"eval": "eval", "train": "train"}, "modes"),
+        precisions=_csv(args.precisions, {"fp32": "fp32", "bf16": "bf16"}, "precisions"),
+        channels_last=_csv(args.channels_last, {"on": True, "off": False}, "channels-last"),
+        compiled=_csv(args.compile, {"on": True, "off": False}, "compile"),
+        batch=args.batch, frames=args.frames, size=args.size, iters=args.iters, warmup=args.warmup,
+        device=args.device, log=lambda s: print(s, flush=True),
+    )
+    print()
+    print(f"device {args.device}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}; ratio = s/step over the channels-last resnet50_2d (same mode/precision)")
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=1)
+    return 0

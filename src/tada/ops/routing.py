@@ -1,0 +1,113 @@
+"""The calibration (routing) function of TAdaConv: per-frame channel weights from temporal context.
+
+Semantics of the official ``RouteFuncMLP`` (spec 1.5)::
+
+    u     = spatial mean of x per frame            (B, C, T)
+    gctx  = g(mean of x over T, H, W)              (B, C, 1)     g: 1x1 conv with bias
+    h     = relu(bn(a(u + gctx)))                  (B, C/r, T)   a: temporal conv k0, bias
+    alpha = b(h) + 1                               (B, C', T)    b: temporal conv k1, no bias, zero init
+
+Parameters keep the official names and 5-D shapes (``g.weight`` (C, C, 1, 1, 1), ``a.weight``
+(C/r, C, k0, 1, 1), ``b.weight`` (C', C/r, k1, 1, 1)); the computation runs on the tiny (B, C, T)
+tensor with 1-D convs, so it costs one spatial mean of x and nothing proportional to H*W after.
+Unlike the official code, the BN takes the caller's eps/momentum (spec 8.2 item 13).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["RouteFuncMLP", "TemporalConvWeight"]
+
+
+class TemporalConvWeight(nn.Module):
+    """Holds a (Cout, Cin, k, 1, 1) conv weight (official Conv3d layout) applied as a 1-D conv over T."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, bias: bool) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"temporal kernel size must be odd (same padding), got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, 1, 1))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Conv3d's default init (the network init overrides it, as the official one does)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B, Cin, T) -> (B, Cout, T), zero padding at both ends."""
+        w = self.weight.view(self.out_channels, self.in_channels, self.kernel_size)
+        return F.conv1d(x, w, self.bias, padding=self.kernel_size // 2)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), bias={self.bias is not None}"
+
+
+class RouteFuncMLP(nn.Module):
+    """Calibration weights alpha for a TAdaConv from the frames of its input.
+
+    ``forward(x)`` with x (B, C, T, H, W) returns alpha (B, C', T, 1, 1). ``forward(x, num_frames=T)``
+    with frames x (B*T, C, H, W) returns alpha (B*T, C', 1, 1), the layout TAdaConv2d takes for
+    frames. C' = ``out_channels`` (default C; give Cout for a ``cal_dim="cout"`` TAdaConv).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        ratio: int = 4,
+        kernels: tuple[int, int] | list[int] = (3, 3),
+        out_channels: int | None = None,
+        bn_eps: float = 1e-5,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if len(kernels) != 2:
+            raise ValueError(f"kernels must be two temporal kernel sizes (a, b), got {kernels!r}")
+        hidden = in_channels // ratio
+        if hidden < 1:
+            raise ValueError(f"in_channels // ratio must be >= 1, got {in_channels} // {ratio}")
+        out_channels = in_channels if out_channels is None else out_channels
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.g = TemporalConvWeight(in_channels, in_channels, 1, bias=True)
+        self.a = TemporalConvWeight(in_channels, hidden, int(kernels[0]), bias=True)
+        self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum)
+        self.relu = nn.ReLU(inplace=True)
+        self.b = TemporalConvWeight(hidden, out_channels, int(kernels[1]), bias=False)
+        self.b.skip_init = True  # the network init leaves it at zero: alpha == 1 at start
+        nn.init.zeros_(self.b.weight)
+
+    def forward_pooled(self, u: Tensor) -> Tensor:
+        """From per-frame spatial means u (B, C, T) to alpha (B, C', T)."""
+        gctx = self.g(u.mean(dim=2, keepdim=True))
+        h = self.relu(self.bn(self.a(u + gctx)))
+        return self.b(h) + 1.0
+
+    def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
+        if x.dim() == 5:
+            if num_frames is not None and num_frames != x.shape[2]:
+                raise ValueError(f"num_frames={num_frames} disagrees with x of shape {tuple(x.shape)}")
+            alpha = self.forward_pooled(x.mean(dim=(3, 4)))
+            return alpha[:, :, :, None, None]
+        if x.dim() != 4 or num_frames is None:
+            raise ValueError(
+                f"RouteFuncMLP takes x (B, C, T, H, W), or frames (B*T, C, H, W) with num_frames; "
+                f"got shape {tuple(x.shape)} and num_frames={num_frames}"
+            )
+        n, c = x.shape[:2]
+        b = n // num_frames
+        u = x.mean(dim=(2, 3)).view(b, num_frames, c).transpose(1, 2)  # (B, C, T)
+        alpha = self.forward_pooled(u)
+        return alpha.transpose(1, 2).reshape(n, self.out_channels, 1, 1)
