@@ -1,6 +1,6 @@
 """A training process for the engine tests (SIGKILL resume, torchrun), on the in-memory stand-ins.
 
-    python tests/engine/engine_worker.py OUT_DIR [--delay S] [--nobn] [KEY VALUE ...]
+    python tests/engine/engine_worker.py [--delay S] [--nobn] [--train-only] OUT_DIR [KEY VALUE ...]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     extra = ["TEST.ENABLE", "false"] if args.train_only else []
     cfg = tiny_cfg(args.out, *extra, *args.opts)
-    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay)}
+    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_test=5)}
     if args.nobn:
         fns["model_fn"] = NoBNNet
     run_pipeline(cfg, **fns)

@@ -36,6 +36,7 @@ __all__ = [
     "list_checkpoints",
     "prune_checkpoints",
     "read_checkpoint",
+    "remove_stale_temporaries",
     "restore_rng",
     "save_atomic",
 ]
@@ -145,6 +146,17 @@ def link_best(src: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     os.replace(tmp, dst)
     _fsync_dir(dst.parent)
     return dst
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left by a process killed while writing a checkpoint."""
+    folder = checkpoint_dir(output_dir)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep_last: int) -> list[Path]:

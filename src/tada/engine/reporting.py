@@ -86,11 +86,7 @@ class StatsWriter:
         """Drop lines past ``global_step`` (left by a run killed after its last checkpoint)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [
-            line
-            for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("global_step", 0) <= global_step
-        ]
+        kept = [json.dumps(r, sort_keys=True) for r in read_stats(self.path) if r.get("global_step", 0) <= global_step]
         write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, kind: str, values: dict[str, Any], *, step: int) -> None:
@@ -115,9 +111,20 @@ class StatsWriter:
 
 
 def read_stats(path: Path) -> list[dict[str, Any]]:
+    """The records of a stats.jsonl; a line torn by a killed process (the last one) is skipped."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise ValueError(f"{path}:{number}: not a JSON line") from None
+    return records
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -407,6 +407,7 @@ def train(
     if ctx.is_master:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(out)
         save_config(cfg, out / "config.yaml")
     show_bar = ctx.is_master and sys.stderr.isatty()
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)

@@ -1,0 +1,151 @@
+"""Training end to end on the tiny model: outputs, exact resume, NaN stop, tests, start rules."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from tada import cli
+from tada.engine import EngineError, NonFiniteLossError, latest_checkpoint, run_pipeline, run_tests, train
+from tada.engine.checkpointing import best_path, read_checkpoint
+
+from engine_standins import REPO, NoBNNet, dataset_fn_factory, tiny_cfg
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def test_a_finished_run_leaves_its_files(finished_run):
+    cfg, result = finished_run
+    out = result.output_dir
+    assert result.trained and result.epochs == 2 and result.train_seconds > 0
+    for name in ["config.yaml", "training_log.log", "stats.jsonl", "train_summary.json", "plots/loss.png",
+                 "plots/accuracy.png", "checkpoints/checkpoint_epoch_00002.pyth"]:
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    state = read_checkpoint(out / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    assert state["epoch"] == 1  # official meaning: index of the last completed epoch
+    assert {"model_state", "optimizer_state", "cfg", "tada"} <= state.keys()
+    kinds = [json.loads(line)["_type"] for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert kinds.count("train_epoch") == 2 and kinds.count("val_epoch") == 2 and kinds.count("train_iter") == 6
+    assert best_path(out).is_file()
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["finished"] and summary["best_val"]["epochs_done"] in (1, 2)
+
+
+def test_rerunning_a_finished_run_trains_nothing(finished_run):
+    cfg, first = finished_run
+    again = train(cfg, dataset_fn=dataset_fn_factory())
+    assert not again.trained and again.train_seconds == pytest.approx(first.train_seconds)
+
+
+def test_stop_and_restart_is_bit_identical(finished_run, tmp_path):
+    """Interrupted after 10 of 12 steps (resuming from the iteration checkpoint at step 9)."""
+    ref_cfg, ref = finished_run
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "TRAIN.CHECKPOINT_ITER_PERIOD", "3")
+    train(cfg, dataset_fn=dataset_fn_factory(), stop_after_steps=10)
+    assert latest_checkpoint(tmp_path).path.name == "checkpoint_epoch_00001_iter_000003.pyth"
+    resumed = train(cfg, dataset_fn=dataset_fn_factory())
+    assert "auto-resume" in resumed.start
+    a = read_checkpoint(ref.last_checkpoint)
+    b = read_checkpoint(resumed.last_checkpoint)
+    assert_same_state(a["model_state"], b["model_state"])
+    for sa, sb in zip(a["optimizer_state"]["state"].values(), b["optimizer_state"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    lines = [json.loads(x) for x in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    steps = [x["global_step"] for x in lines if x["_type"] == "train_iter"]
+    assert steps == sorted(set(steps))  # the killed run's lines past the checkpoint were dropped
+
+
+class _NaNAfter(torch.nn.Module):
+    """The tiny model, whose training forward returns NaN from call ``n`` on."""
+
+    def __init__(self, cfg, n):
+        super().__init__()
+        self.net = NoBNNet(cfg)
+        self.n, self.calls = n, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        out = self.net(x)
+        return out * float("nan") if self.training and self.calls >= self.n else out
+
+
+def test_nan_loss_stops_with_epoch_and_iteration_and_spares_checkpoints(tmp_path):
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "LOG_PERIOD", "100", "TRAIN.CHECKPOINT_ITER_PERIOD", "3")
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, iteration 2/6 \(global step 8\)"):
+        train(cfg, dataset_fn=dataset_fn_factory(), model_fn=lambda c: _NaNAfter(c, 8))
+    latest = latest_checkpoint(tmp_path)
+    assert latest.path.name == "checkpoint_epoch_00001.pyth"  # the save at step 9 never happened
+    state = read_checkpoint(latest.path)["model_state"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_pipeline_tests_single_and_multi_view_and_lists_failed_videos(tmp_path):
+    cfg = tiny_cfg(tmp_path, "OPTIMIZER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0")
+    results = run_pipeline(cfg, dataset_fn=dataset_fn_factory(num_test=6, fail=(2,)), model_fn=NoBNNet)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert results["protocol"] == "2x3" and results["views"] == 6 and results["aggregation"] == "prob"
+    for protocol, views in (("1x1", 1), ("2x3", 6)):
+        folder = tmp_path / f"test_{protocol}"
+        saved = json.loads((folder / "results.json").read_text())
+        assert saved["views"] == views and saved["num_videos"] == 5 and saved["num_videos_total"] == 6
+        assert [f["path"] for f in saved["failed_videos"]] == ["video_002.mp4"]
+        assert sum(map(sum, saved["confusion_matrix"])) == 5
+        assert 0 <= saved["top1"] <= saved["top5"] <= 100 and saved["train_seconds"] > 0
+        assert saved["checkpoint_choice"].startswith("the last checkpoint in OUTPUT_DIR")
+        lines = (folder / "predictions.csv").read_text().splitlines()
+        assert len(lines) == 6 and lines[0].startswith("path,label,label_name,correct,top1_id")
+        assert (folder / "confusion.png").stat().st_size > 1000
+    # Re-running the finished run: no training, the tests are reused (same checkpoint file).
+    before = (tmp_path / "test_2x3" / "results.json").stat().st_mtime_ns
+    run_pipeline(cfg, dataset_fn=dataset_fn_factory(num_test=6, fail=(2,)), model_fn=NoBNNet)
+    assert (tmp_path / "test_2x3" / "results.json").stat().st_mtime_ns == before
+
+
+def test_score_and_max_aggregation_are_recorded(tmp_path, finished_run):
+    _, ref = finished_run
+    cfg = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", str(ref.last_checkpoint), "DATA.ENSEMBLE_METHOD", "max",
+                   "TEST.AUTOMATIC_MULTI_SCALE_TEST", "false")
+    results = run_tests(cfg, dataset_fn=dataset_fn_factory(num_test=4))
+    assert results["aggregation"] == "max" and results["protocol"] == "1x1"
+    assert results["checkpoint_choice"] == "TEST.CHECKPOINT_FILE_PATH"
+
+
+def test_testing_without_a_checkpoint_is_an_error(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(EngineError, match="no checkpoint to test"):
+        run_tests(cfg, dataset_fn=dataset_fn_factory())
+
+
+def test_start_rules(tmp_path, finished_run):
+    _, ref = finished_run
+    # in1k without a weights file: the key is named.
+    cfg = tiny_cfg(tmp_path / "a", "TRAIN.INIT", "in1k", "TEST.ENABLE", "false")
+    with pytest.raises(Exception, match="TRAIN.IN1K_WEIGHTS"):
+        train(cfg, dataset_fn=dataset_fn_factory())
+    # fine-tune from a checkpoint: weights only, from epoch 1; continue: at the file's next epoch.
+    cfg = tiny_cfg(tmp_path / "b", "TRAIN.CHECKPOINT_FILE_PATH", str(ref.last_checkpoint), "TEST.ENABLE", "false",
+                   "OPTIMIZER.MAX_EPOCH", "3", "TRAIN.FINE_TUNE", "false")
+    result = train(cfg, dataset_fn=dataset_fn_factory(), stop_after_steps=1)
+    assert result.start.startswith("continue from") and "epoch 3" in result.start
+    cfg = tiny_cfg(tmp_path / "c", "TRAIN.CHECKPOINT_FILE_PATH", str(ref.last_checkpoint), "TEST.ENABLE", "false")
+    result = train(cfg, dataset_fn=dataset_fn_factory(), stop_after_steps=1)
+    assert result.start.startswith("fine-tune from")
+
+
+def test_seed_command_without_data_or_gpu_says_what_to_set(capsys):
+    cfg = str(REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml")
+    assert cli.main(["train", "--cfg", cfg]) == 2
+    assert "DATA.DATA_ROOT_DIR is not set" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli.main(["train", "--cfg", cfg, "DATA.DATA_ROOT_DIR", "/nonexistent"]) == 2
+        assert "NUM_GPUS 0" in capsys.readouterr().err
+    assert cli.main(["test", "--cfg", cfg]) == 2
+    assert "DATA.DATA_ROOT_DIR" in capsys.readouterr().err
+    assert not math.isnan(0.0)
