@@ -380,14 +380,17 @@ def export_from_config(
 
     The input is (B, 3, DATA.NUM_INPUT_FRAMES, DATA.TEST_CROP_SIZE, DATA.TEST_CROP_SIZE): the test view.
     """
-    from tada.checkpoint import load_checkpoint
+    from tada.checkpoint import CheckpointError, load_checkpoint
     from tada.models import build_model
 
     if not checkpoint:
         raise TadaError("--checkpoint is required: exporting a randomly initialised model is never what you want")
     class_names = resolve_class_names(cfg, class_names_file)  # fail on a bad names file before the slow part
     model = build_model(cfg)
-    load_checkpoint(model, checkpoint, strict=True)
+    try:
+        load_checkpoint(model, checkpoint, strict=True)
+    except (FileNotFoundError, CheckpointError) as err:
+        raise TadaError(str(err)) from err
     report = export_model(
         model, output, fmt=fmt, num_frames=int(cfg.DATA.NUM_INPUT_FRAMES), crop_size=int(cfg.DATA.TEST_CROP_SIZE),
         batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, fold_bn=fold_bn,

@@ -1,0 +1,319 @@
+"""Export to ONNX / torch.export and serving with onnxruntime, on tiny TAda2D and TSN models."""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import sys
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tada.checkpoint import save_checkpoint
+from tada.cli import main as cli_main
+from tada.config import load_config
+from tada.errors import TadaError
+from tada.export import export_model, fold_batchnorm, prepare_for_export
+from tada.models import build_model, create_model
+from tada.serving import (
+    OnnxPredictor,
+    SidecarError,
+    read_sidecar,
+    require,
+    sidecar_overrides,
+    sidecar_path,
+)
+
+onnx = pytest.importorskip("onnx", reason="pip install 'tada[export]'")
+ort = pytest.importorskip("onnxruntime", reason="pip install 'tada[export]'")
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tada2d.yaml"
+TINY_WIDTHS = (8, 16, 32, 64, 128)
+TINY_LAYERS = (1, 1, 1, 1)
+FRAMES, CROP = 4, 32
+TINY_OVERRIDES = [
+    "VIDEO.BACKBONE.DEPTH", "26",
+    "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
+    "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128",
+    "VIDEO.HEAD.NUM_CLASSES", "5",
+    "DATA.NUM_INPUT_FRAMES", str(FRAMES),
+    "DATA.TEST_SCALE", "36",
+    "DATA.TEST_CROP_SIZE", str(CROP),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP barriers cost more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the zero-initialised temporal parts (routing output, pool BN) weights and the BNs real
+    statistics, so every path of the graph matters and eval-mode logits are finite."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("b_rf.b.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+            elif "b_avgpool_bn" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # cumulative average over the calibration batches
+        for _ in range(2):
+            model(torch.randn(4, 3, FRAMES, CROP, CROP, generator=gen))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_tada() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _trained_like(create_model("tada2d_r26", num_classes=5, widths=TINY_WIDTHS, layers=TINY_LAYERS, dropout=0.0))
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A checkpoint of the tiny config's model (written by save_checkpoint, as training would)."""
+    torch.manual_seed(1)
+    model = _trained_like(build_model(load_config(SYNTH_CFG, overrides=TINY_OVERRIDES)), seed=1)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint_epoch_00001.pyth"
+    save_checkpoint(path, model=model, epoch=0)
+    return path, TINY_OVERRIDES
+
+
+def _clips(batch: int, seed: int) -> torch.Tensor:
+    return torch.randn(batch, 3, FRAMES, CROP, CROP, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------------------
+# BN folding
+# ------------------------------------------------------------------------------------------------
+def test_fold_batchnorm_keeps_logits_and_leaves_tada_bn(tiny_tada):
+    folded = prepare_for_export(tiny_tada, fold_bn=False)
+    n = fold_batchnorm(folded)
+    # stem 1 + per block a_bn, c_bn (4 blocks) + 4 shortcuts; TAdaConv's b_bn and the pool BN stay.
+    assert n == 1 + 2 * 4 + 4
+    names = [k for k, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert names and all(k.endswith(("b_bn", "b_avgpool_bn")) for k in names)
+    x = _clips(2, 0)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), tiny_tada(x), atol=1e-5, rtol=1e-5)
+    # the caller's model is untouched
+    assert isinstance(tiny_tada.backbone.conv1.a_bn, torch.nn.BatchNorm2d)
+
+
+def test_fold_batchnorm_refuses_training_mode():
+    model = create_model("tsn_r26", num_classes=3, widths=TINY_WIDTHS).train()
+    with pytest.raises(ValueError, match="eval-mode"):
+        fold_batchnorm(model)
+
+
+def test_fold_batchnorm_tsn_folds_the_3x3_bn_too():
+    model = _trained_like(create_model("tsn_r26", num_classes=3, widths=TINY_WIDTHS, layers=TINY_LAYERS, dropout=0.0))
+    ref = prepare_for_export(model, fold_bn=False)
+    assert fold_batchnorm(ref) == 1 + 3 * 4 + 4
+    x = _clips(1, 3)
+    with torch.no_grad():
+        assert torch.allclose(ref(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX
+# ------------------------------------------------------------------------------------------------
+def test_onnx_dynamic_batch_matches_eager(tiny_tada, tmp_path):
+    out = tmp_path / "tada.onnx"
+    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True,
+                          exporter="torchscript", opset=17)
+    assert report.checked_batches == [1, 3] and report.max_abs_diff < 1e-4
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, FRAMES, CROP, CROP]
+    # independent check with a plain onnxruntime session, at a batch the export never saw
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = _clips(5, 11)
+    got = session.run(None, {"video": x.numpy()})[0]
+    with torch.no_grad():
+        want = tiny_tada(x).numpy()
+    assert got.shape == (5, 5)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_onnx_static_batch_and_predictor_shape_check(tiny_tada, tmp_path):
+    out = tmp_path / "static.onnx"
+    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, batch=2,
+                          exporter="torchscript")
+    assert report.input_shape == [2, 3, FRAMES, CROP, CROP]
+    predictor = OnnxPredictor(out, sidecar={"format": "onnx"})
+    assert predictor.input_shape == (2, 3, FRAMES, CROP, CROP)
+    x = _clips(2, 4)
+    logits = predictor(x)  # torch in, torch out
+    assert isinstance(logits, torch.Tensor)
+    with torch.no_grad():
+        assert torch.allclose(logits, tiny_tada(x), atol=1e-4, rtol=0)
+    assert isinstance(predictor(x.numpy()), np.ndarray)  # numpy in, numpy out
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 32, 32\)"):
+        predictor(_clips(3, 4))
+    with pytest.raises(ValueError, match="shape"):
+        predictor(torch.zeros(2, 3, FRAMES + 1, CROP, CROP))
+
+
+def test_tsn_exports_too(tmp_path):
+    model = _trained_like(create_model("tsn_r26", num_classes=3, widths=TINY_WIDTHS, layers=TINY_LAYERS, dropout=0.0), seed=5)
+    report = export_model(model, tmp_path / "tsn.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
+                          dynamic_batch=True, exporter="torchscript")
+    assert report.max_abs_diff < 1e-4
+
+
+def test_export_rejects_diff_above_tolerance(tiny_tada, tmp_path):
+    # BN folding changes rounding: a zero-ish tolerance must be refused loudly, not warned about.
+    with pytest.raises(TadaError, match="differ from eager"):
+        export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
+                     exporter="torchscript", tolerance=1e-12)
+
+
+def test_export_argument_errors(tiny_tada, tmp_path):
+    with pytest.raises(TadaError, match=r"must end in \.onnx"):
+        export_model(tiny_tada, tmp_path / "t.pt2", fmt="onnx", num_frames=FRAMES, crop_size=CROP)
+    with pytest.raises(ValueError, match="opset"):
+        export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP, opset=13)
+    with pytest.raises(ValueError, match="format"):
+        export_model(tiny_tada, tmp_path / "t.onnx", fmt="tflite", num_frames=FRAMES, crop_size=CROP)
+
+
+def test_export_refuses_non_finite_reference(tiny_tada, tmp_path):
+    # e.g. a random-init model in eval mode (default BN statistics) overflows: verification must say so.
+    broken = copy.deepcopy(tiny_tada)
+    with torch.no_grad():
+        broken.head.out.bias[0] = float("nan")
+    with pytest.raises(TadaError, match="non-finite"):
+        export_model(broken, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
+                     exporter="torchscript")
+
+
+@pytest.mark.slow
+def test_onnx_dynamo_exporter(tiny_tada, tmp_path):
+    pytest.importorskip("onnxscript", reason="pip install 'tada[export]'")
+    out = tmp_path / "dynamo.onnx"
+    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True,
+                          exporter="dynamo", opset=18)
+    assert report.max_abs_diff < 1e-4 and not (tmp_path / "dynamo.onnx.data").exists()
+    onnx.checker.check_model(onnx.load(str(out)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The command and the sidecar
+# ------------------------------------------------------------------------------------------------
+def test_cli_export_writes_model_and_sidecar(tiny_ckpt, tmp_path, capsys):
+    ckpt, overrides = tiny_ckpt
+    names = tmp_path / "classes.txt"
+    names.write_text("".join(f"class_{i}\n" for i in range(5)))
+    out = tmp_path / "deploy" / "tiny.onnx"
+    rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--format", "onnx",
+                   "--output", str(out), "--dynamic-batch", "--exporter", "torchscript",
+                   *overrides, "DATA.CLASS_NAMES_FILE", str(names)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "verified" in printed and str(out) in printed
+    sidecar = read_sidecar(out)
+    assert sidecar_path(out).name == "tiny.onnx.json"
+    assert sidecar["format"] == "onnx" and sidecar["model_file"] == "tiny.onnx"
+    assert sidecar["input_shape"] == [None, 3, FRAMES, CROP, CROP] and sidecar["dynamic_batch"] is True
+    assert sidecar["num_frames"] == FRAMES and sidecar["crop_size"] == CROP and sidecar["test_scale"] == 36
+    assert sidecar["sampling_mode"] == "segment_based" and sidecar["target_fps"] == 30
+    assert sidecar["mean"] == [0.45] * 3 and sidecar["std"] == [0.225] * 3
+    assert sidecar["class_names"] == [f"class_{i}" for i in range(5)] and sidecar["num_classes"] == 5
+    assert sidecar["opset"] >= 17 and sidecar["checkpoint"] == str(ckpt) and sidecar["config"] == str(SYNTH_CFG)
+    assert sidecar["verified_max_abs_diff"] < 1e-4 and sidecar["tada_version"]
+    # the sidecar's overrides rebuild a config whose test view is this model's input
+    cfg = load_config(SYNTH_CFG, overrides=sidecar_overrides(sidecar))
+    assert (cfg.DATA.NUM_INPUT_FRAMES, cfg.DATA.TEST_CROP_SIZE, cfg.VIDEO.HEAD.NUM_CLASSES) == (FRAMES, CROP, 5)
+    # the predictor reads the sidecar by itself and matches the checkpoint's eager model
+    predictor = OnnxPredictor(out, threads=1)
+    assert predictor.class_names[2] == "class_2" and predictor.num_frames == FRAMES
+    model = build_model(load_config(SYNTH_CFG, overrides=overrides))
+    from tada.checkpoint import load_checkpoint
+
+    load_checkpoint(model, ckpt)
+    x = _clips(2, 9)
+    with torch.no_grad():
+        assert torch.allclose(predictor({"video": x}), model.eval()(x), atol=1e-4, rtol=0)
+
+
+def test_cli_export_program_dynamic_batch_and_class_name_count_error(tiny_ckpt, tmp_path, capsys):
+    ckpt, overrides = tiny_ckpt
+    out = tmp_path / "tiny.pt2"
+    rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--format", "exported-program",
+                   "--output", str(out), "--dynamic-batch", *overrides])
+    assert rc == 0
+    sidecar = json.loads(sidecar_path(out).read_text())
+    assert sidecar["format"] == "exported-program" and sidecar["input_shape"][0] is None and sidecar["opset"] is None
+    assert sidecar["class_names"] is None and sidecar["verified_max_abs_diff"] < 1e-4
+    # the saved program runs at a batch size the export never saw and matches the checkpoint's model
+    from tada.checkpoint import load_checkpoint
+
+    model = build_model(load_config(SYNTH_CFG, overrides=overrides))
+    load_checkpoint(model, ckpt)
+    program = torch.export.load(str(out)).module()
+    x = _clips(4, 2)
+    with torch.no_grad():
+        assert torch.allclose(program(x), model.eval()(x), atol=1e-4, rtol=0)
+    dummy = tmp_path / "dummy.onnx"
+    dummy.write_bytes(b"")
+    with pytest.raises(SidecarError, match="OnnxPredictor runs 'onnx'"):
+        OnnxPredictor(dummy, sidecar=sidecar)
+
+    bad = tmp_path / "three.txt"
+    bad.write_text("a\nb\nc\n")
+    rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--output", str(tmp_path / "x.onnx"),
+                   "--class-names", str(bad), *overrides])
+    assert rc == 2
+    assert "3 class names" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_missing_checkpoint(tmp_path, capsys):
+    rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(tmp_path / "nope.pyth"),
+                   "--output", str(tmp_path / "m.onnx"), *TINY_OVERRIDES])
+    assert rc == 2
+    assert "nope.pyth" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_sidecar_errors(tmp_path):
+    model_file = tmp_path / "m.onnx"
+    with pytest.raises(SidecarError, match="sidecar not found"):
+        read_sidecar(model_file)
+    sidecar_path(model_file).write_text("{not json")
+    with pytest.raises(SidecarError, match=":1: invalid JSON"):
+        read_sidecar(model_file)
+    sidecar_path(model_file).write_text(json.dumps({"sidecar_version": 1}))
+    with pytest.raises(SidecarError, match="missing keys"):
+        read_sidecar(model_file)
+
+
+def test_missing_optional_dependency_gives_install_hint(monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    with pytest.raises(TadaError, match=r"pip install 'tada\[export\]'") as info:
+        require("onnxruntime")
+    assert "\n" not in str(info.value)
+    with pytest.raises(TadaError, match=r"tada\[export\]"):
+        OnnxPredictor(tmp_path / "m.onnx")
