@@ -1,0 +1,100 @@
+"""The synthetic dataset: time-reversal pairs with identical frame sets, deterministic, cached, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tada.data.decode import open_video
+from tada.data.synthetic import (
+    CLASSES,
+    DEFAULT_CLASSES,
+    GENERATOR_VERSION,
+    VideoParams,
+    add_arguments,
+    ensure_dataset,
+    generate_dataset,
+    read_manifest,
+    render_video,
+    run,
+)
+
+TINY = dict(videos_per_class={"train": 1, "val": 1, "test": 1}, sizes=(32, 40), lengths=(12, 16), workers=1)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+
+
+def test_reversed_class_is_the_same_video_played_backwards():
+    params = VideoParams(num_frames=20, fps=25, height=40, width=56)
+    for forward, backward in (("grows", "shrinks"), ("fades in", "fades out"),
+                              ("turns red to blue", "turns blue to red"), ("moves left to right", "moves right to left")):
+        a = render_video(CLASSES[forward], np.random.default_rng(5), params)
+        b = render_video(CLASSES[backward], np.random.default_rng(5), params)
+        np.testing.assert_array_equal(a[::-1], b)
+        assert a.shape == (20, 40, 56, 3) and a.dtype == np.uint8
+        assert np.abs(a[0].astype(int) - a[-1].astype(int)).mean() > 3  # the change is visible
+
+
+def test_changes_move_the_per_frame_mean():
+    """The default temporal classes change the spatial mean of a frame (what the routing function sees)."""
+    params = VideoParams(num_frames=16, fps=25, height=48, width=48)
+    for name in ("grows", "fades in", "turns red to blue"):
+        v = render_video(CLASSES[name], np.random.default_rng(1), params).astype(float)
+        means = v.mean(axis=(1, 2))  # (T, 3)
+        assert np.abs(means[-1] - means[0]).max() > 2.0
+    static = render_video(CLASSES["static ring"], np.random.default_rng(1), params).astype(float).mean(axis=(1, 2))
+    assert np.abs(static[-1] - static[0]).max() < 1.5
+
+
+def test_generate_is_deterministic_and_describes_itself(tmp_path):
+    m1 = generate_dataset(tmp_path / "a", seed=3, **TINY)
+    generate_dataset(tmp_path / "b", seed=3, **TINY)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert m1["generator_version"] == GENERATOR_VERSION
+    assert m1["classes"] == list(DEFAULT_CLASSES)
+    assert m1["pairs"] == [[0, 1], [2, 3], [4, 5]] and m1["appearance_classes"] == [6]
+    assert m1["counts"] == {"train": 7, "val": 7, "test": 7}
+    lines = (tmp_path / "a" / "train_list.txt").read_text().splitlines()
+    rel, label = lines[1].rsplit(" ", 1)
+    assert label == "1" and "shrinks" in rel
+    with open_video(tmp_path / "a" / rel) as r:
+        assert 12 <= r.num_frames <= 16 and 24 <= r.fps <= 30 and min(r.height, r.width) >= 32
+    generate_dataset(tmp_path / "c", seed=4, **TINY)
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def test_ensure_dataset_reuses_a_complete_folder(tmp_path):
+    m = ensure_dataset(tmp_path, seed=0, **TINY)
+    video = tmp_path / "videos" / "train" / "grows_0000.mp4"
+    stamp = video.stat().st_mtime_ns
+    assert ensure_dataset(tmp_path, seed=0, **TINY) == m and video.stat().st_mtime_ns == stamp
+    (tmp_path / "manifest.json").unlink()  # an interrupted generation has no manifest
+    ensure_dataset(tmp_path, seed=0, **TINY)
+    assert read_manifest(tmp_path)["params"]["seed"] == 0
+
+
+def test_class_sets_and_errors(tmp_path):
+    m = generate_dataset(tmp_path, classes=("moves left to right", "moves right to left", "static cross"), **TINY)
+    assert m["pairs"] == [[0, 1]] and m["appearance_classes"] == [2]
+    with pytest.raises(ValueError, match="partner"):
+        generate_dataset(tmp_path, classes=("grows", "static ring"), **TINY)
+    with pytest.raises(ValueError, match="unknown synthetic classes"):
+        generate_dataset(tmp_path, classes=("spins",), **TINY)
+
+
+def test_cli(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--videos-per-class", "1,0,1", "--classes",
+                              "grows,shrinks", "--workers", "1"])
+    assert run(args) == 0
+    assert "2 classes" in capsys.readouterr().out
+    assert (tmp_path / "classes.txt").read_text() == "grows\nshrinks\n"
+    assert (tmp_path / "val_list.txt").read_text() == ""
