@@ -403,6 +403,9 @@ def train(
     check_train_config(cfg, ctx.world_size)
     model_fn = model_fn or _default_model_fn
     dataset_fn = dataset_fn or _default_dataset_fn
+    # Data first: a missing list or key fails before OUTPUT_DIR is touched or a model is built.
+    train_set = dataset_fn(cfg, "train")
+    val_set = dataset_fn(cfg, "val") if int(cfg.TRAIN.EVAL_PERIOD) > 0 else None
     out = Path(cfg.OUTPUT_DIR)
     if ctx.is_master:
         out.mkdir(parents=True, exist_ok=True)
@@ -413,7 +416,7 @@ def train(
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
     try:
-        return _train(cfg, ctx, model_fn, dataset_fn, stats, show_bar, stop_after_steps)
+        return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps)
     finally:
         stats.close()
         undo_logging()
@@ -427,7 +430,8 @@ def _train(
     cfg: Config,
     ctx: DistContext,
     model_fn: Callable,
-    dataset_fn: Callable,
+    train_set: Any,
+    val_set: Any,
     stats: StatsWriter,
     show_bar: bool,
     stop_after_steps: int | None,
@@ -438,10 +442,7 @@ def _train(
     max_epoch = int(cfg.OPTIMIZER.MAX_EPOCH)
     log.info("output: %s; %d process(es) on %s", out.resolve(), ctx.world_size, device)
 
-    # Data first: missing lists or keys fail before a model is built.
-    train_set = dataset_fn(cfg, "train")
     eval_period = int(cfg.TRAIN.EVAL_PERIOD)
-    val_set = dataset_fn(cfg, "val") if eval_period > 0 else None
     global_batch = int(cfg.TRAIN.BATCH_SIZE)
     sampler = TrainSampler(len(train_set), global_batch=global_batch, rank=ctx.rank,
                            world_size=ctx.world_size, seed=seed)

@@ -1,0 +1,150 @@
+"""`tada predict VIDEO... --cfg CFG --checkpoint CKPT`: the top-5 classes of each video, by name.
+
+Each video goes through the same test pipeline as `tada test` (decode, the config's temporal
+views and spatial crops, normalisation), the views are aggregated with DATA.ENSEMBLE_METHOD, and
+the top classes are printed with their averaged score. Class names come from ``--classes``, else
+DATA.CLASS_NAMES_FILE, else the synthetic dataset's classes.txt in DATA.ANNO_DIR; without any,
+class ids are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tada.config import Config, load_config
+from tada.engine.distributed import EngineError
+
+__all__ = ["add_arguments", "predict_videos", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint (.pyth of ours or the official zoo)")
+    parser.add_argument("--views", default=None, metavar="VxS",
+                        help="temporal clips x spatial crops (default: the config's TEST views, e.g. 10x3)")
+    parser.add_argument("--classes", default=None, help="class names file, one per line in label order")
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per video instead")
+    # Videos are positional, so the overrides ride on --cfg: `--cfg FILE [KEY VALUE ...]`.
+    parser.add_argument("--cfg", nargs="+", required=True, metavar="FILE",
+                        help="YAML config, then optional config overrides (KEY VALUE pairs or KEY=VALUE)")
+
+
+def _class_names(cfg: Config, given: str | None) -> list[str] | None:
+    from tada.data import read_class_names
+
+    anno = Path(cfg.DATA.ANNO_DIR or cfg.DATA.DATA_ROOT_DIR or ".")
+    candidates = [given, cfg.DATA.CLASS_NAMES_FILE]
+    if cfg.TEST.DATASET.lower() == "synthetic":
+        candidates.append("classes.txt")
+    for name in candidates:
+        if not name:
+            continue
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() or name == given else anno / path
+        if not path.is_file():
+            raise EngineError(f"class names file not found: {path}")
+        names = read_class_names(path)
+        if len(names) != cfg.VIDEO.HEAD.NUM_CLASSES:
+            raise EngineError(f"{path}: {len(names)} names for VIDEO.HEAD.NUM_CLASSES {cfg.VIDEO.HEAD.NUM_CLASSES}")
+        return names
+    return None
+
+
+@torch.no_grad()
+def predict_videos(
+    cfg: Config,
+    videos: list[str],
+    *,
+    checkpoint: str,
+    views: tuple[int, int] | None = None,
+    class_names: list[str] | None = None,
+    topk: int = 5,
+    device: str | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per video: ``path`` and ``top`` (list of {id, name, score}) or ``error``."""
+    from tada.checkpoint import load_checkpoint
+    from tada.data import build_dataset
+    from tada.engine.metrics import AGGREGATIONS, aggregate_views
+    from tada.models import build_model
+
+    for v in videos:
+        if not Path(v).is_file():
+            raise EngineError(f"video not found: {v}")
+    if not Path(checkpoint).is_file():
+        raise EngineError(f"checkpoint not found: {checkpoint}")
+    clips, crops = views or (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = build_model(cfg).to(dev)
+    load_checkpoint(model, checkpoint, strict=True)
+    model.eval()
+    method = cfg.DATA.ENSEMBLE_METHOD
+    with tempfile.TemporaryDirectory(prefix="tada_predict_") as tmp:
+        listing = Path(tmp) / "videos.txt"
+        listing.write_text("".join(f"{Path(v).resolve()} 0\n" for v in videos))
+        pcfg = cfg.with_overrides({
+            "TEST.DATASET": "list", "DATA.TEST_LIST": str(listing), "DATA.DATA_ROOT_DIR": "/",
+            "DATA.CLASS_NAMES_FILE": "", "TEST.NUM_ENSEMBLE_VIEWS": clips, "TEST.NUM_SPATIAL_CROPS": crops,
+        })
+        dataset = build_dataset(pcfg, "test")
+        out = []
+        n = dataset.num_views
+        for video_index, path in enumerate(videos):
+            items = [dataset[video_index * n + v] for v in range(n)]
+            bad = [it["error"] for it in items if it["failed"]]
+            if bad:
+                out.append({"path": path, "error": bad[0]})
+                continue
+            batch = torch.stack([it["video"] for it in items]).to(dev)
+            scores = aggregate_views(model(batch).float(), method)
+            agg = scores.max(0).values if AGGREGATIONS[method] == "max" else scores.mean(0)
+            k = min(topk, agg.numel())
+            values, ids = agg.topk(k)
+            out.append({
+                "path": path,
+                "views": f"{clips}x{crops}",
+                "top": [{"id": int(i), "name": class_names[int(i)] if class_names else str(int(i)),
+                         "score": float(s)} for s, i in zip(values.tolist(), ids.tolist())],
+            })
+    return out
+
+
+def _parse_views(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        clips, crops = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise EngineError(f"--views must look like 10x3, got {text!r}") from None
+    return clips, crops
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.cfg[0], args.cfg[1:])
+    names = _class_names(cfg, args.classes)
+    results = predict_videos(cfg, args.videos, checkpoint=args.checkpoint, views=_parse_views(args.views),
+                             class_names=names, topk=args.topk, device=args.device)
+    failed = 0
+    for r in results:
+        if args.json:
+            print(json.dumps(r))
+            failed += "error" in r
+            continue
+        print(r["path"])
+        if "error" in r:
+            failed += 1
+            print(f"  cannot decode: {r['error']}")
+            continue
+        for rank, t in enumerate(r["top"], 1):
+            print(f"  {rank}. {t['name']} ({t['id']})  {t['score']:.4f}")
+    if names is None and not args.json:
+        print("(no class names: pass --classes FILE or set DATA.CLASS_NAMES_FILE)", file=sys.stderr)
+    return 1 if failed else 0
