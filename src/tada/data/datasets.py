@@ -123,16 +123,6 @@ class VideoDataset(Dataset):
         self.class_names = list(class_names) if class_names is not None else None
         self.name = name
         self.num_views = spec.num_temporal_views * spec.num_spatial_crops if split == "test" else 1
-        self.reseed(0)
-
-    def reseed(self, seed: int) -> None:
-        """Restart the training-augmentation stream: item k after this draws from (seed, k).
-
-        The loader calls it in every worker (with the worker's seed) and, without workers, at the
-        start of every pass (from its generator), so a run is reproducible from its seed.
-        """
-        self._rng_seed = int(seed)
-        self._rng_calls = 0
 
     @property
     def num_videos(self) -> int:
@@ -180,8 +170,9 @@ class VideoDataset(Dataset):
         }
 
     def _train_item(self, index: int) -> dict:
-        rng = np.random.default_rng([self._rng_seed, self._rng_calls])
-        self._rng_calls += 1
+        # One draw from torch's generator seeds the item: the DataLoader seeds it in each worker,
+        # and the engine per sample (tada.engine.sampling.SeededDataset), so runs are reproducible.
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         failures: list[str] = []
         video_index = index
         for _ in range(_MAX_TRAIN_ATTEMPTS):

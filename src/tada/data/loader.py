@@ -86,13 +86,6 @@ def gpu_transform(batch: dict, cfg, device: torch.device | str) -> dict:
     return out
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Give each worker's dataset copy its own augmentation stream (the DataLoader's per-worker seed)."""
-    info = torch.utils.data.get_worker_info()
-    if hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(info.seed)
-
-
 class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks, no padding
     (unlike DistributedSampler, which repeats items and so double-counts test views, spec 8.2 item 8)."""
@@ -132,8 +125,6 @@ class VideoLoader(DataLoader):
         self.last_stats = PassStats()
 
     def __iter__(self):
-        if self.num_workers == 0 and hasattr(self.dataset, "reseed"):
-            self.dataset.reseed(int(torch.randint(0, 2**62, (), generator=self.generator)))
         stats = PassStats()
         self.last_stats = stats
         expected = len(self.batch_sampler.sampler) if self.batch_sampler is not None else len(self.dataset)
@@ -207,6 +198,5 @@ def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: i
         pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
         drop_last=train,
         generator=generator,
-        worker_init_fn=_seed_worker,
         **extra,
     )
