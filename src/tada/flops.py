@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["FlopsReport", "add_arguments", "count", "count_params", "run"]
+__all__ = ["FlopsReport", "add_arguments", "count", "count_model", "count_params", "run"]
 
 
 @dataclass
@@ -61,6 +61,32 @@ def count(model: nn.Module, input_shape: Sequence[int], *, device: str | torch.d
     return FlopsReport(tuple(int(s) for s in input_shape), count_params(model), int(counter.get_total_flops()), by_op)
 
 
+def count_model(cfg: Any) -> dict[str, Any]:
+    """Params and GMACs per view of the model a config describes, at its train and test crops.
+
+    The model is built on the meta device (no memory, no compute), so this is cheap for any size.
+    ``gmacs`` is the train-crop figure.
+    """
+    from tada.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model.channels_last = False
+    frames = cfg.DATA.NUM_INPUT_FRAMES
+    channels = cfg.VIDEO.BACKBONE.NUM_INPUT_CHANNELS
+    train = count(model, (1, channels, frames, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE)).gmacs
+    test = count(model, (1, channels, frames, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE)).gmacs
+    return {
+        "params": count_params(model),
+        "gmacs": train,
+        "gmacs_train_view": train,
+        "gmacs_test_view": test,
+        "frames": frames,
+        "train_crop": cfg.DATA.TRAIN_CROP_SIZE,
+        "test_crop": cfg.DATA.TEST_CROP_SIZE,
+    }
+
+
 # ------------------------------------------------------------------------------------------------
 # `tada flops --cfg FILE [KEY VALUE ...]`
 # ------------------------------------------------------------------------------------------------
@@ -73,23 +99,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tada.config import load_config
-    from tada.models import build_model
 
     cfg = load_config(args.cfg, overrides=list(args.opts or []))
-    model = build_model(cfg)
-    model.channels_last = False
-    frames = cfg.DATA.NUM_INPUT_FRAMES
-    channels = cfg.VIDEO.BACKBONE.NUM_INPUT_CHANNELS
-    rows = []
-    for split, size in (("train", cfg.DATA.TRAIN_CROP_SIZE), ("test", cfg.DATA.TEST_CROP_SIZE)):
-        report = count(model, (1, channels, frames, size, size))
-        rows.append({"split": split, "frames": frames, "size": size, "gmacs_per_view": round(report.gmacs, 2)})
-    params = count_params(model)
+    stats = count_model(cfg)
     if args.json:
-        print(json.dumps({"cfg": str(args.cfg), "params": params, "views": rows}))
+        print(json.dumps({"cfg": str(args.cfg), **stats}))
         return 0
+    frames = stats["frames"]
     print(f"config: {args.cfg}")
-    print(f"params: {params:,} ({params / 1e6:.2f} M)")
-    for row in rows:
-        print(f"{row['split']:>5}: {row['frames']}x{row['size']}x{row['size']}  {row['gmacs_per_view']:.2f} GMACs per view")
+    print(f"params: {stats['params']:,} ({stats['params'] / 1e6:.2f} M)")
+    for split in ("train", "test"):
+        size = stats[f"{split}_crop"]
+        print(f"{split:>5} view {frames}x{size}x{size}: {stats[f'gmacs_{split}_view']:.2f} GMACs")
     return 0

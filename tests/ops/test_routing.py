@@ -1,0 +1,101 @@
+"""RouteFuncMLP: the official semantics (spec 1.5), computed on (B, C, T) with 1-D convs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tada.ops import RouteFuncMLP
+
+TOL = dict(rtol=1e-10, atol=1e-10)
+
+
+def _official(rf: RouteFuncMLP, x: torch.Tensor, training: bool) -> torch.Tensor:
+    """Spec 1.5 written with 5-D Conv3d/BN3d ops on (B, C, T, H, W)."""
+    gctx = F.conv3d(F.adaptive_avg_pool3d(x, 1), rf.g.weight, rf.g.bias)
+    u = F.adaptive_avg_pool3d(x, (x.shape[2], 1, 1))
+    ka, kb = rf.a.kernel_size, rf.b.kernel_size
+    h = F.conv3d(u + gctx, rf.a.weight, rf.a.bias, padding=(ka // 2, 0, 0))
+    bn = rf.bn
+    h = F.batch_norm(h, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, training, 0.1, bn.eps)
+    return F.conv3d(F.relu(h), rf.b.weight, None, padding=(kb // 2, 0, 0)) + 1
+
+
+def _randomise(rf: RouteFuncMLP, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in rf.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3)
+        rf.bn.running_mean.copy_(torch.randn(rf.bn.running_mean.shape, generator=gen))
+        rf.bn.running_var.copy_(torch.rand(rf.bn.running_var.shape, generator=gen) + 0.5)
+
+
+def test_alpha_is_one_at_init_and_b_is_zero():
+    rf = RouteFuncMLP(16)
+    assert rf.b.skip_init is True
+    assert torch.count_nonzero(rf.b.weight) == 0
+    alpha = rf(torch.randn(2, 16, 5, 7, 7))
+    assert alpha.shape == (2, 16, 5, 1, 1)
+    assert torch.equal(alpha, torch.ones_like(alpha))
+
+
+def test_parameter_names_and_official_shapes():
+    rf = RouteFuncMLP(64, ratio=4, kernels=(3, 3))
+    shapes = {k: tuple(v.shape) for k, v in rf.state_dict().items()}
+    assert shapes == {
+        "g.weight": (64, 64, 1, 1, 1), "g.bias": (64,),
+        "a.weight": (16, 64, 3, 1, 1), "a.bias": (16,),
+        "bn.weight": (16,), "bn.bias": (16,), "bn.running_mean": (16,), "bn.running_var": (16,),
+        "bn.num_batches_tracked": (),
+        "b.weight": (64, 16, 3, 1, 1),
+    }
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kernels", [(3, 3), (1, 5)])
+def test_matches_official_semantics_values_and_grads(training, kernels):
+    rf = RouteFuncMLP(12, ratio=4, kernels=kernels).double().train(training)
+    _randomise(rf, 4)
+    x = torch.randn(3, 12, 6, 5, 4, dtype=torch.float64, requires_grad=True)
+    ref = _official(rf, x, training)
+    out = rf(x)
+    torch.testing.assert_close(out, ref, **TOL)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    params = [x] + list(rf.parameters())
+    for got, want in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(got, want, **TOL)
+
+
+def test_frames_layout_matches_video_layout_and_updates_bn_stats():
+    rf = RouteFuncMLP(8, ratio=2).double()
+    _randomise(rf, 5)
+    x = torch.randn(2, 8, 4, 6, 6, dtype=torch.float64)
+    frames = x.transpose(1, 2).reshape(8, 8, 6, 6)
+    before = rf.bn.running_mean.clone()
+    video = rf(x)
+    after_video = rf.bn.running_mean.clone()
+    assert not torch.equal(before, after_video)
+    rf.bn.running_mean.copy_(before)
+    out = rf(frames, num_frames=4)
+    assert out.shape == (8, 8, 1, 1)
+    torch.testing.assert_close(out.view(2, 4, 8).transpose(1, 2), video[..., 0, 0], **TOL)
+    torch.testing.assert_close(rf.bn.running_mean, after_video, **TOL)
+
+
+def test_bn_takes_the_given_eps_and_momentum_and_out_channels():
+    rf = RouteFuncMLP(8, bn_eps=1e-3, bn_momentum=0.01, out_channels=12)
+    assert rf.bn.eps == 1e-3 and rf.bn.momentum == 0.01
+    assert rf(torch.randn(1, 8, 3, 4, 4)).shape == (1, 12, 3, 1, 1)
+
+
+def test_errors():
+    rf = RouteFuncMLP(8)
+    with pytest.raises(ValueError, match="num_frames"):
+        rf(torch.randn(4, 8, 5, 5))
+    with pytest.raises(ValueError, match="disagrees"):
+        rf(torch.randn(1, 8, 3, 5, 5), num_frames=4)
+    with pytest.raises(ValueError, match="odd"):
+        RouteFuncMLP(8, kernels=(2, 3))
+    with pytest.raises(ValueError, match=">= 1"):
+        RouteFuncMLP(2, ratio=4)
