@@ -363,7 +363,7 @@ def validate(
         loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
         correct = topk_correct(logits, labels, (1, 5))
         sums += torch.stack([loss.double(), correct[0].double(), correct[1].double(),
-                             torch.tensor(float(labels.numel()), dtype=torch.float64, device=ctx.device)])
+                             torch.full((), float(labels.numel()), dtype=torch.float64, device=ctx.device)])
     all_reduce(ctx, sums)
     failed_t = torch.tensor([failed], dtype=torch.int64, device=ctx.device)
     all_reduce(ctx, failed_t)
@@ -550,6 +550,9 @@ def _train(
                     "data_time": window.data_time / window.iters,
                     "compute_time": max(per_iter - window.data_time / window.iters, 0.0),
                     "clips_per_s": values[3] / elapsed if elapsed > 0 else 0.0,
+                    "window_s": elapsed,
+                    "window_clips": int(values[3]),
+                    "window_data_s": window.data_time,
                     "eta_s": remaining * per_iter,
                 }
                 if device.type == "cuda":
