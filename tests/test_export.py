@@ -18,9 +18,11 @@ from tada.config import load_config
 from tada.errors import TadaError
 from tada.export import export_model, fold_batchnorm, prepare_for_export
 from tada.models import build_model, create_model
+from tada.export_speed import bench_export, format_table
 from tada.serving import (
     OnnxPredictor,
     SidecarError,
+    onnx_backend,
     read_sidecar,
     require,
     sidecar_overrides,
@@ -248,14 +250,19 @@ def test_cli_export_writes_model_and_sidecar(tiny_ckpt, tmp_path, capsys):
     x = _clips(2, 9)
     with torch.no_grad():
         assert torch.allclose(predictor({"video": x}), model.eval()(x), atol=1e-4, rtol=0)
+    # what `tada predict --backend onnxruntime` calls: a plain config is bent to the model's input
+    served, cfg = onnx_backend(load_config(SYNTH_CFG), out, threads=1)
+    assert served.class_names == predictor.class_names
+    assert (cfg.DATA.NUM_INPUT_FRAMES, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_SCALE) == (FRAMES, CROP, 36)
+    assert cfg.VIDEO.HEAD.NUM_CLASSES == 5
 
 
 def test_cli_export_program_dynamic_batch_and_class_name_count_error(tiny_ckpt, tmp_path, capsys):
     ckpt, overrides = tiny_ckpt
     out = tmp_path / "tiny.pt2"
     rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--format", "exported-program",
-                   "--output", str(out), "--dynamic-batch", *overrides])
-    assert rc == 0
+                   "--output", str(out), "--dynamic-batch", *overrides, "TEST.DATASET", "kinetics400"])
+    assert rc == 0  # kinetics has no default names file: class_names is null
     sidecar = json.loads(sidecar_path(out).read_text())
     assert sidecar["format"] == "exported-program" and sidecar["input_shape"][0] is None and sidecar["opset"] is None
     assert sidecar["class_names"] is None and sidecar["verified_max_abs_diff"] < 1e-4
@@ -317,3 +324,31 @@ def test_missing_optional_dependency_gives_install_hint(monkeypatch, tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(TadaError, match=r"tada\[export\]"):
         OnnxPredictor(tmp_path / "m.onnx")
+
+
+def test_class_names_default_to_the_synthetic_datasets_file(tmp_path):
+    from tada.export import resolve_class_names
+
+    cfg = load_config(SYNTH_CFG, overrides=[*TINY_OVERRIDES, "DATA.ANNO_DIR", str(tmp_path)])
+    with pytest.raises(TadaError, match="classes.txt"):
+        resolve_class_names(cfg)
+    (tmp_path / "classes.txt").write_text("".join(f"c{i}\n" for i in range(5)))
+    assert resolve_class_names(cfg) == [f"c{i}" for i in range(5)]
+    kinetics = cfg.with_overrides(["TEST.DATASET", "kinetics400"])
+    assert resolve_class_names(kinetics) is None
+
+
+def test_export_speed_benchmark_runs_on_a_tiny_model(tmp_path):
+    results = bench_export(
+        model_name="tada2d_r26", model_kwargs=dict(widths=TINY_WIDTHS, layers=TINY_LAYERS), num_classes=5,
+        frames=FRAMES, size=CROP, iters=1, threads=1, variants=("eager", "eager-folded", "onnxruntime"),
+        exporter="torchscript", workdir=tmp_path,
+    )
+    by_path = {r.path: r for r in results}
+    assert list(by_path) == ["eager", "eager-folded", "onnxruntime"]
+    assert by_path["eager"].speedup == 1.0 and by_path["eager"].max_abs_diff == 0.0
+    assert all(r.seconds > 0 and r.clips_per_s > 0 for r in results)
+    assert by_path["onnxruntime"].max_abs_diff < 1e-4 and by_path["onnxruntime"].setup_s > 0
+    assert by_path["eager-folded"].max_abs_diff < 1e-4
+    assert "onnxruntime" in format_table(results)
+    assert list(tmp_path.iterdir()) == []  # the exported file lived in a temporary folder

@@ -282,27 +282,31 @@ def export_model(
 # From a config and a checkpoint
 # ------------------------------------------------------------------------------------------------
 def resolve_class_names(cfg: Any, class_names_file: str = "") -> list[str] | None:
-    """Class names for the sidecar: ``class_names_file``, else DATA.CLASS_NAMES_FILE, else the dataset's
-    own names where it has a file of them (SSv2 labels JSON in DATA.ANNO_DIR); None when there are none.
+    """Class names for the sidecar, as `tada predict` finds them: ``class_names_file``, else
+    DATA.CLASS_NAMES_FILE, else the dataset's own file (``classes.txt`` of the synthetic dataset, the
+    SSv2 labels JSON); None when there is none.
 
-    A relative DATA.CLASS_NAMES_FILE is read under DATA.ANNO_DIR (like the split lists). A file
-    whose count differs from VIDEO.HEAD.NUM_CLASSES is an error.
+    A relative DATA.CLASS_NAMES_FILE is read under DATA.ANNO_DIR (else DATA.DATA_ROOT_DIR). A named
+    file that does not exist, or whose count differs from VIDEO.HEAD.NUM_CLASSES, is an error.
     """
     from tada.data.annotations import read_class_names, read_ssv2_labels
 
-    anno_dir = Path(cfg.DATA.ANNO_DIR) if cfg.DATA.ANNO_DIR else None
+    anno = Path(cfg.DATA.ANNO_DIR or cfg.DATA.DATA_ROOT_DIR or ".")
+    dataset = cfg.TEST.DATASET.lower()
     path: Path | None = None
     if class_names_file:
-        path = Path(class_names_file)
+        path = Path(class_names_file).expanduser()
     elif cfg.DATA.CLASS_NAMES_FILE:
-        path = Path(cfg.DATA.CLASS_NAMES_FILE)
-        if not path.is_absolute() and anno_dir is not None:
-            path = anno_dir / path
-    elif "ssv2" in cfg.TEST.DATASET.lower() and anno_dir is not None:
-        labels = anno_dir / "something-something-v2-labels.json"
-        path = labels if labels.is_file() else None
+        path = Path(cfg.DATA.CLASS_NAMES_FILE).expanduser()
+        path = path if path.is_absolute() else anno / path
+    elif dataset == "synthetic":
+        path = anno / "classes.txt"
+    elif "ssv2" in dataset and (anno / "something-something-v2-labels.json").is_file():
+        path = anno / "something-something-v2-labels.json"
     if path is None:
         return None
+    if not path.is_file():
+        raise TadaError(f"class names file not found: {path} (pass --class-names FILE or set DATA.CLASS_NAMES_FILE)")
     names = read_ssv2_labels(path) if path.suffix == ".json" else read_class_names(path)
     if len(names) != cfg.VIDEO.HEAD.NUM_CLASSES:
         raise TadaError(
@@ -385,6 +389,8 @@ def export_from_config(
 
     if not checkpoint:
         raise TadaError("--checkpoint is required: exporting a randomly initialised model is never what you want")
+    if not Path(checkpoint).is_file():
+        raise TadaError(f"checkpoint not found: {checkpoint}")
     class_names = resolve_class_names(cfg, class_names_file)  # fail on a bad names file before the slow part
     model = build_model(cfg)
     try:

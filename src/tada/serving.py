@@ -32,6 +32,7 @@ __all__ = [
     "OnnxPredictor",
     "SidecarError",
     "load_predictor",
+    "onnx_backend",
     "read_sidecar",
     "require",
     "sidecar_path",
@@ -238,5 +239,13 @@ class OnnxPredictor:
 
 
 def load_predictor(model_path: str | os.PathLike, *, threads: int = 0) -> OnnxPredictor:
-    """The entry point for ``tada predict --backend onnxruntime``: model file -> predictor."""
+    """An :class:`OnnxPredictor` for an exported model file (its sidecar next to it)."""
     return OnnxPredictor(model_path, threads=threads)
+
+
+def onnx_backend(cfg: Any, model_path: str | os.PathLike, *, threads: int = 0) -> tuple[OnnxPredictor, Any]:
+    """For ``tada predict --backend onnxruntime``: the predictor, and ``cfg`` with the sidecar's input
+    settings (frames, sampling, scale, crop, mean/std, classes) so the test pipeline feeds the model
+    exactly what it was exported for. The predictor is called like the model: clips -> logits."""
+    predictor = load_predictor(model_path, threads=threads)
+    return predictor, cfg.with_overrides(predictor.config_overrides())

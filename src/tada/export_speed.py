@@ -1,0 +1,207 @@
+"""Inference speed of the deployment paths, as ratios to eager PyTorch fp32, measured in one run.
+
+Paths: eager fp32 (NCHW frames), eager channels-last, eager with BN folded into the convs (what the
+exported .pt2 program runs), ``torch.compile`` (its compile time reported apart) and onnxruntime
+on the exported ONNX model (all graph optimisations, ``threads`` intra-op threads). Like
+:mod:`tada.models.speed`, timings interleave the paths round by round (a shared machine drifts)
+and report medians. The model gets real BN statistics from a few train-mode batches first, so
+its logits are finite and the onnxruntime-vs-eager difference is meaningful.
+
+    tada benchmark export --model tada2d_r50 --frames 8 --size 224 --iters 3
+    python benchmarks/export_speed.py --iters 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["VARIANTS", "PathResult", "add_arguments", "bench_export", "format_table", "main", "run"]
+
+VARIANTS = ("eager", "eager-cl", "eager-folded", "compile", "onnxruntime")
+
+
+@dataclass
+class PathResult:
+    path: str
+    seconds: float  # median per batch
+    clips_per_s: float
+    speedup: float | None = None  # eager fp32 seconds / this path's seconds
+    setup_s: float | None = None  # export + session creation, or compile (first call)
+    max_abs_diff: float | None = None  # logits vs eager fp32 on the benchmark batch
+
+
+def calibrate(model: nn.Module, *, frames: int, size: int, batches: int = 1, batch: int = 2, seed: int = 0) -> nn.Module:
+    """Real BN statistics (cumulative over a few random train-mode batches) and non-trivial temporal
+    paths (routing output and pool-BN weights drawn small), then eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("b_rf.b.weight"):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
+            elif "b_avgpool_bn" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = None
+        for _ in range(batches):
+            model(torch.randn(batch, 3, frames, size, size, generator=gen))
+    return model.eval()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_export(
+    *,
+    model_name: str = "tada2d_r50",
+    num_classes: int = 400,
+    frames: int = 8,
+    size: int = 224,
+    batch: int = 1,
+    iters: int = 3,
+    warmup: int = 1,
+    threads: int = 2,
+    variants: Sequence[str] = VARIANTS,
+    exporter: str = "dynamo",
+    workdir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    model_kwargs: dict | None = None,
+) -> list[PathResult]:
+    """Time each inference path on one (batch, 3, frames, size, size) input; eager fp32 is always timed."""
+    from tada.export import export_model, prepare_for_export
+    from tada.models import create_model
+
+    if warmup < 1 or iters < 1:
+        raise ValueError(f"warmup and iters must be >= 1, got {warmup} and {iters}")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+    say = log or (lambda s: None)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = calibrate(create_model(model_name, num_classes=num_classes, **(model_kwargs or {})),
+                      frames=frames, size=size)
+    model.channels_last = False
+    x = torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = model(x)
+    steps: dict[str, Callable[[], Tensor]] = {}
+    setup: dict[str, float] = {}
+    outputs: dict[str, Tensor] = {}
+
+    def eager_step(m: nn.Module) -> Callable[[], Tensor]:
+        def step() -> Tensor:
+            with torch.inference_mode():
+                return m(x)
+        return step
+
+    steps["eager"] = eager_step(model)
+    if "eager-cl" in variants:
+        cl = prepare_for_export(model, fold_bn=False)
+        cl.channels_last = True
+        steps["eager-cl"] = eager_step(cl)
+    if "eager-folded" in variants:
+        steps["eager-folded"] = eager_step(prepare_for_export(model, fold_bn=True))
+    if "compile" in variants:
+        compiled = torch.compile(prepare_for_export(model, fold_bn=False))
+        steps["compile"] = eager_step(compiled)
+        say("torch.compile: compiling (first call) ...")
+        setup["compile"] = _timed(steps["compile"])
+        say(f"torch.compile: {setup['compile']:.1f} s")
+    if "onnxruntime" in variants:
+        from tada.serving import OnnxPredictor
+
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            path = Path(tmp) / "model.onnx"
+            say(f"onnxruntime: exporting with the {exporter} exporter ...")
+            t0 = time.perf_counter()
+            export_model(model, path, fmt="onnx", num_frames=frames, crop_size=size, batch=batch,
+                         exporter=exporter, verify=False)
+            predictor = OnnxPredictor(path, sidecar={"format": "onnx"}, threads=threads)
+            setup["onnxruntime"] = time.perf_counter() - t0
+        say(f"onnxruntime: export + session {setup['onnxruntime']:.1f} s")
+        xn = x.numpy()
+        steps["onnxruntime"] = lambda: torch.from_numpy(predictor.run(xn))
+    for name, step in steps.items():
+        for _ in range(warmup):
+            outputs[name] = step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for r in range(iters):
+        for name, step in steps.items():
+            times[name].append(_timed(step))
+        say(f"round {r + 1}/{iters}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()))
+    base = statistics.median(times["eager"])
+    results = []
+    for name in steps:
+        sec = statistics.median(times[name])
+        diff = float((outputs[name].float() - ref.float()).abs().max())
+        results.append(PathResult(name, sec, batch / sec, base / sec, setup.get(name), diff))
+    return results
+
+
+def format_table(results: Sequence[PathResult]) -> str:
+    head = f"{'path':<14}{'s/batch':>10}{'clips/s':>10}{'x eager':>9}{'setup s':>10}{'max|dlogit|':>13}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        setup = f"{r.setup_s:.1f}" if r.setup_s is not None else "-"
+        diff = f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"
+        lines.append(f"{r.path:<14}{r.seconds:>10.3f}{r.clips_per_s:>10.2f}{r.speedup:>9.2f}{setup:>10}{diff:>13}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# `tada benchmark export` / benchmarks/export_speed.py
+# ------------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tada2d_r50", help="registered model (default tada2d_r50)")
+    parser.add_argument("--num-classes", type=int, default=400)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3, help="timed rounds (median); each runs every path once")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)} (eager is always timed)")
+    parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="ONNX exporter")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    results = bench_export(
+        model_name=args.model, num_classes=args.num_classes, frames=args.frames, size=args.size,
+        batch=args.batch, iters=args.iters, warmup=args.warmup, threads=args.threads, variants=variants,
+        exporter=args.exporter, log=lambda s: print(s, flush=True),
+    )
+    print()
+    print(f"{args.model} {args.frames}x{args.size}x{args.size}, batch {args.batch}, threads {args.threads}, "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs; x eager = eager fp32 s / path s (median of {args.iters})")
+    print(format_table(results))
+    best = max(results, key=lambda r: r.speedup or 0.0)
+    print(f"fastest: {best.path}, {best.speedup:.2f}x eager fp32")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([asdict(r) for r in results], f, indent=1)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="export_speed", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
