@@ -83,12 +83,45 @@ class FrameConv(nn.Module):
         )
 
 
+def _temporal_pool(v: Tensor, kernel_size: int) -> Tensor:
+    """sum_{|d| <= k//2} v[:, t + d] / k over (B, T, ...) with zero padding: one pass per offset."""
+    scale = 1.0 / kernel_size
+    out = v * scale
+    for d in range(1, kernel_size // 2 + 1):
+        out[:, d:].add_(v[:, :-d], alpha=scale)
+        out[:, :-d].add_(v[:, d:], alpha=scale)
+    return out
+
+
+class _TemporalPoolFn(torch.autograd.Function):
+    """The zero-padded, count_include_pad average is a symmetric linear map: its backward is itself."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, kernel_size: int) -> Tensor:  # type: ignore[override]
+        ctx.kernel_size = kernel_size
+        return _temporal_pool(v, kernel_size)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _temporal_pool(grad, ctx.kernel_size), None
+
+
+def _frames_major(x: Tensor, num_frames: int) -> tuple[Tensor, bool]:
+    """View frames (B*T, C, H, W) as (B, T, rest) in memory order; True if channels-last."""
+    n, c, h, w = x.shape
+    if x.is_contiguous():
+        return x.view(n // num_frames, num_frames, c * h * w), False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return x.permute(0, 2, 3, 1).reshape(n // num_frames, num_frames, h * w * c), True
+    return x.contiguous().view(n // num_frames, num_frames, c * h * w), False
+
+
 class TemporalAvgPool(nn.Module):
     """AvgPool3d((k, 1, 1), stride 1, padding k//2, count_include_pad=True) on frames (B*T, C, H, W).
 
-    Edge frames are divided by k with zero padding, as in the official block (spec 1.4).
-    On channels-last frames the (B, C, T, H, W) view is channels-last-3d, so avg_pool3d runs
-    without a layout copy.
+    Edge frames are divided by k with zero padding, as in the official block (spec 1.4). Computed
+    as k shifted adds over the frames' memory, so the layout (channels-last or not) is kept and no
+    pooling kernel is needed (CPU avg_pool3d would drop channels-last).
     """
 
     def __init__(self, kernel_size: int = 3) -> None:
@@ -101,11 +134,11 @@ class TemporalAvgPool(nn.Module):
         if self.kernel_size == 1:
             return x
         n, c, h, w = x.shape
-        v = frames_to_video(x, num_frames)
-        y = F.avg_pool3d(
-            v, (self.kernel_size, 1, 1), stride=1, padding=(self.kernel_size // 2, 0, 0), count_include_pad=True
-        )
-        return y.transpose(1, 2).reshape(n, c, h, w)
+        v, channels_last = _frames_major(x, num_frames)
+        y = _TemporalPoolFn.apply(v, self.kernel_size)
+        if channels_last:
+            return y.view(n, h, w, c).permute(0, 3, 1, 2)
+        return y.view(n, c, h, w)
 
     def extra_repr(self) -> str:
         return f"kernel_size=({self.kernel_size}, 1, 1), count_include_pad=True"

@@ -1,0 +1,258 @@
+"""The ResNet3D family: exact official keys/shapes/counts, official block semantics, the model contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tada.models import create_model, list_models, video_resnet
+from tada.models.layers import TemporalAvgPool
+from tada.models.resnet import Base2DBlock, ResBlock, TAda2DBlock
+from tada.ops import tada_conv2d_grouped_reference
+
+SPEC = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "tada2d_r50_k400_state_dict.txt"
+TINY = dict(widths=(8, 16, 32, 64, 128), layers=(1, 2, 1, 1))
+
+
+def _spec_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for line in SPEC.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape = line.split()
+        shapes[key] = () if shape == "scalar" else tuple(int(v) for v in shape.split("x"))
+    return shapes
+
+
+@pytest.mark.skipif(not SPEC.is_file(), reason="spec file not available")
+def test_tada2d_r50_state_dict_equals_the_official_checkpoint_layout():
+    with torch.device("meta"):
+        model = create_model("tada2d_r50", num_classes=400)
+    spec = _spec_shapes()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert len(ours) == len(spec) == 560
+    assert list(ours) == list(spec)  # same names, same order
+    assert ours == spec
+    assert sum(p.numel() for p in model.parameters()) == 27_485_472
+
+
+def test_parameter_counts():
+    with torch.device("meta"):
+        assert sum(p.numel() for p in create_model("tada2d_r50", num_classes=174).parameters()) == 27_022_398
+        tsn = create_model("tsn_r50", num_classes=400)
+        # torchvision's ResNet-50 without fc is 23,508,032; plus a 2048x400 head
+        assert sum(p.numel() for p in tsn.backbone.parameters()) == 23_508_032
+        assert sum(p.numel() for p in tsn.parameters()) == 23_508_032 + 2048 * 400 + 400
+
+
+# ---------------------------------------------------------------------------------------------
+# Official semantics of one TAda2D block, written with 5-D ops (Conv3d, BN3d, AvgPool3d, grouped TAdaConv)
+# ---------------------------------------------------------------------------------------------
+def _bn3d(bn, x, training):
+    return F.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, training,
+                        bn.momentum, bn.eps)
+
+
+def _official_block(block: ResBlock, x: torch.Tensor, training: bool) -> torch.Tensor:
+    br = block.conv_branch
+    y = F.relu(_bn3d(br.a_bn, F.conv3d(x, br.a.weight), training))
+    rf = br.b_rf
+    gctx = F.conv3d(F.adaptive_avg_pool3d(y, 1), rf.g.weight, rf.g.bias)
+    u = F.adaptive_avg_pool3d(y, (y.shape[2], 1, 1))
+    h = F.relu(_bn3d(rf.bn, F.conv3d(u + gctx, rf.a.weight, rf.a.bias, padding=(1, 0, 0)), training))
+    alpha = F.conv3d(h, rf.b.weight, padding=(1, 0, 0)) + 1
+    z = tada_conv2d_grouped_reference(y, alpha, br.b.weight, stride=br.b.stride, padding=br.b.padding)
+    pooled = F.avg_pool3d(z, (3, 1, 1), stride=1, padding=(1, 0, 0), count_include_pad=True)
+    z = F.relu(_bn3d(br.b_bn, z, training) + _bn3d(br.b_avgpool_bn, pooled, training))
+    out = _bn3d(br.c_bn, F.conv3d(z, br.c.weight), training)
+    sc = x
+    if block.short_cut is not None:
+        sc = _bn3d(block.short_cut_bn, F.conv3d(x, block.short_cut.weight, stride=(1, *block.short_cut.stride)), training)
+    return F.relu(out + sc)
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> None:
+    """Non-trivial values everywhere (the zero-inits would hide the routing and pool paths)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * (0.2 if p.dim() > 1 else 0.5) + (
+                1.0 if name.endswith("bn.weight") else 0.0))
+        for name, buf in module.named_buffers():
+            if name.endswith("running_mean"):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
+            elif name.endswith("running_var"):
+                buf.copy_(torch.rand(buf.shape, generator=gen) + 0.5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_tada_block_equals_official_semantics(training, stride):
+    torch.manual_seed(7)
+    c_in, width, c_out = (8, 4, 16) if stride == 2 else (16, 4, 16)
+    branch = TAda2DBlock(c_in, width, c_out, stride=stride)
+    block = ResBlock(c_in, c_out, stride=stride, branch=branch, bn_eps=1e-5, bn_momentum=0.1).double().train(training)
+    _randomise(block, 11)
+    b, t = 2, 5
+    x = torch.randn(b, c_in, t, 9, 7, dtype=torch.float64, requires_grad=True)
+    ref = _official_block(block, x, training)
+    frames = x.transpose(1, 2).reshape(b * t, c_in, 9, 7)
+    out = block(frames, t)
+    out = out.view(b, t, *out.shape[1:]).transpose(1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    g = torch.randn(out.shape, dtype=torch.float64)
+    params = [x] + list(block.parameters())
+    for got, want in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_tada_block_at_init_is_the_plain_bottleneck(training):
+    """Zero-init of b_rf.b and b_avgpool_bn: at start each TAda block is a frame-wise 2-D bottleneck."""
+    torch.manual_seed(3)
+    tada = TAda2DBlock(8, 4, 16, stride=2).double().train(training)
+    plain = Base2DBlock(8, 4, 16, stride=2).double().train(training)
+    with torch.no_grad():
+        for name in ("a", "c"):
+            getattr(plain, name).weight.copy_(getattr(tada, name).weight)
+        plain.b.weight.copy_(tada.b.weight[0, 0].unsqueeze(2))
+    x = torch.randn(12, 8, 10, 10, dtype=torch.float64)
+    torch.testing.assert_close(tada(x, 4), plain(x, 4), rtol=1e-12, atol=1e-12)
+
+
+def test_temporal_pool_counts_padding():
+    pool = TemporalAvgPool(3)
+    x = torch.ones(2 * 4, 3, 2, 2)
+    y = pool(x, 4).view(2, 4, 3, 2, 2)
+    torch.testing.assert_close(y[:, 0], torch.full((2, 3, 2, 2), 2 / 3))
+    torch.testing.assert_close(y[:, -1], torch.full((2, 3, 2, 2), 2 / 3))
+    torch.testing.assert_close(y[:, 1:-1], torch.ones(2, 2, 3, 2, 2))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out = pool(cl, 4)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, pool(x, 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# The model contract
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("tada2d_r50", num_classes=7, dropout=0.0, **TINY)
+
+
+def test_logits_in_train_and_eval_and_dict_input(tiny):
+    x = torch.randn(2, 3, 4, 32, 32)
+    tiny.eval()
+    with torch.no_grad():
+        logits = tiny(x)
+        assert logits.shape == (2, 7)
+        assert not torch.allclose(logits.softmax(-1).sum(-1), logits.sum(-1))  # not probabilities
+        torch.testing.assert_close(tiny({"video": x}), logits)
+    tiny.train()
+    out = tiny(x)
+    assert out.shape == (2, 7) and out.requires_grad
+    with pytest.raises(KeyError, match="video"):
+        tiny({"frames": x})
+    with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
+        tiny(x[:, :, 0])
+
+
+def test_features_head_and_classifier_reset(tiny):
+    tiny.eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        feats = tiny.forward_features(x)
+        assert feats.shape == (2, 128, 4, 1, 1)
+        pooled = tiny.forward_head(feats, pre_logits=True)
+        assert pooled.shape == (2, 128)
+        torch.testing.assert_close(tiny.forward_head(feats), tiny(x))
+    assert tiny.get_classifier() is tiny.head.out
+    model = create_model("tsn_r50", num_classes=5, **TINY)
+    model.reset_classifier(11)
+    assert model.num_classes == 11 and model.get_classifier().out_features == 11
+    assert model(torch.randn(1, 3, 2, 32, 32)).shape == (1, 11)
+
+
+def test_channels_last_gives_the_same_result(tiny):
+    tiny.eval()
+    x = torch.randn(2, 3, 4, 48, 40)
+    with torch.no_grad():
+        tiny.channels_last = False
+        plain = tiny(x)
+        tiny.channels_last = True
+        cl = tiny(x)
+        feats, _ = tiny.forward_frames(x)
+    tiny.channels_last = False
+    assert feats.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_backward_reaches_every_parameter():
+    torch.manual_seed(1)
+    model = create_model("tada2d_r26", num_classes=3, **TINY).train()
+    # make the routing and pool paths live so their gradients are non-zero too
+    for m in model.modules():
+        if isinstance(m, TAda2DBlock):
+            torch.nn.init.normal_(m.b_rf.b.weight, std=0.1)
+            torch.nn.init.ones_(m.b_avgpool_bn.weight)
+    model.channels_last = True
+    loss = F.cross_entropy(model(torch.randn(2, 3, 3, 32, 32)), torch.tensor([0, 2]))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_init_follows_the_official_rules():
+    torch.manual_seed(0)
+    model = create_model("tada2d_r50", num_classes=10)
+    block = model.backbone.conv3.res_2.conv_branch
+    assert torch.count_nonzero(block.b_rf.b.weight) == 0
+    assert torch.count_nonzero(block.b_avgpool_bn.weight) == 0 and torch.count_nonzero(block.b_avgpool_bn.bias) == 0
+    assert torch.equal(block.c_bn.weight, torch.ones(512))  # no zero-init of the last BN
+    assert torch.count_nonzero(block.b_rf.g.bias) == 0 and torch.count_nonzero(block.b_rf.a.bias) == 0
+    # kaiming-normal fan_out: std = sqrt(2 / (Cout * k * k))
+    for w, fan_out in ((block.a.weight, 128), (block.b.weight, 128 * 9), (block.c.weight, 512)):
+        assert abs(w.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.05
+    head = model.head.out
+    assert head.weight.abs().max() <= 1 / 2048**0.5  # PyTorch's Linear default
+    official = create_model("tada2d_r50", num_classes=10, tada_init="official")
+    w = official.backbone.conv3.res_2.conv_branch.b.weight
+    assert w.abs().max() <= 1 / (128 * 128 * 9) ** 0.5  # the official 6-D fan-in (spec 8.2 item 12)
+
+
+def test_registry():
+    names = list_models()
+    for name in ("tada2d_r26", "tada2d_r50", "tada2d_r101", "tsn_r26", "tsn_r50", "tsn_r101"):
+        assert name in names
+    assert list_models("tsn_*") == ["tsn_r101", "tsn_r26", "tsn_r50"]
+    with pytest.raises(KeyError, match="tada2d_r50"):
+        create_model("tada2d_r5O")
+    with torch.device("meta"):
+        assert create_model("tada2d_r50.ssv2_8f").num_classes == 174
+        assert create_model("tada2d_r50.k400_16x5").num_classes == 400
+        assert create_model("tada2d_r50.ssv2_8f", num_classes=3).num_classes == 3
+        r101 = create_model("tada2d_r101")
+    assert len(r101.backbone.conv4._modules) == 23
+    with pytest.raises(KeyError, match="unknown zoo entry"):
+        create_model("tada2d_r50.k600")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(branch="nonlocal"), "unknown branch"),
+        (dict(depth=34), "depth"),
+        (dict(kernel_sizes=(7, (3, 3, 3), 3, 3, 3)), "temporal kernel"),
+        (dict(widths=(8, 18, 32, 64, 128)), "divisible"),
+        (dict(layers=(1, 1, 1)), "four"),
+    ],
+)
+def test_builder_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        video_resnet(**kwargs)
