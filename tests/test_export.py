@@ -164,7 +164,10 @@ def test_onnx_static_batch_and_predictor_shape_check(tiny_tada, tmp_path):
     with torch.no_grad():
         assert torch.allclose(logits, tiny_tada(x), atol=1e-4, rtol=0)
     assert isinstance(predictor(x.numpy()), np.ndarray)  # numpy in, numpy out
-    with pytest.raises(ValueError, match=r"\(2, 3, 4, 32, 32\)"):
+    x4 = _clips(4, 5)  # a multiple of the static batch runs in chunks
+    with torch.no_grad():
+        assert torch.allclose(predictor(x4), tiny_tada(x4), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 32, 32\).*multiple of 2"):
         predictor(_clips(3, 4))
     with pytest.raises(ValueError, match="shape"):
         predictor(torch.zeros(2, 3, FRAMES + 1, CROP, CROP))
@@ -352,3 +355,36 @@ def test_export_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     assert by_path["eager-folded"].max_abs_diff < 1e-4
     assert "onnxruntime" in format_table(results)
     assert list(tmp_path.iterdir()) == []  # the exported file lived in a temporary folder
+
+
+def test_predict_with_onnxruntime_backend_matches_torch(tmp_path, capsys):
+    """`tada predict --backend onnxruntime` on real decoded videos gives the checkpoint's scores."""
+    from tada.data.synthetic import generate_dataset
+
+    root = tmp_path / "synthetic"
+    manifest = generate_dataset(root, videos_per_class={"train": 1, "val": 1, "test": 1}, lengths=(16, 20),
+                                sizes=(40, 48), workers=1)
+    classes = manifest["classes"]
+    opts = [*TINY_OVERRIDES, "VIDEO.HEAD.NUM_CLASSES", str(len(classes)), "DATA.DATA_ROOT_DIR", str(root),
+            "DATA.ANNO_DIR", str(root), "NUM_GPUS", "0"]
+    torch.manual_seed(2)
+    model = _trained_like(build_model(load_config(SYNTH_CFG, overrides=opts)), seed=2)
+    ckpt = tmp_path / "model.pyth"
+    save_checkpoint(ckpt, model=model, epoch=0)
+    onnx_file = tmp_path / "model.onnx"
+    assert cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--output", str(onnx_file),
+                     "--exporter", "torchscript", *opts]) == 0  # static batch 1: predict's views run one by one
+    assert read_sidecar(onnx_file)["class_names"] == classes
+    videos = sorted(str(p) for p in (root / "videos" / "test").glob("*.mp4"))[:2]
+    outputs = {}
+    for backend, weights in (("torch", ckpt), ("onnxruntime", onnx_file)):
+        capsys.readouterr()
+        code = cli_main(["predict", *videos, "--checkpoint", str(weights), "--backend", backend, "--views", "2x1",
+                         "--device", "cpu", "--json", "--cfg", str(SYNTH_CFG), *opts])
+        assert code == 0
+        outputs[backend] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(outputs["torch"]) == 2
+    for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
+        assert [x["id"] for x in t["top"]] == [x["id"] for x in o["top"]]
+        assert [x["name"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
+        np.testing.assert_allclose([x["score"] for x in o["top"]], [x["score"] for x in t["top"]], atol=1e-4)

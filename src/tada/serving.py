@@ -208,19 +208,25 @@ class OnnxPredictor:
 
     # --- running -------------------------------------------------------------------------------
     def _check(self, shape: tuple[int, ...]) -> None:
+        """Static dims must match; a static batch b0 also accepts any multiple of b0 (run in chunks)."""
         expected = self.input_shape
-        ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+        ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected[1:], shape[1:]))
+        ok = ok and shape[0] >= 1 and (expected[0] is None or shape[0] % expected[0] == 0)
         if not ok:
             want = "(" + ", ".join("B" if e is None else str(e) for e in expected) + ")"
+            multiple = "" if expected[0] is None else f", a batch that is a multiple of {expected[0]}"
             raise ValueError(
-                f"{self.model_path}: input must have shape {want} (B, 3, T, H, W), got {tuple(shape)}"
+                f"{self.model_path}: input must have shape {want} (B, 3, T, H, W){multiple}; got {tuple(shape)}"
             )
 
     def run(self, clips: np.ndarray) -> np.ndarray:
         """Logits (B, num_classes) for a float32 numpy batch."""
         clips = np.ascontiguousarray(clips, dtype=np.float32)
         self._check(clips.shape)
-        return self.session.run([self.output_name], {self.input_name: clips})[0]
+        step = self.input_shape[0] or clips.shape[0]
+        outs = [self.session.run([self.output_name], {self.input_name: clips[i : i + step]})[0]
+                for i in range(0, clips.shape[0], step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def __call__(self, clips: Any) -> Any:
         if isinstance(clips, dict):  # the model's {"video": tensor} input form

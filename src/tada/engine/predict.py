@@ -26,7 +26,11 @@ __all__ = ["add_arguments", "predict_videos", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (.pyth of ours or the official zoo)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint (.pyth of ours or the official zoo), or with --backend onnxruntime an "
+                             "exported .onnx model (`tada export`; its .json sidecar sets the input settings)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="torch (a checkpoint) or onnxruntime (an exported ONNX model, CPU; pip install 'tada[export]')")
     parser.add_argument("--views", default=None, metavar="VxS",
                         help="temporal clips x spatial crops (default: the config's TEST views, e.g. 10x3)")
     parser.add_argument("--classes", default=None, help="class names file, one per line in label order")
@@ -69,6 +73,7 @@ def predict_videos(
     class_names: list[str] | None = None,
     topk: int = 5,
     device: str | None = None,
+    backend: str = "torch",
 ) -> list[dict[str, Any]]:
     """One dict per video: ``path`` and ``top`` (list of {id, name, score}) or ``error``."""
     from tada.checkpoint import load_checkpoint
@@ -82,10 +87,17 @@ def predict_videos(
     if not Path(checkpoint).is_file():
         raise EngineError(f"checkpoint not found: {checkpoint}")
     clips, crops = views or (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_model(cfg).to(dev)
-    load_checkpoint(model, checkpoint, strict=True)
-    model.eval()
+    if backend == "onnxruntime":  # an exported model; its sidecar fixes frames, sampling, crop, mean/std
+        from tada.serving import onnx_backend
+
+        model, cfg = onnx_backend(cfg, checkpoint)
+        dev = torch.device("cpu")
+        class_names = class_names or model.class_names
+    else:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = build_model(cfg).to(dev)
+        load_checkpoint(model, checkpoint, strict=True)
+        model.eval()
     method = cfg.DATA.ENSEMBLE_METHOD
     with tempfile.TemporaryDirectory(prefix="tada_predict_") as tmp:
         listing = Path(tmp) / "videos.txt"
@@ -131,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.cfg[0], args.cfg[1:])
     names = _class_names(cfg, args.classes)
     results = predict_videos(cfg, args.videos, checkpoint=args.checkpoint, views=_parse_views(args.views),
-                             class_names=names, topk=args.topk, device=args.device)
+                             class_names=names, topk=args.topk, device=args.device, backend=args.backend)
     failed = 0
     for r in results:
         if args.json:
