@@ -1,0 +1,49 @@
+"""The model benchmark's plumbing on tiny models (its figures are produced by benchmarks/model_speed.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from tada.models import create_model
+from tada.models.speed import Frames2DResNet, bench_models, format_table, resnet50_2d, run_suite
+
+TINY = dict(widths=(8, 16, 32, 64, 128), layers=(1, 1, 1, 1))
+
+
+def test_reference_resnet50_is_torchvision_sized():
+    with torch.device("meta"):
+        net = resnet50_2d(1000)
+        assert sum(p.numel() for p in net.parameters()) == 25_557_032  # torchvision resnet50
+        ref = Frames2DResNet(resnet50_2d(5)).eval()
+        assert ref(torch.randn(2, 3, 2, 32, 32)).shape == (2, 5)
+
+
+def test_bench_models_times_every_model_in_both_modes():
+    builders = {
+        "tada": lambda: create_model("tada2d_r50", num_classes=3, **TINY),
+        "tsn": lambda: create_model("tsn_r50", num_classes=3, **TINY),
+    }
+    for mode, precision in (("eval", "bf16"), ("train", "fp32")):
+        results = bench_models(builders, mode=mode, precision=precision, batch=2, frames=2, size=32, iters=1, warmup=1)
+        assert [r.model for r in results] == ["tada", "tsn"]
+        assert all(r.seconds > 0 and r.clips_per_s == 2 / r.seconds and r.peak_mem_gib is None for r in results)
+
+
+def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, capsys):
+    import tada.models.speed as speed
+
+    def small(num_classes, models):
+        tiny_2d = lambda: torch.nn.Sequential(  # noqa: E731
+            torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+        return {"resnet50_2d": lambda: Frames2DResNet(tiny_2d()),
+                "tada2d_r50": lambda: create_model("tada2d_r50", num_classes=num_classes, **TINY)}
+
+    monkeypatch.setattr(speed, "default_builders", small)
+    results = run_suite(modes=("eval",), precisions=("fp32",), channels_last=(True, False), batch=1, frames=2,
+                        size=32, iters=1, warmup=0)
+    assert [(r.model, r.channels_last) for r in results] == [
+        ("resnet50_2d", True), ("tada2d_r50", True), ("tada2d_r50", False)]
+    assert results[0].ratio == 1.0
+    assert all(r.ratio is not None and r.ratio > 0 for r in results)
+    table = format_table(results)
+    assert "x ref" in table and "tada2d_r50" in table
