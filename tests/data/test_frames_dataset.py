@@ -173,3 +173,41 @@ def test_gpu_decoding_names_the_bad_frame(k400_root: Path, extracted: Path, tmp_
         jpg.write_bytes(jpg.read_bytes()[:-200])
     item = ds[0]
     assert item["failed"] and "truncated JPEG" in item["error"] and item["jpegs"] == []
+
+
+@pytest.mark.parametrize("kind", ["ssv2", "list"])
+def test_ssv2_and_generic_lists_read_frame_folders(tmp_path: Path, kind: str) -> None:
+    """The same frame-folder route for SSv2 (JSON, segment sampling) and the generic list format."""
+    import json
+
+    from tada.cli import main
+
+    root = tmp_path / kind
+    make_video(root / "101.mp4", frames=40, fps=12, seed=3)
+    make_video(root / "202.mp4", frames=25, fps=12, seed=4)
+    if kind == "ssv2":
+        entries = [{"id": "101", "label_idx": 1}, {"id": "202", "label_idx": 0}]
+        for part in ("train", "validation"):
+            (root / f"something-something-v2-{part}-with-label.json").write_text(json.dumps(entries))
+        extra = "DATA: {SAMPLING_MODE: segment_based, NUM_INPUT_FRAMES: 4, TRAIN_JITTER_SCALES: [32, 40],\n" \
+                "       TRAIN_CROP_SIZE: 32, TEST_SCALE: 40, TEST_CROP_SIZE: 40}\n"
+    else:
+        (root / "my_train.txt").write_text("101.mp4 1\n202.mp4 0\n")
+        (root / "my_val.txt").write_text("202.mp4 0\n")
+        extra = "DATA: {TRAIN_LIST: my_train.txt, VAL_LIST: my_val.txt, NUM_INPUT_FRAMES: 4, SAMPLING_RATE: 2,\n" \
+                "       TRAIN_JITTER_SCALES: [32, 40], TRAIN_CROP_SIZE: 32, TEST_SCALE: 40, TEST_CROP_SIZE: 40}\n"
+    (root / "c.yaml").write_text(f"TRAIN: {{DATASET: {kind}, BATCH_SIZE: 2}}\nVIDEO: {{HEAD: {{NUM_CLASSES: 2}}}}\n{extra}")
+    assert main(["extract-frames", "--cfg", str(root / "c.yaml"), "--splits", "train,val", "--no-progress",
+                 "--workers", "1", "--subsampling", "444", "--quality", "95", "DATA.DATA_ROOT_DIR", str(root)]) == 0
+    assert sorted(p.name for p in (root / "frames").iterdir() if p.is_dir()) == ["101", "202"]
+    for split in ("train", "val"):
+        cfg = load_config(root / "c.yaml", overrides=["DATA.DATA_ROOT_DIR", str(root)])
+        video_ds = build_dataset(cfg, split)
+        frames_ds = build_dataset(cfg.with_overrides(["DATA.FORMAT", "frames"]), split)
+        for i in range(len(video_ds)):
+            torch.manual_seed(i)
+            a = video_ds[i]
+            torch.manual_seed(i)
+            b = frames_ds[i]
+            assert a["label"] == b["label"] and not a["failed"] and not b["failed"]
+            assert (a["video"] - b["video"]).abs().mean().item() * 0.225 * 255 < 2.0
