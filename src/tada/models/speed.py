@@ -81,7 +81,18 @@ class Frames2DResNet(nn.Module):
     def __init__(self, net: nn.Module, *, channels_last: bool = True) -> None:
         super().__init__()
         self.net = net
+        self._channels_last = False
         self.channels_last = channels_last
+
+    @property
+    def channels_last(self) -> bool:
+        return self._channels_last
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        """Channels-last input and weights (the fastest layout a plain 2-D network can have)."""
+        self._channels_last = bool(value)
+        self.net.to(memory_format=torch.channels_last if value else torch.contiguous_format)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t = x.shape[0], x.shape[2]
@@ -179,6 +190,11 @@ def bench_models(
     times: dict[str, list[float]] = {}
     peaks: dict[str, float | None] = {}
     for name, build in builders.items():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
         model = build().to(device)
         model.channels_last = channels_last
         model.train(mode == "train")
@@ -187,13 +203,13 @@ def bench_models(
         if compiled:
             model = torch.compile(model)
         step = _make_step(model, mode, x, y, precision, device)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        for _ in range(warmup):
+        for _ in range(max(warmup, 1)):
             step()
         _sync(device)
-        peaks[name] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        # this model's own peak: parameters, gradients, activations and workspace
+        peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" else None
+        for p in model.parameters():
+            p.grad = None
         steps[name] = step
         times[name] = []
     for _ in range(iters):
@@ -297,6 +313,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    parser.add_argument("--no-cudnn-benchmark", action="store_true", help="CUDA: leave cudnn.benchmark off")
 
 
 def _csv(value: str, allowed: dict[str, object], what: str) -> list:
@@ -311,6 +328,8 @@ def _csv(value: str, allowed: dict[str, object], what: str) -> list:
 def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     results = run_suite(
         models=[m.strip() for m in args.models.split(",") if m.strip()],
         modes=_csv(args.modes, {"eval": "eval", "train": "train"}, "modes"),
