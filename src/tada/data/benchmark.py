@@ -194,8 +194,53 @@ def _loader_rate(dataset: VideoDataset, workers: int, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
+FRAMES_GOAL = 0.25  # issue 8: a frame-folder train item costs at most 1/4 of the video item
+
+
+def _frame_rows(files: dict[str, list[Path]], folder: Path, iters: int) -> dict:
+    """Frame folders (issue 8): the same train items read from JPEG frame folders and from the
+    videos, timed interleaved; plus the USE_GPU worker item of frame folders (JPEG bytes only)."""
+    import dataclasses
+
+    from tada.data.extract import ExtractSettings, extract_video
+    from tada.data.frames import open_frames
+
+    rows, disk = [], {}
+    for kind in ("k400", "ssv2"):
+        folders = {}
+        for path in files[kind]:
+            out = folder / "frames" / path.stem
+            status, reason, meta = extract_video(path, out, settings=ExtractSettings(quality=90))
+            if status == "failed":
+                raise RuntimeError(f"frame extraction of {path} failed: {reason}")
+            folders[str(path)] = str(out)
+            disk.setdefault(kind, []).append(meta["bytes"])
+        entries = [VideoEntry(str(p), 0) for p in files[kind]]
+        spec = _spec(kind)
+        datasets = [VideoDataset(entries, split="train", spec=s, open_reader=r, name=kind) for s, r in (
+            (spec, functools.partial(open_video, threads=1)),
+            (spec, lambda p: open_frames(folders[p])),
+            (dataclasses.replace(spec, gpu_resize=True, gpu_decode=True), lambda p: open_frames(folders[p])))]
+        cpu: list[list[float]] = [[], [], []]
+        wall: list[list[float]] = [[], [], []]
+        for k in range(iters + 2):
+            for j, ds in enumerate(datasets):
+                torch.manual_seed(k)  # the same clip and crop from each source
+                c0, w0 = time.thread_time(), time.perf_counter()
+                ds[k % len(ds)]
+                if k >= 2:
+                    cpu[j].append(time.thread_time() - c0), wall[j].append(time.perf_counter() - w0)
+        med = [1000 * statistics.median(x) for x in cpu]
+        rows.append({"name": f"{kind} train item", "video_cpu_ms": med[0], "frames_cpu_ms": med[1],
+                     "jpeg_bytes_cpu_ms": med[2], "ratio": med[1] / med[0],
+                     "video_wall_ms": 1000 * statistics.median(wall[0]),
+                     "frames_wall_ms": 1000 * statistics.median(wall[1])})
+    return {"rows": rows, "goal_ratio": FRAMES_GOAL,
+            "frames_mb": {k: round(sum(v) / len(v) / 1e6, 3) for k, v in disk.items()}}
+
+
 def benchmark_data(*, sources: str | os.PathLike | None = None, iters: int = 20, loader_workers: int = 0,
-                   threads: int = 1) -> dict:
+                   threads: int = 1, frames: bool = True) -> dict:
     """Run the benchmark; returns {"rows": [...], "loader": {...}, "sources": {...}}."""
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="tada-bench-") as tmp:
@@ -219,7 +264,8 @@ def benchmark_data(*, sources: str | os.PathLike | None = None, iters: int = 20,
                                   open_reader=functools.partial(open_video, threads=threads), name=kind)
                 loader[kind] = _loader_rate(ds, loader_workers, batches=6)
         sizes = {k: round(sum(p.stat().st_size for p in v) / len(v) / 1e6, 3) for k, v in files.items()}
-    return {"rows": [dict(vars(r), ratio=r.ratio, clips_per_s=r.clips_per_s) for r in rows],
+        frame_rows = _frame_rows(files, folder, iters) if frames else None
+    return {"rows": [dict(vars(r), ratio=r.ratio, clips_per_s=r.clips_per_s) for r in rows], "frames": frame_rows,
             "loader_clips_per_s": loader, "loader_workers": loader_workers,
             "source_mb": sizes, "sources_seconds": round(made, 1), "iters": iters, "goal_ratio": GOAL}
 
@@ -237,6 +283,15 @@ def format_table(result: dict) -> str:
                  f"average; medians of {result['iters']} items.")
     for kind, rate in result["loader_clips_per_s"].items():
         lines.append(f"DataLoader, {result['loader_workers']} workers, {kind} train: {rate:.1f} clips/s")
+    if result.get("frames"):
+        fr = result["frames"]
+        lines += ["", "| frame folders (JPEG q90) | video ms/item (CPU) | frames ms/item (CPU) | frames / video | "
+                  "USE_GPU worker: JPEG bytes ms | wall ms video / frames |", "|---|---|---|---|---|---|"]
+        for r in fr["rows"]:
+            lines.append(f"| {r['name']} | {r['video_cpu_ms']:.1f} | {r['frames_cpu_ms']:.1f} | {r['ratio']:.2f} | "
+                         f"{r['jpeg_bytes_cpu_ms']:.2f} | {r['video_wall_ms']:.1f} / {r['frames_wall_ms']:.1f} |")
+        lines.append(f"goal: frames <= {fr['goal_ratio']}x video. Disk per video: video {result['source_mb']} MB, "
+                     f"frame folder {fr['frames_mb']} MB.")
     return "\n".join(lines)
 
 
@@ -246,11 +301,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loader-workers", type=int, default=0, help="also time a DataLoader with N workers")
     parser.add_argument("--threads", type=int, default=1, help="decoder threads per reader (default 1)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    parser.add_argument("--no-frames", action="store_true", help="skip the frame-folder rows (JPEG extraction)")
 
 
 def run(args: argparse.Namespace) -> int:
     result = benchmark_data(sources=args.cache, iters=args.iters, loader_workers=args.loader_workers,
-                            threads=args.threads)
+                            threads=args.threads, frames=not args.no_frames)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
