@@ -36,7 +36,9 @@ class PathResult:
     path: str
     seconds: float  # median per batch
     clips_per_s: float
-    speedup: float | None = None  # eager fp32 seconds / this path's seconds
+    speedup: float | None = None  # eager fp32 seconds / this path's seconds (medians)
+    best_s: float | None = None  # fastest round: the least disturbed by other load on a shared machine
+    speedup_best: float | None = None  # eager fp32 best / this path's best
     setup_s: float | None = None  # export + session creation, or compile (first call)
     max_abs_diff: float | None = None  # logits vs eager fp32 on the benchmark batch
 
@@ -145,22 +147,24 @@ def bench_export(
         for name, step in steps.items():
             times[name].append(_timed(step))
         say(f"round {r + 1}/{iters}: " + ", ".join(f"{n} {t[-1]:.3f}s" for n, t in times.items()))
-    base = statistics.median(times["eager"])
+    base, base_best = statistics.median(times["eager"]), min(times["eager"])
     results = []
     for name in steps:
-        sec = statistics.median(times[name])
+        sec, best = statistics.median(times[name]), min(times[name])
         diff = float((outputs[name].float() - ref.float()).abs().max())
-        results.append(PathResult(name, sec, batch / sec, base / sec, setup.get(name), diff))
+        results.append(PathResult(name, sec, batch / sec, base / sec, best, base_best / best, setup.get(name), diff))
     return results
 
 
 def format_table(results: Sequence[PathResult]) -> str:
-    head = f"{'path':<14}{'s/batch':>10}{'clips/s':>10}{'x eager':>9}{'setup s':>10}{'max|dlogit|':>13}"
+    head = (f"{'path':<14}{'s/batch':>10}{'clips/s':>10}{'x eager':>9}{'best s':>9}{'x (best)':>10}"
+            f"{'setup s':>10}{'max|dlogit|':>13}")
     lines = [head, "-" * len(head)]
     for r in results:
         setup = f"{r.setup_s:.1f}" if r.setup_s is not None else "-"
         diff = f"{r.max_abs_diff:.1e}" if r.max_abs_diff is not None else "-"
-        lines.append(f"{r.path:<14}{r.seconds:>10.3f}{r.clips_per_s:>10.2f}{r.speedup:>9.2f}{setup:>10}{diff:>13}")
+        lines.append(f"{r.path:<14}{r.seconds:>10.3f}{r.clips_per_s:>10.2f}{r.speedup:>9.2f}{r.best_s:>9.3f}"
+                     f"{r.speedup_best:>10.2f}{setup:>10}{diff:>13}")
     return "\n".join(lines)
 
 
@@ -184,6 +188,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    load_before = os.getloadavg()[0]
     results = bench_export(
         model_name=args.model, num_classes=args.num_classes, frames=args.frames, size=args.size,
         batch=args.batch, iters=args.iters, warmup=args.warmup, threads=args.threads, variants=variants,
@@ -191,7 +196,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(f"{args.model} {args.frames}x{args.size}x{args.size}, batch {args.batch}, threads {args.threads}, "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs; x eager = eager fp32 s / path s (median of {args.iters})")
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs; x eager = eager fp32 s / path s, medians of "
+          f"{args.iters} interleaved rounds; 'best' = fastest round (least disturbed on a shared machine)")
+    print(f"1-min load average: {load_before:.1f} at start, {os.getloadavg()[0]:.1f} at end "
+          f"(above {os.cpu_count()} means other processes shared the CPUs: trust 'best' more)")
     print(format_table(results))
     best = max(results, key=lambda r: r.speedup or 0.0)
     print(f"fastest: {best.path}, {best.speedup:.2f}x eager fp32")
