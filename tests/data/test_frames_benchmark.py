@@ -24,3 +24,25 @@ def test_gpu_frames_benchmark_on_cpu(tmp_path: Path) -> None:
     assert "| frames, CPU JPEG decode+transform |" in out
     if not torch.cuda.is_available():
         assert "skipped: needs CUDA and torchvision" in out and "TAda2D-R50 rows skipped: no CUDA device" in out
+
+
+def test_data_benchmark_frame_rows(tmp_path: Path) -> None:
+    """`tada benchmark data` times the frame-folder item against the video item of the same clip."""
+    import importlib.util
+
+    from tada.data.benchmark import _frame_rows, format_table
+
+    spec = importlib.util.spec_from_file_location("_tada_test_frames", Path(__file__).with_name("test_frames.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    files = {"k400": [helpers.make_video(tmp_path / "k.mp4", frames=80, fps=30)],
+             "ssv2": [helpers.make_video(tmp_path / "s.mp4", frames=30, fps=12, seed=1)]}
+    result = _frame_rows(files, tmp_path, iters=2)
+    assert [r["name"] for r in result["rows"]] == ["k400 train item", "ssv2 train item"]
+    for r in result["rows"]:
+        assert r["video_cpu_ms"] > 0 and r["frames_cpu_ms"] > 0 and r["ratio"] == r["frames_cpu_ms"] / r["video_cpu_ms"]
+        assert r["jpeg_bytes_cpu_ms"] < r["frames_cpu_ms"]  # the GPU route's worker only reads files
+    assert (tmp_path / "frames" / "k" / "meta.json").is_file() and result["frames_mb"]["k400"] > 0
+    table = format_table({"rows": [], "goal_ratio": 1.3, "source_mb": {"k400": 0.1}, "iters": 2,
+                          "loader_clips_per_s": {}, "frames": result})
+    assert "| k400 train item |" in table and "frames <= 0.25x video" in table
