@@ -26,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     extra = ["TEST.ENABLE", "false"] if args.train_only else []
     cfg = tiny_cfg(args.out, *extra, *args.opts)
-    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_test=5)}
+    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
     if args.nobn:
         fns["model_fn"] = NoBNNet
     run_pipeline(cfg, **fns)

@@ -65,3 +65,29 @@ def test_predict_json_and_missing_video(synthetic, tmp_path, capsys):
     code = cli.main(["predict", str(tmp_path / "missing.mp4"), "--checkpoint", str(tmp_path / "x.pyth"),
                      "--cfg", str(CONFIG), *_opts(root, manifest, tmp_path)])
     assert code == 2 and "video not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_elastic_launcher_runs_two_cpu_processes(synthetic, tmp_path):
+    """What `tada train` does for NUM_GPUS > 1, here with CPU workers (gloo)."""
+    from tada.engine.distributed import launch
+
+    root, manifest = synthetic
+    opts = [*_opts(root, manifest, tmp_path), "OPTIMIZER.MAX_EPOCH", "1", "TEST.AUTOMATIC_MULTI_SCALE_TEST", "false"]
+    launch(["train", "--cfg", str(CONFIG), *opts], nproc_per_node=2)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["world_size"] == 2 and results["num_videos"] == 7 and results["views"] == 1
+    assert json.loads((tmp_path / "train_summary.json").read_text())["world_size"] == 2
+
+
+def test_seed_init_method_maps_to_a_static_rendezvous():
+    import argparse
+
+    from tada.config import load_config
+    from tada.engine.commands import _rendezvous
+
+    cfg = load_config(CONFIG, ["NUM_SHARDS", "2", "SHARD_ID", "1"])
+    args = argparse.Namespace(init_method="tcp://10.0.0.5:9999", nnodes=None, node_rank=None, master_addr=None,
+                              master_port=None, rdzv_endpoint=None, rdzv_backend=None, rdzv_id=None)
+    rdzv = _rendezvous(args, cfg)
+    assert (rdzv["nnodes"], rdzv["node_rank"], rdzv["master_addr"], rdzv["master_port"]) == (2, 1, "10.0.0.5", 9999)

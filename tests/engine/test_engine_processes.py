@@ -69,9 +69,10 @@ def _files(out: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path):
-    opts = ["OPTIMIZER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "4"]
+    # 9 val clips in batches of 2 per rank: the ranks run 2 and 3 val batches (no collective may hang).
+    opts = ["OPTIMIZER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "4", "TEST.BATCH_SIZE", "4"]
     one, two = tmp_path / "one", tmp_path / "two"
-    run_pipeline(tiny_cfg(one, *opts), model_fn=NoBNNet, dataset_fn=dataset_fn_factory(num_test=5))
+    run_pipeline(tiny_cfg(one, *opts), model_fn=NoBNNet, dataset_fn=dataset_fn_factory(num_val=9, num_test=5))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
            "--nobn", str(two), *opts]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)

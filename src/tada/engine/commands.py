@@ -126,9 +126,6 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     try:
         path, why = resolve_test_checkpoint(cfg)
         ident = checkpoint_identity(path)
-        if ctx.is_master:
-            Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-            save_config(cfg, Path(cfg.OUTPUT_DIR) / "config.yaml")
         extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
         final = None
         for views, crops in _protocols(cfg):
@@ -139,6 +136,8 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
                     print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
                     final = old
                     continue
+            if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
+                save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
             result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
                           extra=extra, **fns)
             if result is not None:

@@ -646,8 +646,10 @@ def _train(
         is_best = False
         val_record = None
         if val_loader is not None and (epochs_done % eval_period == 0 or epochs_done == max_epoch):
+            # The plain module: a DDP forward broadcasts buffers, a collective that would hang when
+            # ranks hold different numbers of val batches. Rank 0's BN statistics go to every rank first.
             broadcast_buffers(ctx, model)
-            val = validate(net, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform, cfg=cfg)
+            val = validate(model, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform, cfg=cfg)
             best_top1 = pos.best["top1"] if pos.best else -math.inf
             is_best = val["top1"] > best_top1
             if is_best:
