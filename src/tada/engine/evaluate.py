@@ -53,9 +53,11 @@ def resolve_test_checkpoint(cfg: Config) -> tuple[Path, str]:
         return Path(given), "TEST.CHECKPOINT_FILE_PATH"
     latest = ckpt.latest_checkpoint(cfg.OUTPUT_DIR)
     if latest is not None:
-        where = "end of epoch" if latest.is_epoch_end else "mid-epoch, iteration"
-        detail = f"epoch {latest.epochs_done}" if latest.is_epoch_end else f"epoch {latest.epochs_done + 1} iteration {latest.iteration}"
-        return latest.path, f"the last checkpoint in OUTPUT_DIR ({where}: {detail})"
+        if latest.is_epoch_end:
+            detail = f"end of epoch {latest.epochs_done}"
+        else:
+            detail = f"mid-epoch: epoch {latest.epochs_done + 1}, iteration {latest.iteration}"
+        return latest.path, f"the last checkpoint in OUTPUT_DIR ({detail})"
     train_path = cfg.TRAIN.CHECKPOINT_FILE_PATH
     if train_path:
         if not Path(train_path).is_file():
@@ -128,7 +130,8 @@ def test(
             shutdown(ctx)
 
 
-def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, dataset_fn, extra, out) -> dict[str, Any] | None:
+def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, dataset_fn, extra,
+          out) -> dict[str, Any] | None:
     from tada.checkpoint import load_checkpoint
 
     if views < 1 or crops < 1:
@@ -150,7 +153,9 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
         raise EngineError(f"the test dataset has {dataset_views} views per video, expected {views}x{crops}")
     num_videos = int(getattr(dataset, "num_videos", len(dataset) // num_views))
     if len(dataset) != num_videos * num_views:
-        raise EngineError(f"the test dataset has {len(dataset)} items, expected {num_videos} videos x {num_views} views")
+        raise EngineError(
+            f"the test dataset has {len(dataset)} items, expected {num_videos} videos x {num_views} views"
+        )
     class_names = list(getattr(dataset, "class_names", None) or [str(i) for i in range(cfg.VIDEO.HEAD.NUM_CLASSES)])
 
     device = ctx.device

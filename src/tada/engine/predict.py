@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint (.pyth of ours or the official zoo), or with --backend onnxruntime an "
                              "exported .onnx model (`tada export`; its .json sidecar sets the input settings)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                        help="torch (a checkpoint) or onnxruntime (an exported ONNX model, CPU; pip install 'tada[export]')")
+                        help="torch (a checkpoint) or onnxruntime (an exported ONNX model, CPU; "
+                             "pip install 'tada[export]')")
     parser.add_argument("--views", default=None, metavar="VxS",
                         help="temporal clips x spatial crops (default: the config's TEST views, e.g. 10x3)")
     parser.add_argument("--classes", default=None, help="class names file, one per line in label order")

@@ -176,7 +176,8 @@ def _log_model_info(cfg: Config, model: nn.Module, device: torch.device) -> dict
     test_shape = (1, 3, frames, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE)
     info: dict[str, Any] = {"params": params, "trainable_params": trainable}
     info["gmacs_train_view"] = _gmacs(model, train_shape, device)
-    info["gmacs_test_view"] = info["gmacs_train_view"] if test_shape == train_shape else _gmacs(model, test_shape, device)
+    same = test_shape == train_shape
+    info["gmacs_test_view"] = info["gmacs_train_view"] if same else _gmacs(model, test_shape, device)
     log.info(
         "model %s: %s parameters (%s trainable); %.2f GMACs per %dx%d view, %.2f GMACs per %dx%d test view",
         cfg.MODEL.NAME, f"{params:,}", f"{trainable:,}", info["gmacs_train_view"], frames,
@@ -466,7 +467,8 @@ def _train(
     if pos.epoch >= max_epoch:
         log.info("training already finished (%d/%d epochs); nothing to train", pos.epoch, max_epoch)
         latest = ckpt.latest_checkpoint(out)
-        return TrainResult(out, latest.path if latest else None, False, max_epoch, pos.train_seconds, pos.best, pos.start)
+        last = latest.path if latest else None
+        return TrainResult(out, last, False, max_epoch, pos.train_seconds, pos.best, pos.start)
 
     # The training stream (dropout) differs per rank; a resume continues the saved one.
     torch.manual_seed(mix_seed(seed, ctx.rank, 0x7A1))
@@ -620,7 +622,9 @@ def _train(
         if bar is not None:
             bar.close()
         if pos.iteration != ipe:
-            raise EngineError(f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (loader stopped early)")
+            raise EngineError(
+                f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (the loader stopped early)"
+            )
 
         # ---- epoch end ----
         epochs_done = epoch + 1
