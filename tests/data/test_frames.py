@@ -213,6 +213,20 @@ def test_cli_input_errors(tmp_path: Path, capsys) -> None:
         assert message in capsys.readouterr().err
 
 
+def test_two_videos_never_share_a_folder(video_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(TadaError, match="share the frame folder"):
+        extract_videos([("class_a/v0.mp4", 0), ("class_a/v0.webm", 0)], root=video_root, out=tmp_path,
+                       name="x", progress=False)
+
+
+def test_a_video_listed_twice_is_extracted_once(video_root: Path, tmp_path: Path) -> None:
+    videos = [("class_b/v1.mp4", 4), ("class_a/v0.mp4", 1), ("class_b/v1.mp4", 5)]
+    report = extract_videos(videos, root=video_root, out=tmp_path, name="d", progress=False)
+    assert [(r.relpath, r.status) for r in report.results] == [("class_b/v1.mp4", "done"), ("class_a/v0.mp4", "done")]
+    assert [(e.relpath, e.label) for e in read_frame_list(tmp_path / "d.frames.txt")] == \
+        [("class_b/v1", 4), ("class_a/v0", 1), ("class_b/v1", 5)]
+
+
 def test_find_videos(video_root: Path) -> None:
     assert [rel for rel, _ in find_videos(video_root)] == ["broken.mp4", "class_a/v0.mp4", "class_b/v1.mp4"]
 

@@ -283,8 +283,9 @@ def extract_videos(
 ) -> ExtractReport:
     """Extract ``videos`` ((path relative to ``root``, label) pairs) into ``out``.
 
-    Writes ``out/<name>.frames.txt`` for the finished videos (input order) and
-    ``out/<name>.failed.txt`` when some failed. ``workers`` > 1 runs that many processes.
+    Writes ``out/<name>.frames.txt`` for the finished videos (input order; a video listed twice
+    is extracted once and listed twice) and ``out/<name>.failed.txt`` when some failed.
+    ``workers`` > 1 runs that many processes. The report has one result per distinct video.
     """
     from tqdm import tqdm
 
@@ -292,10 +293,19 @@ def extract_videos(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     os.makedirs(out, exist_ok=True)
-    tasks = []
+    tasks: list[_Task] = []
+    task_of: list[int] = []  # input position -> task (a video listed twice is extracted once)
+    seen: dict[str, int] = {}
     for i, (rel, _) in enumerate(videos):
         folder = folder_for_video(out, rel)
-        tasks.append(_Task(i, os.path.join(root, rel), folder, rel, settings, overwrite, threads))
+        if folder not in seen:
+            seen[folder] = len(tasks)
+            tasks.append(_Task(len(tasks), os.path.join(root, rel), folder, rel, settings, overwrite, threads))
+        elif tasks[seen[folder]].relpath != rel:
+            raise TadaError(f"'{tasks[seen[folder]].relpath}' and '{rel}' would share the frame folder {folder} "
+                            "(same path without extension); rename one")
+        task_of.append(seen[folder])
+    first_label = {t: videos[i][1] for i, t in reversed(list(enumerate(task_of)))}
     results: list[ExtractResult | None] = [None] * len(tasks)
     start = time.perf_counter()
     bar = tqdm(total=len(tasks), unit="video", desc=f"extract {name}", disable=not progress, file=sys.stderr)
@@ -307,10 +317,10 @@ def extract_videos(
             pool = mp.get_context("spawn").Pool(min(workers, len(tasks)))
             outcomes = pool.imap_unordered(_run_task, tasks, chunksize=1)
         for index, status, reason, meta, seconds, size in outcomes:
-            rel, label = videos[index]
             folder_rel = os.path.relpath(tasks[index].folder, out).replace(os.sep, "/")
             results[index] = ExtractResult(
-                relpath=rel, folder=folder_rel, label=label, status=status, reason=reason,
+                relpath=tasks[index].relpath, folder=folder_rel, label=first_label[index], status=status,
+                reason=reason,
                 num_frames=meta.get("num_frames", 0), fps=meta.get("fps", 0.0), bytes=meta.get("bytes", 0),
                 source_bytes=size, seconds=seconds,
             )
@@ -323,8 +333,12 @@ def extract_videos(
     done = [r for r in results if r is not None]
     report = ExtractReport(results=done, seconds=time.perf_counter() - start, workers=workers)
     report.list_path = os.path.join(out, f"{name}.frames.txt")
-    write_frame_list(report.list_path, [FrameListEntry(r.folder, r.num_frames, r.fps, r.label)
-                                        for r in done if r.status != "failed"])
+    entries = []
+    for (_, label), t in zip(videos, task_of):
+        r = results[t]
+        if r is not None and r.status != "failed":
+            entries.append(FrameListEntry(r.folder, r.num_frames, r.fps, label))
+    write_frame_list(report.list_path, entries)
     failed_path = os.path.join(out, f"{name}.failed.txt")
     failed = [r for r in done if r.status == "failed"]
     if failed:
