@@ -9,7 +9,7 @@ from media_helpers import sequential_decode
 from tada.data.decode import DecodeError, PyAVReader, open_video
 
 
-@pytest.mark.parametrize("name", ["gop_mp4", "odd_webm", "vfr_mp4", "portrait_mp4"])
+@pytest.mark.parametrize("name", ["gop_mp4", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264"])
 def test_frames_equal_a_full_sequential_decode(media, name):
     path = media[name]
     full = sequential_decode(path)
@@ -33,6 +33,12 @@ def test_fps_and_length(media):
         span_s = sum(33 if i % 3 else 80 for i in range(29)) / 1000  # the timestamps of conftest
         assert r.num_frames == 30
         assert r.fps == pytest.approx(29 / span_s, rel=1e-3)
+
+
+def test_stream_without_timestamps_is_counted_by_decoding(media):
+    """A raw H.264 stream has no timestamps and cannot seek: frames are counted and read in order."""
+    with open_video(media["raw_h264"]) as r:
+        assert not r._exact and r.num_frames == 40 and r.fps == 25.0
 
 
 def test_seeks_instead_of_decoding_everything(media, monkeypatch):

@@ -216,7 +216,19 @@ class PyAVReader(_Closing):
 
     # ------------------------------------------------------------------ decoding
     def _seek_start(self) -> None:
-        self._container.seek(0, backward=True, any_frame=False)
+        """Back to the first frame; streams that cannot seek (raw H.264, pipes) are reopened."""
+        import av
+
+        try:
+            self._container.seek(0, backward=True, any_frame=False)
+        except av.FFmpegError:
+            self._container.close()
+            self._container = av.open(self.path, metadata_errors="ignore")
+            threads = self._stream.thread_count
+            self._stream = self._container.streams.video[0]
+            if threads > 1:
+                self._stream.thread_type = "AUTO"
+            self._stream.thread_count = threads
 
     def _decode(self):
         """Frames from the current position; the cut-off packet of a truncated file is never sent."""
