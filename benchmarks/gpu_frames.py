@@ -159,10 +159,13 @@ def jpeg_decoders_ms(root: Path) -> dict[str, float]:
     for name, fn in [("simplejpeg (libjpeg-turbo)", lambda d: simplejpeg.decode_jpeg(d, colorspace="RGB")),
                      ("Pillow", lambda d: np.asarray(Image.open(io.BytesIO(d)).convert("RGB")))]:
         fn(data[0])
-        t = time.perf_counter()
-        for d in data:
-            fn(d)
-        result[name] = 1e3 * (time.perf_counter() - t) / len(data)
+        best = float("inf")
+        for _ in range(3):  # CPU time, best of three: robust to a busy machine
+            t = time.process_time()
+            for d in data:
+                fn(d)
+            best = min(best, time.process_time() - t)
+        result[name] = 1e3 * best / len(data)
     return result
 
 
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {cpu_ms:.1f} | {wall_ms:.1f} |")
             ratio = items[ROUTES[1][0]][0] / items[ROUTES[0][0]][0]
             print(f"frames / video (CPU time): {ratio:.2f} (goal <= 0.25)")
-            print("\n| JPEG decoder, 340x256 q90 | ms per frame |\n|---|---|")
+            print("\n| JPEG decoder, 340x256 q90 4:2:0 | CPU ms per frame |\n|---|---|")
             for name, ms in jpeg_decoders_ms(root).items():
                 print(f"| {name} | {ms:.2f} |")
 
