@@ -26,7 +26,6 @@ rate of the stored frames = source fps / step, label -1 when the input has none)
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import shutil
