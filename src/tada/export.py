@@ -39,6 +39,7 @@ __all__ = [
     "FORMATS",
     "ONNX_EXPORTERS",
     "ExportReport",
+    "ExportTemporalAvgPool",
     "add_arguments",
     "export_from_config",
     "export_model",
@@ -106,8 +107,43 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
+class ExportTemporalAvgPool(nn.Module):
+    """The block's temporal pool (AvgPool3d (k, 1, 1), zero padding counted) as one pooling op.
+
+    Same function as :class:`tada.models.layers.TemporalAvgPool`, whose training-speed form (in-place
+    shifted adds inside an autograd.Function) the TorchScript ONNX exporter mistranslates (logits off
+    by ~0.1); a single AveragePool node is also what ONNX runtimes run fastest.
+    """
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+
+    def forward(self, x: Tensor, num_frames: int) -> Tensor:
+        if self.kernel_size == 1:
+            return x
+        n, c, h, w = x.shape
+        v = x.reshape(n // num_frames, num_frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
+        k = self.kernel_size
+        y = torch.nn.functional.avg_pool3d(v, (k, 1, 1), stride=1, padding=(k // 2, 0, 0), count_include_pad=True)
+        return y.transpose(1, 2).reshape(n, c, h, w)
+
+
+def _swap_temporal_pools(model: nn.Module) -> int:
+    from tada.models.layers import TemporalAvgPool
+
+    swapped = 0
+    for owner in list(model.modules()):
+        for name, child in list(owner.named_children()):
+            if isinstance(child, TemporalAvgPool):
+                setattr(owner, name, ExportTemporalAvgPool(child.kernel_size))
+                swapped += 1
+    return swapped
+
+
 def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
-    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), BN folded.
+    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), BN folded,
+    temporal pools as single pooling ops (:class:`ExportTemporalAvgPool`).
 
     The caller's model is left untouched.
     """
@@ -116,6 +152,7 @@ def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
         p.requires_grad_(False)
     if hasattr(prepared, "channels_last"):
         prepared.channels_last = False
+    _swap_temporal_pools(prepared)
     if fold_bn:
         fold_batchnorm(prepared)
     return prepared
