@@ -38,10 +38,14 @@ def _wait_for(path_glob: str, folder: Path, proc: subprocess.Popen, timeout: flo
 
 @pytest.mark.slow
 def test_sigkill_then_same_command_ends_bit_identical(finished_run, tmp_path):
-    """Killed mid-epoch 2 (after a validation, a best link and an iteration checkpoint)."""
+    """Killed mid-epoch 2 (after a validation, a best link and an iteration checkpoint).
+
+    The reference ran in one process without iteration checkpoints; this run loads with two
+    worker processes: neither may change a bit of the result.
+    """
     _, ref = finished_run
     cmd = [sys.executable, WORKER, "--train-only", "--delay", "0.02", str(tmp_path),
-           "TRAIN.CHECKPOINT_ITER_PERIOD", "2"]
+           "TRAIN.CHECKPOINT_ITER_PERIOD", "2", "DATA_LOADER.NUM_WORKERS", "2"]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for("checkpoints/checkpoint_epoch_00001_iter_000002.pyth", tmp_path, proc)
     time.sleep(0.1)

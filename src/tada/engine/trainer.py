@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -413,7 +414,7 @@ def train(
         ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temporaries(out)
         save_config(cfg, out / "config.yaml")
-    show_bar = ctx.is_master and sys.stderr.isatty()
+    show_bar = ctx.is_master and _terminal_width() >= 40
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
     try:
@@ -442,6 +443,8 @@ def _train(
     seed = int(cfg.RANDOM_SEED)
     max_epoch = int(cfg.OPTIMIZER.MAX_EPOCH)
     log.info("output: %s; %d process(es) on %s", out.resolve(), ctx.world_size, device)
+    if cfg.LOG_CONFIG_INFO:
+        log.info("resolved config (also in %s):\n%s", out / "config.yaml", cfg.dump())
 
     eval_period = int(cfg.TRAIN.EVAL_PERIOD)
     global_batch = int(cfg.TRAIN.BATCH_SIZE)
@@ -688,6 +691,14 @@ def _train(
     log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
              _hms(time.perf_counter() - session_start))
     return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _terminal_width() -> int:
+    """Columns of the terminal on stderr; 0 when stderr is a file, a pipe or a sizeless pty."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def _hms(seconds: float) -> str:
