@@ -190,10 +190,12 @@ def test_export_rejects_diff_above_tolerance(tiny_tada, tmp_path):
 def test_export_argument_errors(tiny_tada, tmp_path):
     with pytest.raises(TadaError, match=r"must end in \.onnx"):
         export_model(tiny_tada, tmp_path / "t.pt2", fmt="onnx", num_frames=FRAMES, crop_size=CROP)
-    with pytest.raises(ValueError, match="opset"):
+    with pytest.raises(TadaError, match="opset"):
         export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP, opset=13)
-    with pytest.raises(ValueError, match="format"):
+    with pytest.raises(TadaError, match="format"):
         export_model(tiny_tada, tmp_path / "t.onnx", fmt="tflite", num_frames=FRAMES, crop_size=CROP)
+    with pytest.raises(TadaError, match="batch"):
+        export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP, batch=0)
 
 
 def test_export_refuses_non_finite_reference(tiny_tada, tmp_path):

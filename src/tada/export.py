@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
     "ONNX_EXPORTERS",
+    "ExportError",
     "ExportReport",
     "ExportTemporalAvgPool",
     "add_arguments",
@@ -54,6 +55,10 @@ ONNX_EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; >= 17 as the issue asks
 _SUFFIX = {"onnx": ".onnx", "exported-program": ".pt2"}
 _MAX_BATCH = 4096
+
+
+class ExportError(TadaError, ValueError):
+    """Bad export arguments or an export that does not reproduce the eager model."""
 
 
 @dataclass
@@ -203,7 +208,7 @@ def _export_onnx(model: nn.Module, path: Path, example: Tensor, *, dynamic_batch
                 output_names=["logits"], dynamic_axes=axes, do_constant_folding=True,
             )
     else:
-        raise ValueError(f"exporter must be one of {ONNX_EXPORTERS}, got {exporter!r}")
+        raise ExportError(f"exporter must be one of {ONNX_EXPORTERS}, got {exporter!r}")
 
 
 def _check_onnx(path: Path, *, opset: int) -> None:
@@ -213,7 +218,7 @@ def _check_onnx(path: Path, *, opset: int) -> None:
     onnx.checker.check_model(proto, full_check=True)
     written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
     if written != opset:
-        raise TadaError(f"{path}: the exporter wrote opset {written}, not the requested {opset}; "
+        raise ExportError(f"{path}: the exporter wrote opset {written}, not the requested {opset}; "
                         f"choose --opset {written} (or another exporter)")
 
 
@@ -268,14 +273,14 @@ def export_model(
     :func:`export_from_config`).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        raise ExportError(f"format must be one of {FORMATS}, got {fmt!r}")
     if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+        raise ExportError(f"--opset must be >= 17, got {opset}")
     if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+        raise ExportError(f"--batch must be >= 1, got {batch}")
     output = Path(output)
     if output.suffix != _SUFFIX[fmt]:
-        raise TadaError(f"--output for format {fmt!r} must end in {_SUFFIX[fmt]}, got {output}")
+        raise ExportError(f"--output for format {fmt!r} must end in {_SUFFIX[fmt]}, got {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
     reference = prepare_for_export(model, fold_bn=False)
     prepared = prepare_for_export(model, fold_bn=fold_bn)
@@ -298,14 +303,14 @@ def export_model(
                 expected = reference(x)
             got = run_file(x)
             if not torch.isfinite(expected).all():
-                raise TadaError(
+                raise ExportError(
                     "the eager model gives non-finite logits on random clips (untrained BN statistics?); "
                     "cannot verify the export: load a trained checkpoint or pass --no-verify"
                 )
             diff = float((got.float() - expected.float()).abs().max())
             worst = max(worst, diff)
         if worst > tolerance:
-            raise TadaError(
+            raise ExportError(
                 f"{output}: exported logits differ from eager PyTorch by {worst:.3g} (> tolerance {tolerance:g}) "
                 f"on batches {batches}"
             )
@@ -326,7 +331,7 @@ def resolve_class_names(cfg: Any, class_names_file: str = "") -> list[str] | Non
     A relative DATA.CLASS_NAMES_FILE is read under DATA.ANNO_DIR (else DATA.DATA_ROOT_DIR). A named
     file that does not exist, or whose count differs from VIDEO.HEAD.NUM_CLASSES, is an error.
     """
-    from tada.data.annotations import read_class_names, read_ssv2_labels
+    from tada.data.annotations import AnnotationError, read_class_names, read_ssv2_labels
 
     anno = Path(cfg.DATA.ANNO_DIR or cfg.DATA.DATA_ROOT_DIR or ".")
     dataset = cfg.TEST.DATASET.lower()
@@ -343,10 +348,13 @@ def resolve_class_names(cfg: Any, class_names_file: str = "") -> list[str] | Non
     if path is None:
         return None
     if not path.is_file():
-        raise TadaError(f"class names file not found: {path} (pass --class-names FILE or set DATA.CLASS_NAMES_FILE)")
-    names = read_ssv2_labels(path) if path.suffix == ".json" else read_class_names(path)
+        raise ExportError(f"class names file not found: {path} (pass --class-names FILE or set DATA.CLASS_NAMES_FILE)")
+    try:
+        names = read_ssv2_labels(path) if path.suffix == ".json" else read_class_names(path)
+    except AnnotationError as err:
+        raise ExportError(str(err)) from err
     if len(names) != cfg.VIDEO.HEAD.NUM_CLASSES:
-        raise TadaError(
+        raise ExportError(
             f"{path}: {len(names)} class names, but VIDEO.HEAD.NUM_CLASSES is {cfg.VIDEO.HEAD.NUM_CLASSES}"
         )
     return names
@@ -425,15 +433,15 @@ def export_from_config(
     from tada.models import build_model
 
     if not checkpoint:
-        raise TadaError("--checkpoint is required: exporting a randomly initialised model is never what you want")
+        raise ExportError("--checkpoint is required: exporting a randomly initialised model is never what you want")
     if not Path(checkpoint).is_file():
-        raise TadaError(f"checkpoint not found: {checkpoint}")
+        raise ExportError(f"checkpoint not found: {checkpoint}")
     class_names = resolve_class_names(cfg, class_names_file)  # fail on a bad names file before the slow part
     model = build_model(cfg)
     try:
         load_checkpoint(model, checkpoint, strict=True)
     except (FileNotFoundError, CheckpointError) as err:
-        raise TadaError(str(err)) from err
+        raise ExportError(str(err)) from err
     report = export_model(
         model, output, fmt=fmt, num_frames=int(cfg.DATA.NUM_INPUT_FRAMES), crop_size=int(cfg.DATA.TEST_CROP_SIZE),
         batch=batch, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter, fold_bn=fold_bn,
@@ -487,5 +495,6 @@ def run(args: argparse.Namespace) -> int:
     if report.checked_batches:
         print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} on batches {report.checked_batches}")
     if report.format == "onnx":
-        print(f"run it: tada predict --backend onnxruntime --model {report.path} VIDEO ...  (needs {INSTALL_HINT})")
+        print(f"run it: tada predict VIDEO... --backend onnxruntime --checkpoint {report.path} --cfg CFG"
+              f"  (needs {INSTALL_HINT})")
     return 0
