@@ -279,12 +279,14 @@ def extract_videos(
     threads: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    pool: Any = None,
 ) -> ExtractReport:
     """Extract ``videos`` ((path relative to ``root``, label) pairs) into ``out``.
 
     Writes ``out/<name>.frames.txt`` for the finished videos (input order; a video listed twice
     is extracted once and listed twice) and ``out/<name>.failed.txt`` when some failed.
-    ``workers`` > 1 runs that many processes. The report has one result per distinct video.
+    ``workers`` > 1 runs that many processes; ``pool`` (a ``multiprocessing`` pool, left open)
+    reuses the processes of an earlier call. The report has one result per distinct video.
     """
     from tqdm import tqdm
 
@@ -308,13 +310,15 @@ def extract_videos(
     results: list[ExtractResult | None] = [None] * len(tasks)
     start = time.perf_counter()
     bar = tqdm(total=len(tasks), unit="video", desc=f"extract {name}", disable=not progress, file=sys.stderr)
-    pool = None
+    own_pool = None
     try:
-        if workers == 1 or len(tasks) <= 1:
-            outcomes: Iterable = map(_run_task, tasks)
+        if pool is not None:
+            outcomes: Iterable = pool.imap_unordered(_run_task, tasks, chunksize=1)
+        elif workers == 1 or len(tasks) <= 1:
+            outcomes = map(_run_task, tasks)
         else:
-            pool = mp.get_context("spawn").Pool(min(workers, len(tasks)))
-            outcomes = pool.imap_unordered(_run_task, tasks, chunksize=1)
+            own_pool = mp.get_context("spawn").Pool(min(workers, len(tasks)))
+            outcomes = own_pool.imap_unordered(_run_task, tasks, chunksize=1)
         for index, status, reason, meta, seconds, size in outcomes:
             folder_rel = os.path.relpath(tasks[index].folder, out).replace(os.sep, "/")
             results[index] = ExtractResult(
@@ -326,9 +330,9 @@ def extract_videos(
             bar.update(1)
     finally:
         bar.close()
-        if pool is not None:
-            pool.terminate()  # all results are in (or we are interrupted): stop the workers
-            pool.join()
+        if own_pool is not None:
+            own_pool.terminate()  # all results are in (or we are interrupted): stop the workers
+            own_pool.join()
     done = [r for r in results if r is not None]
     report = ExtractReport(results=done, seconds=time.perf_counter() - start, workers=workers)
     report.list_path = os.path.join(out, f"{name}.frames.txt")
@@ -476,11 +480,20 @@ def run(args: argparse.Namespace) -> int:
                 raise TadaError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {args.root}")
             name = args.name or "videos"
         jobs.append((name, videos, args.root, args.out))
+    if args.workers < 1:
+        raise TadaError(f"--workers must be >= 1, got {args.workers}")
     status = 0
-    for name, videos, root, out in jobs:
-        report = extract_videos(videos, root=root, out=out, name=name, settings=settings,
-                                workers=args.workers, progress=not args.no_progress)
-        print(report.summary())
-        if report.failed_path:
-            status = 1
+    most = max(len(videos) for _, videos, _, _ in jobs)
+    pool = mp.get_context("spawn").Pool(min(args.workers, most)) if args.workers > 1 and most > 1 else None
+    try:  # one pool for every split: worker start-up is paid once
+        for name, videos, root, out in jobs:
+            report = extract_videos(videos, root=root, out=out, name=name, settings=settings,
+                                    workers=args.workers, progress=not args.no_progress, pool=pool)
+            print(report.summary())
+            if report.failed_path:
+                status = 1
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     return status
