@@ -239,3 +239,12 @@ def test_zoo_configs_resolve_to_spec_values(column: int, name: str) -> None:
     for key, value in COMMON.items():
         got = cfg.get(key)
         assert got == value and type(got) is type(value), (key, got)
+
+
+def test_yaml_12_booleans_keep_off_a_string(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "amp.yaml", "TRAIN:\n  AMP: off\n  AUTO_RESUME: False\n"), ["TRAIN.AMP", "bf16"])
+    assert cfg.TRAIN.AMP == "bf16" and cfg.TRAIN.AUTO_RESUME is False
+    assert load_config(tmp_path / "amp.yaml").TRAIN.AMP == "off"
+    assert load_config(tmp_path / "amp.yaml", ["TRAIN.AMP=off"]).TRAIN.AMP == "off"
+    with pytest.raises(ConfigError, match="TRAIN.AUTO_RESUME.*expects bool"):
+        load_config(tmp_path / "amp.yaml", ["TRAIN.AUTO_RESUME", "no"])

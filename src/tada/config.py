@@ -59,6 +59,15 @@ _FLOAT_RE = re.compile(
     re.X,
 )
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+# YAML 1.2 booleans: only true/false. YAML 1.1 would read `off`, `no`, `on`, `yes` as booleans,
+# which turns `TRAIN.AMP off` into False.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _Loader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LinedDict:
