@@ -132,18 +132,20 @@ def test_test_failures_are_flagged_not_replaced(tmp_path, broken_root):
     assert loader.last_stats.failed_items == 4
 
 
-def test_gpu_route_equals_cpu_route(synth_cfg):
+@pytest.mark.parametrize("device", [
+    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_gpu_route_equals_cpu_route(synth_cfg, device):
     cfg = synth_cfg.with_overrides(["TEST.NUM_SPATIAL_CROPS", 3])
     cpu = next(iter(build_loader(cfg, "test")))
     raw = next(iter(build_loader(cfg.with_overrides(["AUGMENTATION.USE_GPU", True]), "test")))
     assert raw["video"].dtype == torch.uint8
-    out = gpu_transform(raw, cfg, "cpu")
-    assert "rows0" not in out
-    torch.testing.assert_close(out["video"], cpu["video"], atol=1e-5, rtol=0)
+    out = gpu_transform(raw, cfg, device)
+    assert "rows0" not in out and out["video"].device.type == device
+    torch.testing.assert_close(out["video"].cpu(), cpu["video"], atol=1e-5, rtol=0)
     # Train items with different box sizes are padded by the collate function.
     train = build_loader(cfg.with_overrides(["AUGMENTATION.USE_GPU", True, "DATA.TRAIN_JITTER_SCALES", [32, 64]]),
                          "train", seed=1)
-    assert gpu_transform(next(iter(train)), cfg, "cpu")["video"].shape == (4, 3, 4, 32, 32)
+    assert gpu_transform(next(iter(train)), cfg, device)["video"].shape == (4, 3, 4, 32, 32)
 
 
 def test_worker_processes(synth_cfg):
