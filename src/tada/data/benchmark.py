@@ -167,6 +167,7 @@ def _time_rows(name: str, dataset: VideoDataset, recorder: _Recording, iters: in
     item_cpu, floor_cpu, item_wall, floor_wall = [], [], [], []
     n = len(dataset)
     for k in range(iters + 2):
+        torch.manual_seed(k)  # every row draws the same clips
         c0, w0 = time.thread_time(), time.perf_counter()
         dataset[k % n]
         c1, w1 = time.thread_time(), time.perf_counter()
@@ -260,9 +261,9 @@ def benchmark_data(*, sources: str | os.PathLike | None = None, iters: int = 20,
                 ds = VideoDataset(entries, split=split, spec=_spec(kind, gpu=gpu), open_reader=recorder, name=kind)
                 rows.append(_time_rows(f"{kind} {label}", ds, recorder, iters))
             if loader_workers > 0:
-                ds = VideoDataset(entries * 8, split="train", spec=_spec(kind),
+                ds = VideoDataset(entries * 64, split="train", spec=_spec(kind),
                                   open_reader=functools.partial(open_video, threads=threads), name=kind)
-                loader[kind] = _loader_rate(ds, loader_workers, batches=6)
+                loader[kind] = _loader_rate(ds, loader_workers, batches=10)
         sizes = {k: round(sum(p.stat().st_size for p in v) / len(v) / 1e6, 3) for k, v in files.items()}
         frame_rows = _frame_rows(files, folder, iters) if frames else None
     return {"rows": [dict(vars(r), ratio=r.ratio, clips_per_s=r.clips_per_s) for r in rows], "frames": frame_rows,

@@ -144,13 +144,17 @@ def apply_plan(clip: Tensor, plan: CropPlan) -> Tensor:
 
 def _lerp_taps(box: Tensor, rows0: Tensor, rows1: Tensor, row_w: Tensor,
                cols0: Tensor, cols1: Tensor, col_w: Tensor) -> Tensor:
-    """Bilinear taps on a uint8 (..., Hb, Wb) box: rows (index_select + lerp), then columns (gather + lerp)."""
+    """Bilinear taps on a uint8 (..., Hb, Wb) box: rows (index_select + lerp), then columns.
+
+    Columns are taken with index_select on a 2-D view, measured faster on the CPU than gather
+    or an index_select on the last of four dims.
+    """
     lead = box.shape[:-2]
     rows = box.index_select(-2, rows0).float()
     rows.lerp_(box.index_select(-2, rows1).float(), row_w.view(-1, 1))
-    c0 = cols0.expand(*lead, rows0.numel(), -1)
-    c1 = cols1.expand(*lead, rows0.numel(), -1)
-    return rows.gather(-1, c0).lerp_(rows.gather(-1, c1), col_w)
+    flat = rows.view(-1, rows.shape[-1])
+    out = flat.index_select(1, cols0).lerp_(flat.index_select(1, cols1), col_w)
+    return out.view(*lead, rows0.numel(), cols0.numel())
 
 
 def resize_boxes(boxes: Tensor, rows0: Tensor, rows1: Tensor, row_w: Tensor,
