@@ -22,6 +22,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
     vfr = np.cumsum([0] + [33 if i % 3 else 80 for i in range(29)]).tolist()
     out["vfr_mp4"] = write_video(d / "vfr.mp4", coded_frames(30, 32, 32, seed=3), options=X264_BFRAMES,
                                  pts_ms=vfr)
+    out["x264_defaults"] = write_video(d / "defaults.mp4", coded_frames(120, 48, 64, seed=6), fps=30)
     out["raw_h264"] = write_video(d / "raw.h264", coded_frames(40, 32, 48, seed=5), fps=25, options=X264_BFRAMES)
     out["short_mp4"] = write_video(d / "short.mp4", coded_frames(5, 32, 48, seed=4), fps=30)
     (d / "empty.mp4").write_bytes(b"")

@@ -9,7 +9,7 @@ from media_helpers import sequential_decode
 from tada.data.decode import DecodeError, PyAVReader, open_video
 
 
-@pytest.mark.parametrize("name", ["gop_mp4", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264"])
+@pytest.mark.parametrize("name", ["gop_mp4", "x264_defaults", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264"])
 def test_frames_equal_a_full_sequential_decode(media, name):
     path = media[name]
     full = sequential_decode(path)
@@ -20,6 +20,8 @@ def test_frames_equal_a_full_sequential_decode(media, name):
         for _ in range(12):
             idx = rng.integers(0, len(full), size=8)  # unsorted, with repeats
             np.testing.assert_array_equal(reader.get_frames(idx), full[idx])
+            run = np.arange(rng.integers(0, len(full) - 8), len(full))[:8]  # consecutive frames
+            np.testing.assert_array_equal(reader.get_frames(run), full[run])
         np.testing.assert_array_equal(reader.get_frames([len(full) - 1, 0]), full[[-1, 0]])
 
 
