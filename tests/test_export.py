@@ -132,13 +132,16 @@ def test_fold_batchnorm_tsn_folds_the_3x3_bn_too():
 # ONNX
 # ------------------------------------------------------------------------------------------------
 def test_onnx_dynamic_batch_matches_eager(tiny_tada, tmp_path):
+    """The default (torch.export-based) exporter on TAda2D: routing function, TAdaConv, temporal pool."""
+    pytest.importorskip("onnxscript", reason="pip install 'tada[export]'")
     out = tmp_path / "tada.onnx"
-    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True,
-                          exporter="torchscript", opset=17)
+    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True)
     assert report.checked_batches == [1, 3] and report.max_abs_diff < 1e-4
+    assert report.extra == {"exporter": "dynamo", "opset": 18, "bn_folded": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["tada.onnx"]  # weights inside, no external .data file
     proto = onnx.load(str(out))
-    onnx.checker.check_model(proto)
-    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
+    onnx.checker.check_model(proto, full_check=True)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 18
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, FRAMES, CROP, CROP]
     # independent check with a plain onnxruntime session, at a batch the export never saw
@@ -151,40 +154,44 @@ def test_onnx_dynamic_batch_matches_eager(tiny_tada, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_onnx_static_batch_and_predictor_shape_check(tiny_tada, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_tsn() -> torch.nn.Module:
+    torch.manual_seed(5)
+    return _trained_like(create_model("tsn_r26", num_classes=3, widths=TINY_WIDTHS, layers=TINY_LAYERS,
+                                      dropout=0.0), seed=5)
+
+
+def test_torchscript_exporter_static_batch_and_predictor(tiny_tsn, tmp_path):
+    """The legacy exporter (fast, no onnxscript) on the TSN baseline; the predictor's batch handling."""
     out = tmp_path / "static.onnx"
-    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, batch=2,
-                          exporter="torchscript")
-    assert report.input_shape == [2, 3, FRAMES, CROP, CROP]
+    report = export_model(tiny_tsn, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, batch=2,
+                          exporter="torchscript", opset=17)
+    assert report.input_shape == [2, 3, FRAMES, CROP, CROP] and report.max_abs_diff < 1e-4
+    proto = onnx.load(str(out))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
     predictor = OnnxPredictor(out, sidecar={"format": "onnx"})
     assert predictor.input_shape == (2, 3, FRAMES, CROP, CROP)
     x = _clips(2, 4)
     logits = predictor(x)  # torch in, torch out
     assert isinstance(logits, torch.Tensor)
     with torch.no_grad():
-        assert torch.allclose(logits, tiny_tada(x), atol=1e-4, rtol=0)
+        assert torch.allclose(logits, tiny_tsn(x), atol=1e-4, rtol=0)
     assert isinstance(predictor(x.numpy()), np.ndarray)  # numpy in, numpy out
     x4 = _clips(4, 5)  # a multiple of the static batch runs in chunks
     with torch.no_grad():
-        assert torch.allclose(predictor(x4), tiny_tada(x4), atol=1e-4, rtol=0)
+        assert torch.allclose(predictor(x4), tiny_tsn(x4), atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 32, 32\).*multiple of 2"):
         predictor(_clips(3, 4))
     with pytest.raises(ValueError, match="shape"):
         predictor(torch.zeros(2, 3, FRAMES + 1, CROP, CROP))
 
 
-def test_tsn_exports_too(tmp_path):
-    model = _trained_like(create_model("tsn_r26", num_classes=3, widths=TINY_WIDTHS, layers=TINY_LAYERS, dropout=0.0), seed=5)
-    report = export_model(model, tmp_path / "tsn.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
-                          dynamic_batch=True, exporter="torchscript")
-    assert report.max_abs_diff < 1e-4
-
-
-def test_export_rejects_diff_above_tolerance(tiny_tada, tmp_path):
+def test_export_rejects_diff_above_tolerance(tiny_tsn, tmp_path):
     # BN folding changes rounding: a zero-ish tolerance must be refused loudly, not warned about.
-    with pytest.raises(TadaError, match="differ from eager"):
-        export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
+    with pytest.raises(TadaError, match="differ from eager.*removed"):
+        export_model(tiny_tsn, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
                      exporter="torchscript", tolerance=1e-12)
+    assert not (tmp_path / "t.onnx").exists()
 
 
 def test_export_argument_errors(tiny_tada, tmp_path):
@@ -196,72 +203,22 @@ def test_export_argument_errors(tiny_tada, tmp_path):
         export_model(tiny_tada, tmp_path / "t.onnx", fmt="tflite", num_frames=FRAMES, crop_size=CROP)
     with pytest.raises(TadaError, match="batch"):
         export_model(tiny_tada, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP, batch=0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_refuses_non_finite_reference(tiny_tada, tmp_path):
-    # e.g. a random-init model in eval mode (default BN statistics) overflows: verification must say so.
+    # e.g. a random-init model in eval mode (default BN statistics) overflows: refused before exporting.
     broken = copy.deepcopy(tiny_tada)
     with torch.no_grad():
         broken.head.out.bias[0] = float("nan")
     with pytest.raises(TadaError, match="non-finite"):
-        export_model(broken, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
-                     exporter="torchscript")
-
-
-@pytest.mark.slow
-def test_onnx_dynamo_exporter(tiny_tada, tmp_path):
-    pytest.importorskip("onnxscript", reason="pip install 'tada[export]'")
-    out = tmp_path / "dynamo.onnx"
-    report = export_model(tiny_tada, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True,
-                          exporter="dynamo", opset=18)
-    assert report.max_abs_diff < 1e-4 and not (tmp_path / "dynamo.onnx.data").exists()
-    onnx.checker.check_model(onnx.load(str(out)))
+        export_model(broken, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------------
 # The command and the sidecar
 # ------------------------------------------------------------------------------------------------
-def test_cli_export_writes_model_and_sidecar(tiny_ckpt, tmp_path, capsys):
-    ckpt, overrides = tiny_ckpt
-    names = tmp_path / "classes.txt"
-    names.write_text("".join(f"class_{i}\n" for i in range(5)))
-    out = tmp_path / "deploy" / "tiny.onnx"
-    rc = cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--format", "onnx",
-                   "--output", str(out), "--dynamic-batch", "--exporter", "torchscript",
-                   *overrides, "DATA.CLASS_NAMES_FILE", str(names)])
-    assert rc == 0
-    printed = capsys.readouterr().out
-    assert "verified" in printed and str(out) in printed
-    sidecar = read_sidecar(out)
-    assert sidecar_path(out).name == "tiny.onnx.json"
-    assert sidecar["format"] == "onnx" and sidecar["model_file"] == "tiny.onnx"
-    assert sidecar["input_shape"] == [None, 3, FRAMES, CROP, CROP] and sidecar["dynamic_batch"] is True
-    assert sidecar["num_frames"] == FRAMES and sidecar["crop_size"] == CROP and sidecar["test_scale"] == 36
-    assert sidecar["sampling_mode"] == "segment_based" and sidecar["target_fps"] == 30
-    assert sidecar["mean"] == [0.45] * 3 and sidecar["std"] == [0.225] * 3
-    assert sidecar["class_names"] == [f"class_{i}" for i in range(5)] and sidecar["num_classes"] == 5
-    assert sidecar["opset"] >= 17 and sidecar["checkpoint"] == str(ckpt) and sidecar["config"] == str(SYNTH_CFG)
-    assert sidecar["verified_max_abs_diff"] < 1e-4 and sidecar["tada_version"]
-    # the sidecar's overrides rebuild a config whose test view is this model's input
-    cfg = load_config(SYNTH_CFG, overrides=sidecar_overrides(sidecar))
-    assert (cfg.DATA.NUM_INPUT_FRAMES, cfg.DATA.TEST_CROP_SIZE, cfg.VIDEO.HEAD.NUM_CLASSES) == (FRAMES, CROP, 5)
-    # the predictor reads the sidecar by itself and matches the checkpoint's eager model
-    predictor = OnnxPredictor(out, threads=1)
-    assert predictor.class_names[2] == "class_2" and predictor.num_frames == FRAMES
-    model = build_model(load_config(SYNTH_CFG, overrides=overrides))
-    from tada.checkpoint import load_checkpoint
-
-    load_checkpoint(model, ckpt)
-    x = _clips(2, 9)
-    with torch.no_grad():
-        assert torch.allclose(predictor({"video": x}), model.eval()(x), atol=1e-4, rtol=0)
-    # what `tada predict --backend onnxruntime` calls: a plain config is bent to the model's input
-    served, cfg = onnx_backend(load_config(SYNTH_CFG), out, threads=1)
-    assert served.class_names == predictor.class_names
-    assert (cfg.DATA.NUM_INPUT_FRAMES, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_SCALE) == (FRAMES, CROP, 36)
-    assert cfg.VIDEO.HEAD.NUM_CLASSES == 5
-
-
 def test_cli_export_program_dynamic_batch_and_class_name_count_error(tiny_ckpt, tmp_path, capsys):
     ckpt, overrides = tiny_ckpt
     out = tmp_path / "tiny.pt2"
@@ -341,11 +298,14 @@ def test_class_names_default_to_the_synthetic_datasets_file(tmp_path):
     assert resolve_class_names(cfg) == [f"c{i}" for i in range(5)]
     kinetics = cfg.with_overrides(["TEST.DATASET", "kinetics400"])
     assert resolve_class_names(kinetics) is None
+    (tmp_path / "names.txt").write_text("".join(f"{i} n{i}\n" for i in range(5)))  # numbered lines
+    named = kinetics.with_overrides(["DATA.CLASS_NAMES_FILE", "names.txt"])  # relative to DATA.ANNO_DIR
+    assert resolve_class_names(named) == [f"n{i}" for i in range(5)]
 
 
 def test_export_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     results = bench_export(
-        model_name="tada2d_r26", model_kwargs=dict(widths=TINY_WIDTHS, layers=TINY_LAYERS), num_classes=5,
+        model_name="tsn_r26", model_kwargs=dict(widths=TINY_WIDTHS, layers=TINY_LAYERS), num_classes=5,
         frames=FRAMES, size=CROP, iters=1, threads=1, variants=("eager", "eager-folded", "onnxruntime"),
         exporter="torchscript", workdir=tmp_path,
     )
@@ -359,27 +319,61 @@ def test_export_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the exported file lived in a temporary folder
 
 
-def test_predict_with_onnxruntime_backend_matches_torch(tmp_path, capsys):
-    """`tada predict --backend onnxruntime` on real decoded videos gives the checkpoint's scores."""
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A few real H.264 videos of the synthetic dataset (with its classes.txt), and matching overrides."""
     from tada.data.synthetic import generate_dataset
 
-    root = tmp_path / "synthetic"
+    root = tmp_path_factory.mktemp("synthetic")
     manifest = generate_dataset(root, videos_per_class={"train": 1, "val": 1, "test": 1}, lengths=(16, 20),
                                 sizes=(40, 48), workers=1)
-    classes = manifest["classes"]
-    opts = [*TINY_OVERRIDES, "VIDEO.HEAD.NUM_CLASSES", str(len(classes)), "DATA.DATA_ROOT_DIR", str(root),
-            "DATA.ANNO_DIR", str(root), "NUM_GPUS", "0"]
+    opts = [*TINY_OVERRIDES, "VIDEO.HEAD.NUM_CLASSES", str(len(manifest["classes"])), "DATA.DATA_ROOT_DIR",
+            str(root), "DATA.ANNO_DIR", str(root), "NUM_GPUS", "0"]
+    return root, manifest["classes"], opts
+
+
+def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
+    """`tada export` (defaults: ONNX, dynamo exporter) then `tada predict --backend onnxruntime` on real
+    decoded videos gives the checkpoint's own scores and names."""
+    pytest.importorskip("onnxscript", reason="pip install 'tada[export]'")
+    root, classes, opts = synthetic
     torch.manual_seed(2)
     model = _trained_like(build_model(load_config(SYNTH_CFG, overrides=opts)), seed=2)
-    ckpt = tmp_path / "model.pyth"
+    ckpt = tmp_path / "checkpoint_epoch_00001.pyth"
     save_checkpoint(ckpt, model=model, epoch=0)
-    onnx_file = tmp_path / "model.onnx"
-    assert cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--output", str(onnx_file),
-                     "--exporter", "torchscript", *opts]) == 0  # static batch 1: predict's views run one by one
-    assert read_sidecar(onnx_file)["class_names"] == classes
+    out = tmp_path / "deploy" / "tiny.onnx"
+    capsys.readouterr()
+    assert cli_main(["export", "--cfg", str(SYNTH_CFG), "--checkpoint", str(ckpt), "--output", str(out),
+                     "--dynamic-batch", *opts]) == 0
+    printed = capsys.readouterr().out
+    assert "verified" in printed and str(out) in printed
+
+    sidecar = read_sidecar(out)
+    assert sidecar_path(out).name == "tiny.onnx.json"
+    assert sidecar["format"] == "onnx" and sidecar["model_file"] == "tiny.onnx"
+    assert sidecar["exporter"] == "dynamo" and sidecar["opset"] >= 17 and sidecar["bn_folded"] is True
+    assert sidecar["input_shape"] == [None, 3, FRAMES, CROP, CROP] and sidecar["dynamic_batch"] is True
+    assert sidecar["input_layout"] == "BCTHW"
+    assert sidecar["num_frames"] == FRAMES and sidecar["crop_size"] == CROP and sidecar["test_scale"] == 36
+    assert sidecar["sampling_mode"] == "segment_based" and sidecar["target_fps"] == 30
+    assert sidecar["mean"] == [0.45] * 3 and sidecar["std"] == [0.225] * 3
+    assert sidecar["class_names"] == classes and sidecar["num_classes"] == len(classes)  # the dataset's classes.txt
+    assert sidecar["checkpoint"] == str(ckpt) and sidecar["config"] == str(SYNTH_CFG)
+    assert sidecar["verified_max_abs_diff"] < 1e-4 and sidecar["verified_batches"] == [1, 3]
+    assert sidecar["tada_version"]
+
+    # the sidecar's overrides turn any config into one whose test view is this model's input
+    served, cfg = onnx_backend(load_config(SYNTH_CFG), out, threads=1)
+    assert served.class_names == classes
+    assert (cfg.DATA.NUM_INPUT_FRAMES, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_SCALE) == (FRAMES, CROP, 36)
+    assert cfg.VIDEO.HEAD.NUM_CLASSES == len(classes)
+    x = _clips(2, 9)
+    with torch.no_grad():
+        assert torch.allclose(served({"video": x}), model(x), atol=1e-4, rtol=0)
+
     videos = sorted(str(p) for p in (root / "videos" / "test").glob("*.mp4"))[:2]
     outputs = {}
-    for backend, weights in (("torch", ckpt), ("onnxruntime", onnx_file)):
+    for backend, weights in (("torch", ckpt), ("onnxruntime", out)):
         capsys.readouterr()
         code = cli_main(["predict", *videos, "--checkpoint", str(weights), "--backend", backend, "--views", "2x1",
                          "--device", "cpu", "--json", "--cfg", str(SYNTH_CFG), *opts])

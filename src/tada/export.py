@@ -282,37 +282,41 @@ def export_model(
     if output.suffix != _SUFFIX[fmt]:
         raise ExportError(f"--output for format {fmt!r} must end in {_SUFFIX[fmt]}, got {output}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    reference = prepare_for_export(model, fold_bn=False)
+    reference = copy.deepcopy(model).eval()  # the model as given: what the file must reproduce
+    batches = ([1, 3] if dynamic_batch else [batch]) if verify else []
+    probes = {b: _example((b, 3, num_frames, crop_size, crop_size), seed + b) for b in batches}
+    with torch.no_grad():
+        expected = {b: reference(x) for b, x in probes.items()}
+    if any(not torch.isfinite(e).all() for e in expected.values()):
+        raise ExportError(
+            "the eager model gives non-finite logits on random clips (untrained BN statistics?); "
+            "cannot verify an export of it: load a trained checkpoint or pass --no-verify"
+        )
     prepared = prepare_for_export(model, fold_bn=fold_bn)
     # A batch of 2 for dynamic export: tracing at 1 would let the exporter specialise the batch to 1.
     example = _example((2 if dynamic_batch else batch, 3, num_frames, crop_size, crop_size), seed)
     start = time.perf_counter()
     if fmt == "onnx":
-        _export_onnx(prepared, output, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+        try:
+            _export_onnx(prepared, output, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+        except torch.onnx.errors.OnnxExporterError as err:
+            other = "torchscript" if exporter == "dynamo" else "dynamo"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ExportError(f"the {exporter} ONNX exporter failed: {first} (try --exporter {other})") from err
         _check_onnx(output, opset=opset)
     else:
         _export_program(prepared, output, example, dynamic_batch=dynamic_batch)
     seconds = time.perf_counter() - start
-    batches = ([1, 3] if dynamic_batch else [batch]) if verify else []
     worst = 0.0
     if verify:
         run_file = _runner(output, fmt)
-        for b in batches:
-            x = _example((b, 3, num_frames, crop_size, crop_size), seed + b)
-            with torch.no_grad():
-                expected = reference(x)
-            got = run_file(x)
-            if not torch.isfinite(expected).all():
-                raise ExportError(
-                    "the eager model gives non-finite logits on random clips (untrained BN statistics?); "
-                    "cannot verify the export: load a trained checkpoint or pass --no-verify"
-                )
-            diff = float((got.float() - expected.float()).abs().max())
-            worst = max(worst, diff)
+        for b, x in probes.items():
+            worst = max(worst, float((run_file(x).float() - expected[b].float()).abs().max()))
         if worst > tolerance:
+            output.unlink()  # never leave a file behind that computes something else
             raise ExportError(
                 f"{output}: exported logits differ from eager PyTorch by {worst:.3g} (> tolerance {tolerance:g}) "
-                f"on batches {batches}"
+                f"on batches {batches}; the file was removed"
             )
     shape: list[int | None] = [None if dynamic_batch else batch, 3, num_frames, crop_size, crop_size]
     return ExportReport(output, None, fmt, shape, worst, batches, seconds,
