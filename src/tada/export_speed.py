@@ -189,6 +189,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        from tada.errors import TadaError
+
+        raise TadaError(f"--variants: unknown {unknown}; choose from {','.join(VARIANTS)}")
     load_before = os.getloadavg()[0]
     results = bench_export(
         model_name=args.model, num_classes=args.num_classes, frames=args.frames, size=args.size,
