@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from tada.models import create_model, list_models, video_resnet
 from tada.models.layers import TemporalAvgPool
 from tada.models.resnet import Base2DBlock, ResBlock, TAda2DBlock
-from tada.ops import tada_conv2d_grouped_reference
+from tada.ops import TAdaConv2d, tada_conv2d_grouped_reference
 
 SPEC = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "tada2d_r50_k400_state_dict.txt"
 TINY = dict(widths=(8, 16, 32, 64, 128), layers=(1, 2, 1, 1))
@@ -56,7 +56,7 @@ def _bn3d(bn, x, training):
                         bn.momentum, bn.eps)
 
 
-def _official_block(block: ResBlock, x: torch.Tensor, training: bool) -> torch.Tensor:
+def _official_block(block: ResBlock, x: torch.Tensor, training: bool, pool_k: int = 3) -> torch.Tensor:
     br = block.conv_branch
     y = F.relu(_bn3d(br.a_bn, F.conv3d(x, br.a.weight), training))
     rf = br.b_rf
@@ -65,7 +65,7 @@ def _official_block(block: ResBlock, x: torch.Tensor, training: bool) -> torch.T
     h = F.relu(_bn3d(rf.bn, F.conv3d(u + gctx, rf.a.weight, rf.a.bias, padding=(1, 0, 0)), training))
     alpha = F.conv3d(h, rf.b.weight, padding=(1, 0, 0)) + 1
     z = tada_conv2d_grouped_reference(y, alpha, br.b.weight, stride=br.b.stride, padding=br.b.padding)
-    pooled = F.avg_pool3d(z, (3, 1, 1), stride=1, padding=(1, 0, 0), count_include_pad=True)
+    pooled = F.avg_pool3d(z, (pool_k, 1, 1), stride=1, padding=(pool_k // 2, 0, 0), count_include_pad=True)
     z = F.relu(_bn3d(br.b_bn, z, training) + _bn3d(br.b_avgpool_bn, pooled, training))
     out = _bn3d(br.c_bn, F.conv3d(z, br.c.weight), training)
     sc = x
@@ -107,6 +107,41 @@ def test_tada_block_equals_official_semantics(training, stride):
     params = [x] + list(block.parameters())
     for got, want in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("pool_k", [1, 3, 5])
+def test_tada_block_inference_fast_path_equals_official(channels_last, pool_k):
+    """Eval under no_grad: in-place input scaling and the fused BN + pool + BN filter."""
+    torch.manual_seed(8)
+    branch = TAda2DBlock(8, 4, 16, stride=2, pool_kernel=pool_k)
+    block = ResBlock(8, 16, stride=2, branch=branch, bn_eps=1e-5, bn_momentum=0.1).double().eval()
+    _randomise(block, 12)
+    b, t = 2, 6
+    x = torch.randn(b, 8, t, 11, 9, dtype=torch.float64)
+    with torch.no_grad():
+        ref = _official_block(block, x, training=False, pool_k=pool_k)
+    frames = x.transpose(1, 2).reshape(b * t, 8, 11, 9)
+    if channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = block(frames, t)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    out = out.view(b, t, *out.shape[1:]).transpose(1, 2)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_inplace_scaling_refuses_recorded_gradients():
+    conv = TAdaConv2d(4, 4, 3, padding=1)
+    x = torch.randn(6, 4, 5, 5, requires_grad=True)
+    with pytest.raises(RuntimeError, match="inference"):
+        conv(x * 1.0, torch.ones(6, 4), inplace=True)
+    with torch.no_grad():
+        y = torch.randn(6, 4, 5, 5)
+        expected = conv(y.clone(), torch.full((6, 4), 2.0))
+        original = y.clone()
+        torch.testing.assert_close(conv(y, torch.full((6, 4), 2.0), inplace=True), expected)
+        torch.testing.assert_close(y, 2 * original)  # y now holds the scaled input
 
 
 @pytest.mark.parametrize("training", [True, False])

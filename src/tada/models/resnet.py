@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tada.models.layers import FrameConv, TemporalAvgPool, frames_to_video, video_to_frames
+from tada.models.layers import (
+    FrameConv,
+    TemporalAvgPool,
+    bn_plus_pooled_bn_eval,
+    frames_to_video,
+    video_to_frames,
+)
 from tada.ops.routing import RouteFuncMLP, TemporalConvWeight
 from tada.ops.tadaconv import TAdaConv2d
 
@@ -104,8 +110,12 @@ class TAda2DBlock(nn.Module):
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.a_relu(self.a_bn(self.a(x)))
         alpha = self.b_rf(y, num_frames)  # from the pre-stride input of b
-        z = self.b(y, alpha)
-        z = self.b_bn(z) + self.b_avgpool_bn(self.b_avgpool(z, num_frames))
+        # Inference: y is not needed after the routing function, so it is scaled in place.
+        z = self.b(y, alpha, inplace=not torch.is_grad_enabled())
+        if self.b_bn.training or self.b_avgpool_bn.training:
+            z = self.b_bn(z) + self.b_avgpool_bn(self.b_avgpool(z, num_frames))
+        else:  # running statistics: BN, pool, BN and add collapse into one temporal filter
+            z = bn_plus_pooled_bn_eval(z, num_frames, self.b_bn, self.b_avgpool_bn, self.b_avgpool.kernel_size)
         return self.c_bn(self.c(self.b_relu(z)))
 
 

@@ -8,9 +8,12 @@ Semantics of the official ``RouteFuncMLP`` (spec 1.5)::
     alpha = b(h) + 1                               (B, C', T)    b: temporal conv k1, no bias, zero init
 
 Parameters keep the official names and 5-D shapes (``g.weight`` (C, C, 1, 1, 1), ``a.weight``
-(C/r, C, k0, 1, 1), ``b.weight`` (C', C/r, k1, 1, 1)); the computation runs on the tiny (B, C, T)
-tensor with 1-D convs, so it costs one spatial mean of x and nothing proportional to H*W after.
-Unlike the official code, the BN takes the caller's eps/momentum (spec 8.2 item 13).
+(C/r, C, k0, 1, 1), ``b.weight`` (C', C/r, k1, 1, 1)). The computation runs on the tiny
+time-major (B, T, C) tensor of spatial means, each temporal conv as one GEMM over a
+zero-padded temporal unfold: no per-op layout copies, and no tiny cuDNN/oneDNN convolutions
+(slow, odd-shaped calls on both CPU and GPU). It costs one spatial mean of x; nothing after
+that is proportional to H*W. Unlike the official code, the BN takes the caller's eps/momentum
+(spec 8.2 item 13).
 """
 
 from __future__ import annotations
@@ -46,9 +49,14 @@ class TemporalConvWeight(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, Cin, T) -> (B, Cout, T), zero padding at both ends."""
-        w = self.weight.view(self.out_channels, self.in_channels, self.kernel_size)
-        return F.conv1d(x, w, self.bias, padding=self.kernel_size // 2)
+        """Time-major x (B, T, Cin) -> (B, T, Cout), zero padding at both ends of T."""
+        k = self.kernel_size
+        w = self.weight.view(self.out_channels, self.in_channels * k)
+        if k == 1:
+            return F.linear(x, w, self.bias)
+        b, t, c = x.shape
+        cols = F.pad(x, (0, 0, k // 2, k // 2)).unfold(1, k, 1)  # (B, T, Cin, k): [b, t, c, j] = x[b, t + j - k//2, c]
+        return F.linear(cols.reshape(b, t, c * k), w, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), bias={self.bias is not None}"
@@ -90,24 +98,25 @@ class RouteFuncMLP(nn.Module):
         nn.init.zeros_(self.b.weight)
 
     def forward_pooled(self, u: Tensor) -> Tensor:
-        """From per-frame spatial means u (B, C, T) to alpha (B, C', T)."""
-        gctx = self.g(u.mean(dim=2, keepdim=True))
-        h = self.relu(self.bn(self.a(u + gctx)))
+        """From time-major per-frame spatial means u (B, T, C) to alpha (B, T, C')."""
+        b, t, _ = u.shape
+        gctx = self.g(u.mean(dim=1, keepdim=True))  # (B, 1, C): context of the whole clip
+        h = self.a(u + gctx)  # (B, T, C/r)
+        h = self.relu(self.bn(h.reshape(b * t, -1))).view(b, t, -1)  # BN over B*T, as BN3d over (B, C, T)
         return self.b(h) + 1.0
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
         if x.dim() == 5:
             if num_frames is not None and num_frames != x.shape[2]:
                 raise ValueError(f"num_frames={num_frames} disagrees with x of shape {tuple(x.shape)}")
-            alpha = self.forward_pooled(x.mean(dim=(3, 4)))
-            return alpha[:, :, :, None, None]
+            alpha = self.forward_pooled(x.mean(dim=(3, 4)).transpose(1, 2))
+            return alpha.transpose(1, 2)[:, :, :, None, None]
         if x.dim() != 4 or num_frames is None:
             raise ValueError(
                 f"RouteFuncMLP takes x (B, C, T, H, W), or frames (B*T, C, H, W) with num_frames; "
                 f"got shape {tuple(x.shape)} and num_frames={num_frames}"
             )
         n, c = x.shape[:2]
-        b = n // num_frames
-        u = x.mean(dim=(2, 3)).view(b, num_frames, c).transpose(1, 2)  # (B, C, T)
-        alpha = self.forward_pooled(u)
-        return alpha.transpose(1, 2).reshape(n, self.out_channels, 1, 1)
+        # adaptive_avg_pool2d has layout-aware (channels-last) kernels on CPU and CUDA
+        u = F.adaptive_avg_pool2d(x, 1).view(n // num_frames, num_frames, c)
+        return self.forward_pooled(u).reshape(n, self.out_channels, 1, 1)

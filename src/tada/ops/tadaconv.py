@@ -88,18 +88,27 @@ def tada_conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     cal_dim: str = "cin",
+    inplace: bool = False,
 ) -> Tensor:
     """TAdaConv2d on frames: x (N, Cin, H, W), alpha (N, C) or (N, C, 1, 1), weight 4-D.
 
     ``C`` is Cin for ``cin`` and Cout for ``cout``. The bias (Cout,) is shared by all frames and
     is not calibrated. Exactly the per-frame-kernel definition, computed as one plain conv.
+    ``inplace`` (cin, inference only): scale x in place instead of allocating a scaled copy; x
+    is overwritten, so use it only when nothing needs x afterwards and no gradient is recorded.
     """
     _check_cal_dim(cal_dim)
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"tada_conv2d expects 4-D x and weight, got {x.dim()}-D and {weight.dim()}-D")
     if cal_dim == "cin":
-        alpha = _frames_alpha(alpha, x.shape[0], x.shape[1])
-        return F.conv2d(x * alpha.to(x.dtype), weight, bias, stride, padding, dilation, groups)
+        alpha = _frames_alpha(alpha, x.shape[0], x.shape[1]).to(x.dtype)
+        if inplace:
+            if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
+                raise RuntimeError("tada_conv2d(inplace=True) is for inference: gradients are being recorded")
+            scaled = x.mul_(alpha)
+        else:
+            scaled = x * alpha
+        return F.conv2d(scaled, weight, bias, stride, padding, dilation, groups)
     alpha = _frames_alpha(alpha, x.shape[0], weight.shape[0])
     out = F.conv2d(x, weight, None, stride, padding, dilation, groups) * alpha.to(x.dtype)
     if bias is not None:
@@ -176,14 +185,15 @@ class TAdaConv2d(nn.Module):
         """The kernel as a (Cout, Cin/groups, kh, kw) view of the stored parameter."""
         return self.weight.view(self.weight.shape[2:])
 
-    def forward(self, x: Tensor, alpha: Tensor) -> Tensor:
+    def forward(self, x: Tensor, alpha: Tensor, *, inplace: bool = False) -> Tensor:
+        """``inplace``: frames input only; see :func:`tada_conv2d` (inference, x is overwritten)."""
         bias = None if self.bias is None else self.bias.view(-1)
         kwargs = dict(
             stride=self.stride, padding=self.padding, dilation=self.dilation,
             groups=self.groups, cal_dim=self.cal_dim,
         )
         if x.dim() == 4:
-            return tada_conv2d(x, alpha, self.weight_2d, bias, **kwargs)
+            return tada_conv2d(x, alpha, self.weight_2d, bias, inplace=inplace, **kwargs)
         if x.dim() != 5 or alpha.dim() != 5:
             raise ValueError(
                 f"TAdaConv2d expects x (B, C, T, H, W) with alpha (B, C, T, 1, 1), or frames "
