@@ -36,6 +36,17 @@ def live(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
+def _live_grads(ref: torch.nn.Module, other: torch.nn.Module):
+    """Parameter pairs whose reference gradient is not zero in exact arithmetic.
+
+    A bias followed by a train-mode BN (b_rf.a.bias) has a zero gradient; its computed value is
+    rounding noise (~1e-17), and a relative error on it means nothing.
+    """
+    norms = [p.grad.norm().item() for p in ref.parameters()]
+    floor = 1e-6 * max(norms)
+    return [(p, q) for p, q in zip(ref.parameters(), other.parameters()) if p.grad.norm().item() > floor]
+
+
 def main() -> int:
     assert torch.cuda.is_available(), "no CUDA device"
     dev = torch.device("cuda")
@@ -80,8 +91,7 @@ def main() -> int:
         if mode == "train":
             F.cross_entropy(out_c, y).backward()
             F.cross_entropy(out_g, y.to(dev)).backward()
-            worst = max(rel(pg.grad.cpu(), pc.grad) for pc, pg in zip(cpu.parameters(), gpu.parameters())
-                        if pc.grad.norm() > 0)
+            worst = max(rel(pg.grad.cpu(), pc.grad) for pc, pg in _live_grads(cpu, gpu))
             check("small tada2d grads cuda vs cpu (worst tensor)", worst, 1e-3)
 
     # 3. bf16 autocast vs fp32
@@ -102,7 +112,7 @@ def main() -> int:
     eager_model = copy.deepcopy(gpu)
     F.cross_entropy(compiled(x.to(dev)), y.to(dev)).backward()
     F.cross_entropy(eager_model(x.to(dev)), y.to(dev)).backward()
-    worst = max(rel(pc.grad, pe.grad) for pc, pe in zip(gpu.parameters(), eager_model.parameters()) if pe.grad.norm() > 0)
+    worst = max(rel(pc.grad, pe.grad) for pe, pc in _live_grads(eager_model, gpu))
     check("small tada2d train grads compiled vs eager (worst tensor)", worst, 1e-3)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA model checks passed")
     return 1 if failures else 0

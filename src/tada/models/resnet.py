@@ -113,7 +113,8 @@ class TAda2DBlock(nn.Module):
         # Inference: y is not needed after the routing function, so it is scaled in place.
         z = self.b(y, alpha, inplace=not torch.is_grad_enabled())
         if self.b_bn.training or self.b_avgpool_bn.training:
-            z = self.b_bn(z) + self.b_avgpool_bn(self.b_avgpool(z, num_frames))
+            out = self.b_bn(z)
+            z = out.add_(self.b_avgpool_bn(self.b_avgpool(z, num_frames)))  # BN backward needs no output
         else:  # running statistics: BN, pool, BN and add collapse into one temporal filter
             z = bn_plus_pooled_bn_eval(z, num_frames, self.b_bn, self.b_avgpool_bn, self.b_avgpool.kernel_size)
         return self.c_bn(self.c(self.b_relu(z)))

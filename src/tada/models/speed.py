@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -340,8 +341,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, log=lambda s: print(s, flush=True),
     )
     print()
-    print(f"device {args.device}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}; ratio = s/step over the channels-last resnet50_2d (same mode/precision)")
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
+    print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
+          f"x ref = s/step over the channels-last resnet50_2d (same mode, precision, compile)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
