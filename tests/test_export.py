@@ -16,7 +16,7 @@ from tada.checkpoint import save_checkpoint
 from tada.cli import main as cli_main
 from tada.config import load_config
 from tada.errors import TadaError
-from tada.export import export_model, fold_batchnorm, prepare_for_export
+from tada.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
 from tada.models import build_model, create_model
 from tada.export_speed import bench_export, format_table
 from tada.serving import (
@@ -101,6 +101,11 @@ def _clips(batch: int, seed: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 def test_fold_batchnorm_keeps_logits_and_leaves_tada_bn(tiny_tada):
     folded = prepare_for_export(tiny_tada, fold_bn=False)
+    # every TAda2D block is in its plain-op export form, sharing the model's values
+    assert sum(isinstance(m, ExportTAda2DBlock) for m in folded.modules()) == 4
+    x = _clips(2, 0)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), tiny_tada(x), atol=1e-5, rtol=1e-5)
     n = fold_batchnorm(folded)
     # stem 1 + per block a_bn, c_bn (4 blocks) + 4 shortcuts; TAdaConv's b_bn and the pool BN stay.
     assert n == 1 + 2 * 4 + 4

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tada
@@ -40,7 +41,8 @@ __all__ = [
     "ONNX_EXPORTERS",
     "ExportError",
     "ExportReport",
-    "ExportTemporalAvgPool",
+    "ExportRouteFunc",
+    "ExportTAda2DBlock",
     "add_arguments",
     "export_from_config",
     "export_model",
@@ -112,43 +114,103 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-class ExportTemporalAvgPool(nn.Module):
-    """The block's temporal pool (AvgPool3d (k, 1, 1), zero padding counted) as one pooling op.
+def _temporal_avg_pool(z: Tensor, num_frames: int, kernel_size: int) -> Tensor:
+    """AvgPool over T, kernel k, zero padding counted (spec 1.4), on frames (B*T, C, H, W).
 
-    Same function as :class:`tada.models.layers.TemporalAvgPool`, whose training-speed form (in-place
-    shifted adds inside an autograd.Function) the TorchScript ONNX exporter mistranslates (logits off
-    by ~0.1); a single AveragePool node is also what ONNX runtimes run fastest.
+    Viewed as a 2-D pool over (T, C*H*W) of a (B, 1, T, C*H*W) tensor: reshapes only, no transposes,
+    and a single AveragePool node in ONNX.
+    """
+    if kernel_size == 1:
+        return z
+    n, c, h, w = z.shape
+    v = z.reshape(n // num_frames, 1, num_frames, c * h * w)
+    pooled = F.avg_pool2d(v, (kernel_size, 1), stride=1, padding=(kernel_size // 2, 0), count_include_pad=True)
+    return pooled.reshape(n, c, h, w)
+
+
+def _temporal_conv(u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """(B, Cin, T) -> (B, Cout, T) with an official (Cout, Cin, k, 1, 1) weight, zero padding k//2."""
+    k = weight.shape[2]
+    return F.conv1d(u, weight.reshape(weight.shape[0], weight.shape[1], k), bias, padding=k // 2)
+
+
+class ExportRouteFunc(nn.Module):
+    """The routing function (spec 1.5) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
+
+    Holds the model's own parameters and BN (running statistics); only the computation is written
+    for exporters: (B, C, T) layout, ``conv1d``, no unfold or in-place slices.
     """
 
-    def __init__(self, kernel_size: int) -> None:
+    def __init__(self, rf: nn.Module) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
+        self.g_weight, self.g_bias = rf.g.weight, rf.g.bias
+        self.a_weight, self.a_bias = rf.a.weight, rf.a.bias
+        self.b_weight = rf.b.weight
+        self.bn = rf.bn
+        self.out_channels = rf.b.weight.shape[0]
+
+    def forward(self, y: Tensor, num_frames: int) -> Tensor:
+        n, c = y.shape[:2]
+        u = y.mean(dim=(2, 3)).reshape(n // num_frames, num_frames, c).transpose(1, 2)  # (B, C, T)
+        gctx = _temporal_conv(u.mean(dim=2, keepdim=True), self.g_weight, self.g_bias)
+        h = F.relu(self.bn(_temporal_conv(u + gctx, self.a_weight, self.a_bias)))
+        alpha = _temporal_conv(h, self.b_weight, None) + 1.0  # (B, C', T)
+        return alpha.transpose(1, 2).reshape(n, self.out_channels, 1, 1)
+
+
+class ExportTAda2DBlock(nn.Module):
+    """The TAda2D bottleneck branch (spec 1.4) as an exporter sees it best, sharing the block's weights.
+
+    ``c``/``c_bn`` and ``a``/``a_bn`` stay the model's own modules (so BN folding applies), the
+    TAdaConv is ``conv2d(y * alpha, W)`` (``cin``) or ``conv2d(y, W) * alpha`` (``cout``), and
+    ``b_bn(z) + b_avgpool_bn(pool(z))`` is written out. The model's inference fast paths (in-place
+    scaling, the fused BN-pool-BN filter over shifted slices) compute the same values but become
+    scatter ops in ONNX, which the TorchScript exporter mistranslates (logits off by ~0.1).
+    """
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        conv = block.b
+        self.a, self.a_bn, self.a_relu = block.a, block.a_bn, nn.ReLU()
+        self.b_rf = ExportRouteFunc(block.b_rf)
+        self.b_weight = conv.weight  # official (1, 1, Cout, Cin/groups, kh, kw)
+        self.b_bias = conv.bias
+        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
+        self.dilation, self.groups, self.cal_dim = tuple(conv.dilation), conv.groups, conv.cal_dim
+        self.b_bn, self.b_avgpool_bn = block.b_bn, block.b_avgpool_bn
+        self.pool_kernel = block.b_avgpool.kernel_size
+        self.b_relu = nn.ReLU()
+        self.c, self.c_bn = block.c, block.c_bn
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        if self.kernel_size == 1:
-            return x
-        n, c, h, w = x.shape
-        v = x.reshape(n // num_frames, num_frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
-        k = self.kernel_size
-        y = torch.nn.functional.avg_pool3d(v, (k, 1, 1), stride=1, padding=(k // 2, 0, 0), count_include_pad=True)
-        return y.transpose(1, 2).reshape(n, c, h, w)
+        y = self.a_relu(self.a_bn(self.a(x)))
+        alpha = self.b_rf(y, num_frames)  # (N, C, 1, 1), from the pre-stride input
+        weight = self.b_weight.reshape(self.b_weight.shape[2:])
+        if self.cal_dim == "cin":
+            z = F.conv2d(y * alpha, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            z = F.conv2d(y, weight, None, self.stride, self.padding, self.dilation, self.groups) * alpha
+        if self.b_bias is not None:
+            z = z + self.b_bias.reshape(1, -1, 1, 1)
+        z = self.b_bn(z) + self.b_avgpool_bn(_temporal_avg_pool(z, num_frames, self.pool_kernel))
+        return self.c_bn(self.c(self.b_relu(z)))
 
 
-def _swap_temporal_pools(model: nn.Module) -> int:
-    from tada.models.layers import TemporalAvgPool
+def _swap_tada_blocks(model: nn.Module) -> int:
+    from tada.models.resnet import TAda2DBlock
 
     swapped = 0
     for owner in list(model.modules()):
         for name, child in list(owner.named_children()):
-            if isinstance(child, TemporalAvgPool):
-                setattr(owner, name, ExportTemporalAvgPool(child.kernel_size))
+            if isinstance(child, TAda2DBlock):
+                setattr(owner, name, ExportTAda2DBlock(child))
                 swapped += 1
     return swapped
 
 
 def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
-    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), BN folded,
-    temporal pools as single pooling ops (:class:`ExportTemporalAvgPool`).
+    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), TAda2D
+    blocks in their plain-op form (:class:`ExportTAda2DBlock`), BN folded into the frame convs.
 
     The caller's model is left untouched.
     """
@@ -157,7 +219,7 @@ def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
         p.requires_grad_(False)
     if hasattr(prepared, "channels_last"):
         prepared.channels_last = False
-    _swap_temporal_pools(prepared)
+    _swap_tada_blocks(prepared)
     if fold_bn:
         fold_batchnorm(prepared)
     return prepared
