@@ -116,7 +116,8 @@ class RouteFuncMLP(nn.Module):
                 f"RouteFuncMLP takes x (B, C, T, H, W), or frames (B*T, C, H, W) with num_frames; "
                 f"got shape {tuple(x.shape)} and num_frames={num_frames}"
             )
-        n, c = x.shape[:2]
-        # adaptive_avg_pool2d has layout-aware (channels-last) kernels on CPU and CUDA
-        u = F.adaptive_avg_pool2d(x, 1).view(n // num_frames, num_frames, c)
+        n, c, h, w = x.shape
+        # A sum scaled on the tiny result: its backward is a broadcast view that autograd adds in
+        # place to x's other gradient, where a mean or pool backward would write a full tensor.
+        u = x.sum(dim=(2, 3)).view(n // num_frames, num_frames, c) * (1.0 / (h * w))
         return self.forward_pooled(u).reshape(n, self.out_channels, 1, 1)
