@@ -1,4 +1,4 @@
-"""Deployment speed: eager fp32, eager channels-last, BN-folded eager, torch.compile and onnxruntime.
+"""Deployment speed: eager fp32, eager channels-last, the exported .pt2 program, torch.compile, onnxruntime.
 
 Ratios to eager fp32 measured in one run; same as `tada benchmark export`. Example (a 2-core CPU):
 

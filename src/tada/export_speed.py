@@ -1,8 +1,9 @@
 """Inference speed of the deployment paths, as ratios to eager PyTorch fp32, measured in one run.
 
-Paths: eager fp32 (NCHW frames), eager channels-last, eager with BN folded into the convs (what the
-exported .pt2 program runs), ``torch.compile`` (its compile time reported apart) and onnxruntime
-on the exported ONNX model (all graph optimisations, ``threads`` intra-op threads). Like
+Paths: eager fp32 (NCHW frames), eager channels-last, the exported ``.pt2`` program (plain-op
+blocks, BN folded), ``torch.compile`` for inference (inductor with freezing; its compile time
+reported apart) and onnxruntime on the exported ONNX model (all graph optimisations, ``threads``
+intra-op threads). Like
 :mod:`tada.models.speed`, timings interleave the paths round by round (a shared machine drifts)
 and report medians. The model gets real BN statistics from a few train-mode batches first, so
 its logits are finite and the onnxruntime-vs-eager difference is meaningful.
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 __all__ = ["VARIANTS", "PathResult", "add_arguments", "bench_export", "format_table", "main", "run"]
 
-VARIANTS = ("eager", "eager-cl", "eager-folded", "compile", "onnxruntime")
+VARIANTS = ("eager", "eager-cl", "exported-program", "compile", "onnxruntime")
 
 
 @dataclass
@@ -118,13 +119,24 @@ def bench_export(
         cl = copy.deepcopy(model)
         cl.channels_last = True
         steps["eager-cl"] = eager_step(cl)
-    if "eager-folded" in variants:  # what the exported .pt2 program computes
-        steps["eager-folded"] = eager_step(prepare_for_export(model, fold_bn=True))
+    if "exported-program" in variants:  # the .pt2 file of `tada export --format exported-program`
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+            path = Path(tmp) / "model.pt2"
+            t0 = time.perf_counter()
+            export_model(model, path, fmt="exported-program", num_frames=frames, crop_size=size, batch=batch,
+                         verify=False)
+            program = torch.export.load(str(path)).module()
+            setup["exported-program"] = time.perf_counter() - t0
+        steps["exported-program"] = eager_step(program)
     if "compile" in variants:
+        # Inductor with freezing: for inference the weights are constants (BN folded, weights prepacked).
+        import torch._inductor.config as inductor_config
+
         compiled = torch.compile(copy.deepcopy(model))
         steps["compile"] = eager_step(compiled)
-        say("torch.compile: compiling (first call) ...")
-        setup["compile"] = _timed(steps["compile"])
+        say("torch.compile (inductor, freezing): compiling (first call) ...")
+        with inductor_config.patch(freezing=True):
+            setup["compile"] = _timed(steps["compile"])
         say(f"torch.compile: {setup['compile']:.1f} s")
     if "onnxruntime" in variants:
         from tada.serving import OnnxPredictor
