@@ -114,10 +114,11 @@ class BenchResult:
     batch: int
     frames: int
     size: int
-    seconds: float  # median per step
+    seconds: float  # median wall-clock time per step
     clips_per_s: float
     peak_mem_gib: float | None = None
-    ratio: float | None = None  # seconds / the reference's seconds (same mode, precision, compile)
+    cpu_seconds: float | None = None  # CPU: median process CPU time per step (all threads)
+    ratio: float | None = None  # time / the reference's time (same mode, precision, compile)
 
 
 def _sync(device: torch.device) -> None:
@@ -147,17 +148,18 @@ def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str
     return step
 
 
-def _time_once(step: Callable[[], None], device: torch.device) -> float:
+def _time_once(step: Callable[[], None], device: torch.device) -> tuple[float, float | None]:
+    """(wall seconds, process CPU seconds or None on CUDA) of one step."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         step()
         end.record()
         end.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
+        return start.elapsed_time(end) / 1e3, None
+    c0, t0 = time.process_time(), time.perf_counter()
     step()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def bench_models(
@@ -189,6 +191,7 @@ def bench_models(
     x = torch.randn(batch, 3, frames, size, size, generator=gen).to(device)
     steps: dict[str, Callable[[], None]] = {}
     times: dict[str, list[float]] = {}
+    cpu_times: dict[str, list[float | None]] = {}
     peaks: dict[str, float | None] = {}
     for name, build in builders.items():
         if device.type == "cuda":
@@ -213,14 +216,18 @@ def bench_models(
             p.grad = None
         steps[name] = step
         times[name] = []
+        cpu_times[name] = []
     for _ in range(iters):
         for name, step in steps.items():
-            times[name].append(_time_once(step, device))
+            wall, cpu = _time_once(step, device)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
     results = []
     for name in builders:
         sec = statistics.median(times[name])
+        cpu = statistics.median(cpu_times[name]) if device.type == "cpu" else None
         results.append(BenchResult(name, mode, precision, channels_last, compiled, batch, frames, size,
-                                   sec, batch / sec, peaks[name]))
+                                   sec, batch / sec, peaks[name], cpu))
     return results
 
 
@@ -242,24 +249,38 @@ def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r5
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    head = f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'batch':>6}{'s/step':>10}{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}"
+    head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
+            f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}")
     lines = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
         peak = f"{r.peak_mem_gib:.2f}" if r.peak_mem_gib is not None else "-"
+        cpu = f"{r.cpu_seconds:.3f}" if r.cpu_seconds is not None else "-"
         lines.append(
             f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
-            f"{('yes' if r.compiled else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{r.clips_per_s:>10.2f}{ratio:>8}{peak:>10}"
+            f"{('yes' if r.compiled else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
+            f"{ratio:>8}{peak:>10}"
         )
     return "\n".join(lines)
 
 
-def _set_ratios(results: list[BenchResult]) -> None:
-    """Ratio to the channels-last reference of the same mode, precision and compile setting."""
+def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
+    """Ratio to the channels-last reference of the same mode, precision and compile setting.
+
+    ``clock="cpu"`` compares process CPU time: with one thread on a shared machine it measures
+    the work done and ignores the time the process waited for a core.
+    """
+    def t(r: BenchResult) -> float:
+        if clock == "cpu":
+            if r.cpu_seconds is None:
+                raise ValueError("clock='cpu' needs CPU timings (device cpu)")
+            return r.cpu_seconds
+        return r.seconds
+
     for r in results:
         ref = [q for q in results if q.model == "resnet50_2d" and q.mode == r.mode and q.precision == r.precision
                and q.compiled == r.compiled and q.channels_last]
-        r.ratio = r.seconds / ref[0].seconds if ref else None
+        r.ratio = t(r) / t(ref[0]) if ref else None
 
 
 def run_suite(
@@ -276,6 +297,7 @@ def run_suite(
     warmup: int = 1,
     device: str = "cpu",
     num_classes: int = 400,
+    clock: str = "wall",
     log: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
     """All combinations; the reference is timed channels-last (the limit) in each (mode, precision, compile)."""
@@ -293,7 +315,7 @@ def run_suite(
                     if log is not None:
                         for r in res:
                             log(f"{r.model} {mode} {prec} cl={cl} compiled={comp}: {r.seconds:.4f} s/step")
-    _set_ratios(results)
+    _set_ratios(results, clock)
     return results
 
 
@@ -315,6 +337,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="CUDA: leave cudnn.benchmark off")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="ratios from wall time, or from process CPU time (CPU only; robust on a busy machine "
+                             "with --threads 1)")
 
 
 def _csv(value: str, allowed: dict[str, object], what: str) -> list:
@@ -338,13 +363,13 @@ def run(args: argparse.Namespace) -> int:
         channels_last=_csv(args.channels_last, {"on": True, "off": False}, "channels-last"),
         compiled=_csv(args.compile, {"on": True, "off": False}, "compile"),
         batch=args.batch, frames=args.frames, size=args.size, iters=args.iters, warmup=args.warmup,
-        device=args.device, log=lambda s: print(s, flush=True),
+        device=args.device, clock=args.clock, log=lambda s: print(s, flush=True),
     )
     print()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
     print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
-          f"x ref = s/step over the channels-last resnet50_2d (same mode, precision, compile)")
+          f"x ref = {args.clock} time over the channels-last resnet50_2d's (same mode, precision, compile)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
