@@ -253,3 +253,13 @@ def test_in1k_wrong_files_are_errors(tmp_path):
     torch.save(shallow, tmp_path / "shallow.pth")
     with pytest.raises(CheckpointError, match="lack 1[0-9] backbone keys"):
         load_in1k(model, tmp_path / "shallow.pth")
+
+
+def test_create_model_with_a_local_checkpoint(tmp_path):
+    src = _model(13)
+    path = save_checkpoint(tmp_path / "zoo.pyth", model=src, epoch=99)
+    torch.manual_seed(14)
+    loaded = create_model("tada2d_r50", num_classes=5, checkpoint_path=str(path), **TINY)
+    assert _same(src, loaded)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        create_model("tada2d_r50", num_classes=6, checkpoint_path=str(path), **TINY)
