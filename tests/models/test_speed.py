@@ -47,3 +47,20 @@ def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, caps
     assert all(r.ratio is not None and r.ratio > 0 for r in results)
     table = format_table(results)
     assert "x ref" in table and "tada2d_r50" in table
+
+
+def test_benchmark_command_end_to_end(tmp_path, capsys):
+    from tada.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", "model", "--models", "tsn_r26", "--modes", "eval", "--precisions", "fp32",
+                 "--channels-last", "on", "--frames", "1", "--size", "32", "--iters", "1", "--warmup", "0",
+                 "--clock", "cpu", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "resnet50_2d" in printed and "tsn_r26" in printed and "x ref = cpu time" in printed
+    import json
+
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["resnet50_2d", "tsn_r26"]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["cpu_seconds"] > 0
