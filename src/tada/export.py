@@ -117,15 +117,15 @@ def fold_batchnorm(model: nn.Module) -> int:
 def _temporal_avg_pool(z: Tensor, num_frames: int, kernel_size: int) -> Tensor:
     """AvgPool over T, kernel k, zero padding counted (spec 1.4), on frames (B*T, C, H, W).
 
-    Viewed as a 2-D pool over (T, C*H*W) of a (B, 1, T, C*H*W) tensor: reshapes only, no transposes,
-    and a single AveragePool node in ONNX.
+    One 5-D AveragePool (k, 1, 1) between two transposes: onnxruntime runs it about 10x faster than
+    the transpose-free (B, 1, T, C*H*W) 2-D form, whose very wide rows its pooling kernel handles badly.
     """
     if kernel_size == 1:
         return z
     n, c, h, w = z.shape
-    v = z.reshape(n // num_frames, 1, num_frames, c * h * w)
-    pooled = F.avg_pool2d(v, (kernel_size, 1), stride=1, padding=(kernel_size // 2, 0), count_include_pad=True)
-    return pooled.reshape(n, c, h, w)
+    v = z.reshape(n // num_frames, num_frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
+    pooled = F.avg_pool3d(v, (kernel_size, 1, 1), stride=1, padding=(kernel_size // 2, 0, 0), count_include_pad=True)
+    return pooled.transpose(1, 2).reshape(n, c, h, w)
 
 
 def _temporal_conv(u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
