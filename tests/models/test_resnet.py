@@ -227,6 +227,27 @@ def test_channels_last_gives_the_same_result(tiny):
     torch.testing.assert_close(cl, plain, rtol=1e-4, atol=1e-4)
 
 
+def test_channels_last_restrides_kernels_but_keeps_shapes_and_values(tmp_path):
+    torch.manual_seed(4)
+    model = create_model("tada2d_r50", num_classes=3, **TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.channels_last = True
+    after = model.state_dict()
+    assert all(after[k].shape == v.shape and torch.equal(after[k], v) for k, v in before.items())
+    block = model.backbone.conv3.res_1.conv_branch
+    assert block.b.weight_2d.is_contiguous(memory_format=torch.channels_last)
+    assert model.backbone.conv1.a.weight_2d.is_contiguous(memory_format=torch.channels_last)
+    assert not block.b.weight_2d.is_contiguous()
+    path = tmp_path / "cl.pth"
+    torch.save(model.state_dict(), path)
+    plain = create_model("tada2d_r50", num_classes=3, **TINY)
+    plain.load_state_dict(torch.load(path, weights_only=True))
+    assert plain.backbone.conv1.a.weight.is_contiguous()
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in before.items())
+    model.channels_last = False
+    assert block.b.weight.is_contiguous() and model.backbone.conv1.a.weight.is_contiguous()
+
+
 def test_backward_reaches_every_parameter():
     torch.manual_seed(1)
     model = create_model("tada2d_r26", num_classes=3, **TINY).train()

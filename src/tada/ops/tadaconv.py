@@ -173,7 +173,7 @@ class TAdaConv2d(nn.Module):
 
     def reset_parameters(self) -> None:
         """Like nn.Conv2d: Kaiming-uniform with the 2-D fan-in (not the official 6-D fan-in)."""
-        w = self.weight.data.view(self.weight.shape[2:])
+        w = self.weight.data[0, 0]
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = w.shape[1] * w.shape[2] * w.shape[3]
@@ -182,8 +182,8 @@ class TAdaConv2d(nn.Module):
 
     @property
     def weight_2d(self) -> Tensor:
-        """The kernel as a (Cout, Cin/groups, kh, kw) view of the stored parameter."""
-        return self.weight.view(self.weight.shape[2:])
+        """The kernel as a (Cout, Cin/groups, kh, kw) view of the stored parameter (any strides)."""
+        return self.weight[0, 0]
 
     def forward(self, x: Tensor, alpha: Tensor, *, inplace: bool = False) -> Tensor:
         """``inplace``: frames input only; see :func:`tada_conv2d` (inference, x is overwritten)."""
@@ -259,7 +259,7 @@ class TAdaConv3d(nn.Module):
 
     def reset_parameters(self) -> None:
         """Like nn.Conv3d: Kaiming-uniform with the 3-D fan-in."""
-        w = self.weight.data.view(self.weight.shape[2:])
+        w = self.weight.data[0, 0]
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = w[0].numel()
@@ -278,7 +278,7 @@ class TAdaConv3d(nn.Module):
         if tuple(alpha.shape) != (b, cal_channels, t_out, 1, 1):
             raise ValueError(f"alpha must have shape {(b, cal_channels, t_out, 1, 1)}, got {tuple(alpha.shape)}")
         kt, st, pt, dt = self.kernel_size[0], self.stride[0], self.padding[0], self.dilation[0]
-        w = self.weight.view(self.weight.shape[2:])
+        w = self.weight[0, 0]
         xf = x.transpose(1, 2)  # (B, T, C, H, W) view
         af = alpha.transpose(1, 2).to(x.dtype)  # (B, T_out, C, 1, 1)
         out = None
