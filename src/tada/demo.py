@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tada.config import Config, load_config
+from tada.errors import TadaError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "projects" / "tada" / "synthetic"
 RUNS = (("TSN", "tsn.yaml"), ("TAda2D", "tada2d.yaml"))
@@ -44,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the dataset and of both trainings")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers per run")
     parser.add_argument(
+        "--videos-per-class", default=None, metavar="TRAIN,VAL,TEST",
+        help="synthetic videos per class and split (default 60,20,30)",
+    )
+    parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
         help="config overrides applied to both runs (e.g. OPTIMIZER.MAX_EPOCH 6)",
     )
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     data_dir = out / "data"
     t0 = time.perf_counter()
-    manifest = synthetic.ensure_dataset(data_dir, seed=args.seed)
+    manifest = synthetic.ensure_dataset(data_dir, seed=args.seed,
+                                        videos_per_class=_split_counts(args.videos_per_class))
     data_seconds = time.perf_counter() - t0
     print(f"[demo] synthetic dataset: {data_dir} ({data_seconds:.1f} s)")
 
@@ -85,6 +91,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+def _split_counts(text: str | None) -> dict[str, int] | None:
+    if text is None:
+        return None
+    try:
+        train, val, test = (int(v) for v in text.split(","))
+    except ValueError:
+        raise TadaError(f"--videos-per-class expects TRAIN,VAL,TEST counts, got {text!r}") from None
+    return {"train": train, "val": val, "test": test}
+
+
 def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest: dict, args) -> RunSummary:
     from tada import cli
     from tada.flops import count_model
@@ -106,7 +122,7 @@ def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest
         print(f"[demo] {name}: training {config.name} -> {run_dir}")
         code = cli.main(["train", "--cfg", str(config), *overrides])
         if code != 0 or not results_path.is_file():
-            raise RuntimeError(f"the {name} run failed (exit code {code}); see {run_dir}")
+            raise TadaError(f"the {name} run failed (exit code {code}); see {run_dir}")
     results = json.loads(results_path.read_text())
     stats = count_model(cfg)
     return _summarise(name, results, manifest, stats, run_dir)
