@@ -348,7 +348,8 @@ def validate(
     """Loss, top-1 and top-5 (%) over the whole split, summed exactly across ranks."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=ctx.device)
+    # loss over the clips with finite logits, top-1, top-5, clips, clips with non-finite logits
+    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)
     failed = 0
     started = time.perf_counter()
     for batch in loader:
@@ -362,19 +363,25 @@ def validate(
         with autocast(precision, ctx.device):
             logits = model(video)
         logits = logits.float()
-        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-        correct = topk_correct(logits, labels, (1, 5))
+        # A clip whose logits overflow (possible in eval mode early in training: TAdaConv scales its
+        # input by a calibration computed from that input) counts as wrong and is reported, instead
+        # of turning the whole validation loss into NaN.
+        finite = torch.isfinite(logits).all(dim=1)
+        loss = nn.functional.cross_entropy(logits[finite], labels[finite], reduction="sum")
+        correct = topk_correct(logits[finite], labels[finite], (1, 5))
         sums += torch.stack([loss.double(), correct[0].double(), correct[1].double(),
-                             torch.full((), float(labels.numel()), dtype=torch.float64, device=ctx.device)])
+                             torch.full((), float(labels.numel()), dtype=torch.float64, device=ctx.device),
+                             (~finite).sum().double()])
     all_reduce(ctx, sums)
     failed_t = torch.tensor([failed], dtype=torch.int64, device=ctx.device)
     all_reduce(ctx, failed_t)
     model.train(was_training)
-    loss_sum, c1, c5, n = sums.tolist()
+    loss_sum, c1, c5, n, nonfinite = sums.tolist()
     if n == 0:
         raise EngineError("validation scored no clip (every val item failed to load)")
     return {
-        "loss": loss_sum / n,
+        "loss": loss_sum / (n - nonfinite) if n > nonfinite else float("nan"),
+        "nonfinite_clips": int(nonfinite),
         "top1": 100.0 * c1 / n,
         "top5": 100.0 * c5 / n,
         "num_clips": int(n),
@@ -664,6 +671,9 @@ def _train(
             val_record = {"epoch": epochs_done, **val, "best_top1": max(val["top1"], best_top1)}
             log.info("val epoch %d: loss %.4f top1 %.2f%% top5 %.2f%% (%d clips, best top1 %.2f%%)",
                      epochs_done, val["loss"], val["top1"], val["top5"], val["num_clips"], val_record["best_top1"])
+            if val["nonfinite_clips"]:
+                log.warning("val epoch %d: %d clip(s) gave non-finite logits (counted as wrong, left out of "
+                            "the loss)", epochs_done, val["nonfinite_clips"])
         pos.epoch, pos.iteration = epochs_done, 0
         pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
         train_record["train_seconds"] = pos.train_seconds
