@@ -54,7 +54,12 @@ def test_demo_runs_both_models_and_reuses_finished_runs(tmp_path: Path, capsys) 
         tsn = (out / "tsn" / "config.yaml").read_text()
         tada = (out / "tada2d" / "config.yaml").read_text()
         assert "Base2DBlock" in tsn and "TAda2DBlock" in tada
-        assert main(args) == 0  # second call: nothing retrained
+        readme = tmp_path / "README.md"
+        readme.write_text("# x\n<!-- DEMO-RESULTS -->\nold\n<!-- /DEMO-RESULTS -->\n## after\n")
+        assert main([*args[:3], "--readme", str(readme), *args[3:]]) == 0  # second call: nothing retrained
         assert capsys.readouterr().out.count("reusing the finished run") == 2
+        text = readme.read_text()
+        assert "old" not in text and "| TAda2D |" in text and text.endswith("## after\n")
+        assert (tmp_path / "docs" / "demo" / "confusion.png").is_file()
     finally:
         torch.set_num_threads(threads)
