@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from tada.fileio import atomic_open
+
 from tada.models.convert import official_filter, resnet50_2d_filter
 
 __all__ = [
@@ -194,9 +196,8 @@ def save_checkpoint(
     if clash:
         raise ValueError(f"extra entries {sorted(clash)} clash with the checkpoint's own keys")
     obj.update(extra)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
     return path
 
 

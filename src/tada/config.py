@@ -19,7 +19,6 @@ import copy
 import difflib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -27,6 +26,7 @@ import yaml
 
 from tada.config_schema import NONE, SCHEMA, Key
 from tada.errors import TadaError
+from tada.fileio import atomic_open
 
 __all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys"]
 
@@ -438,15 +438,5 @@ def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None)
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".yaml", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(cfg.dump())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        fh.write(cfg.dump())

@@ -17,13 +17,14 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from tada.fileio import atomic_open, fsync_dir
 
 __all__ = [
     "CheckpointInfo",
@@ -90,36 +91,14 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> CheckpointInfo | None:
     return found[-1] if found else None
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # platforms without directory file descriptors: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``.
 
     A crash at any moment leaves either the old file or the complete new one, never a torn file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -144,7 +123,7 @@ def link_best(src: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     except OSError:  # e.g. a filesystem without hard links: copying is the same content
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+    fsync_dir(dst.parent)
     return dst
 
 

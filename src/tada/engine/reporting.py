@@ -11,11 +11,11 @@ import csv
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from tada.fileio import atomic_open
 
 __all__ = [
     "StatsWriter",
@@ -128,17 +128,8 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:
+        fh.write(text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
