@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from tada.errors import TadaError
 from tada.fileio import atomic_open
 
 from tada.models.convert import official_filter, resnet50_2d_filter
@@ -36,7 +37,7 @@ _STATE_KEYS = ("model_state", "state_dict", "model")
 _MAX_NAMES = 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(TadaError, RuntimeError):
     """A checkpoint file cannot be read or does not fit the model; the message names the keys."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tada import checkpoint as checkpoint_io
 from tada.fileio import atomic_open, fsync_dir
 
 __all__ = [
@@ -102,14 +103,8 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint dict on the CPU without executing pickled code."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: name it
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
+    """Load a checkpoint dict on the CPU without executing pickled code (see tada.checkpoint)."""
+    return checkpoint_io.read_checkpoint(path)
 
 
 def link_best(src: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
