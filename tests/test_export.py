@@ -18,14 +18,13 @@ from tada.config import load_config
 from tada.errors import TadaError
 from tada.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
 from tada.models import build_model, create_model
-from tada.export_speed import bench_export, format_table
+from tada.export_speed import bench_export, calibrate, format_table
 from tada.serving import (
     OnnxPredictor,
     SidecarError,
     onnx_backend,
     read_sidecar,
     require,
-    sidecar_overrides,
     sidecar_path,
 )
 
@@ -60,20 +59,8 @@ def _one_thread():
 def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give the zero-initialised temporal parts (routing output, pool BN) weights and the BNs real
     statistics, so every path of the graph matters and eval-mode logits are finite."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("b_rf.b.weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-            elif "b_avgpool_bn" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        model.train()
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.momentum = None  # cumulative average over the calibration batches
-        for _ in range(2):
-            model(torch.randn(4, 3, FRAMES, CROP, CROP, generator=gen))
-    return model.eval()
+    return calibrate(model, frames=FRAMES, size=CROP, batches=2, batch=4, seed=seed,
+                     routing_scale=0.05, pool_bn_scale=0.3)
 
 
 @pytest.fixture(scope="module")

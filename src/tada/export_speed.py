@@ -47,16 +47,26 @@ class PathResult:
     max_abs_diff: float | None = None  # logits vs eager fp32 on the benchmark batch
 
 
-def calibrate(model: nn.Module, *, frames: int, size: int, batches: int = 1, batch: int = 2, seed: int = 0) -> nn.Module:
+def calibrate(
+    model: nn.Module,
+    *,
+    frames: int,
+    size: int,
+    batches: int = 1,
+    batch: int = 2,
+    seed: int = 0,
+    routing_scale: float = 0.01,
+    pool_bn_scale: float = 0.1,
+) -> nn.Module:
     """Real BN statistics (cumulative over a few random train-mode batches) and non-trivial temporal
     paths (routing output and pool-BN weights drawn small), then eval mode."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("b_rf.b.weight"):
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.01)
+                p.copy_(torch.randn(p.shape, generator=gen) * routing_scale)
             elif "b_avgpool_bn" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+                p.copy_(torch.randn(p.shape, generator=gen) * pool_bn_scale)
         model.train()
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -89,7 +99,7 @@ def bench_export(
     model_kwargs: dict | None = None,
 ) -> list[PathResult]:
     """Time each inference path on one (batch, 3, frames, size, size) input; eager fp32 is always timed."""
-    from tada.export import export_model, prepare_for_export
+    from tada.export import export_model
     from tada.models import create_model
 
     if warmup < 1 or iters < 1:
