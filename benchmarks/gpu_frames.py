@@ -249,6 +249,7 @@ def training_run(root: Path, step, *, fmt: str, gpu: bool, workers: int, batch: 
         wait += t1 - t0
         transform += t2 - t1
         step(b["video"], b["label"].to(device))
+        _sync(device)  # the step's GPU time is the step's: the next wait starts after it
     _sync(device)
     total = time.perf_counter() - start
     return (wait + transform) / total, transform / total, batch * steps / total

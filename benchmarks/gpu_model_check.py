@@ -36,20 +36,31 @@ def live(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def _live_grads(ref: torch.nn.Module, other: torch.nn.Module):
-    """Parameter pairs whose reference gradient is not zero in exact arithmetic.
+def grad_errors(exact: torch.nn.Module, *models: torch.nn.Module) -> list[tuple[str, list[float]]]:
+    """Per parameter, each model's relative gradient error against ``exact`` (a float64 copy).
 
-    A bias followed by a train-mode BN (b_rf.a.bias) has a zero gradient; its computed value is
-    rounding noise (~1e-17), and a relative error on it means nothing.
+    Parameters whose float64 gradient is zero in exact arithmetic are left out: a bias followed
+    by a train-mode BN (``b_rf.a.bias``) gets rounding noise, and a relative error on noise means
+    nothing. The train-mode network is ill-conditioned in places (BN over few frames after a
+    strong calibration): float32 on the CPU is itself ~1e-2 off float64 on some tensors, so the
+    checks below compare each float32 error with the CPU float32 error on the same tensor.
     """
-    norms = [p.grad.norm().item() for p in ref.parameters()]
-    floor = 1e-6 * max(norms)
-    return [(p, q) for p, q in zip(ref.parameters(), other.parameters()) if p.grad.norm().item() > floor]
+    norms = {n: p.grad.norm().item() for n, p in exact.named_parameters()}
+    floor = 1e-9 * max(norms.values())
+    params = [dict(m.named_parameters()) for m in models]
+    return [(n, [rel(ps[n].grad.cpu().double(), p.grad.cpu()) for ps in params])
+            for n, p in exact.named_parameters() if norms[n] > floor]
+
+
+def worst_vs(errors: list[tuple[str, list[float]]], test: int, base: int) -> tuple[float, str]:
+    """Largest (error of model ``test``) / (error of model ``base`` + 1e-5) over the parameters."""
+    return max(((e[test] / (e[base] + 1e-5)), f"{n}: {e[test]:.2e} vs {e[base]:.2e}") for n, e in errors)
 
 
 def main() -> int:
-    assert torch.cuda.is_available(), "no CUDA device"
-    dev = torch.device("cuda")
+    # `--device cpu` smoke-tests this script without a GPU (the "cuda" rows then compare two CPU copies)
+    dev = torch.device(sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cuda")
+    assert dev.type != "cuda" or torch.cuda.is_available(), "no CUDA device"
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     failures = []
@@ -77,32 +88,41 @@ def main() -> int:
     # 2. small TAda2D, CUDA vs CPU
     torch.manual_seed(1)
     cpu = live(create_model("tada2d_r50", num_classes=10, **SMALL), 2)
+    exact = copy.deepcopy(cpu).double()
     gpu = copy.deepcopy(cpu).to(dev)
     x = torch.randn(4, 3, 8, 64, 64)
     y = torch.randint(0, 10, (4,))
-    for m in (cpu, gpu):
+    for m in (cpu, gpu, exact):
         m.channels_last = True
     for mode in ("train", "eval"):
-        cpu.train(mode == "train")
-        gpu.train(mode == "train")
+        for m in (cpu, gpu, exact):
+            m.train(mode == "train")
         out_c = cpu(x)
         out_g = gpu(x.to(dev))
-        check(f"small tada2d {mode} logits cuda vs cpu", rel(out_g.cpu(), out_c), 1e-4)
+        out_e = exact(x.double())
+        check(f"small tada2d {mode} logits cuda vs float64", rel(out_g.cpu().double(), out_e), 1e-4)
+        check(f"small tada2d {mode} logits cpu vs float64", rel(out_c.double(), out_e), 1e-4)
         if mode == "train":
             F.cross_entropy(out_c, y).backward()
             F.cross_entropy(out_g, y.to(dev)).backward()
-            worst = max(rel(pg.grad.cpu(), pc.grad) for pc, pg in _live_grads(cpu, gpu))
-            check("small tada2d grads cuda vs cpu (worst tensor)", worst, 1e-3)
+            F.cross_entropy(out_e, y).backward()
+            ratio, where = worst_vs(grad_errors(exact, gpu, cpu), 0, 1)
+            print(f"     worst gradient, cuda fp32 vs cpu fp32 error against float64: {where}")
+            check("small tada2d grads: cuda error / cpu fp32 error (worst tensor)", ratio, 10.0)
 
     # 3. bf16 autocast vs fp32
     gpu.eval()
     with torch.no_grad():
         ref = gpu(x.to(dev))
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             low = gpu(x.to(dev))
     check("small tada2d eval bf16 autocast vs fp32", rel(low, ref), 3e-2)
 
     # 4. torch.compile vs eager
+    if dev.type != "cuda":
+        print("compile rows skipped off CUDA")
+        print("FAILED: " + ", ".join(failures) if failures else "all model checks passed")
+        return 1 if failures else 0
     compiled = torch.compile(gpu)
     with torch.no_grad():
         check("small tada2d eval compiled vs eager", rel(compiled(x.to(dev)), ref), 1e-4)
@@ -110,10 +130,13 @@ def main() -> int:
     for p in gpu.parameters():
         p.grad = None
     eager_model = copy.deepcopy(gpu)
+    exact = copy.deepcopy(gpu).double()
     F.cross_entropy(compiled(x.to(dev)), y.to(dev)).backward()
     F.cross_entropy(eager_model(x.to(dev)), y.to(dev)).backward()
-    worst = max(rel(pc.grad, pe.grad) for pe, pc in _live_grads(eager_model, gpu))
-    check("small tada2d train grads compiled vs eager (worst tensor)", worst, 1e-3)
+    F.cross_entropy(exact(x.to(dev).double()), y.to(dev)).backward()
+    ratio, where = worst_vs(grad_errors(exact, gpu, eager_model), 0, 1)
+    print(f"     worst gradient, compiled vs eager error against float64: {where}")
+    check("small tada2d train grads: compiled error / eager error (worst tensor)", ratio, 10.0)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA model checks passed")
     return 1 if failures else 0
 

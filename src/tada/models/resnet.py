@@ -43,6 +43,7 @@ __all__ = [
     "TAda2DBlock",
     "VideoHead",
     "VideoResNet",
+    "set_kernel_layout",
     "video_resnet",
 ]
 
@@ -222,6 +223,20 @@ class VideoHead(nn.Module):
         return self.out(self.dropout(pooled))
 
 
+def set_kernel_layout(module: nn.Module, *, channels_last: bool) -> None:
+    """Store the 2-D kernels of every FrameConv / TAdaConv2d in ``module`` channels-last (or not).
+
+    Shapes stay the official ones; only the strides of the 2-D views the convs use change.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, FrameConv):
+                m.weight.data = m.weight.data.squeeze(2).contiguous(memory_format=fmt).unsqueeze(2)
+            elif isinstance(m, TAdaConv2d):
+                m.weight.data = m.weight.data[0, 0].contiguous(memory_format=fmt)[None, None]
+
+
 class VideoResNet(nn.Module):
     """A video classifier: ``backbone`` (ResNet over frames) and ``head``; returns logits always.
 
@@ -254,13 +269,7 @@ class VideoResNet(nn.Module):
         load and save the same. Set it before creating DDP wrappers.
         """
         self._channels_last = bool(value)
-        fmt = torch.channels_last if value else torch.contiguous_format
-        with torch.no_grad():
-            for module in self.backbone.modules():
-                if isinstance(module, FrameConv):
-                    module.weight.data = module.weight.data.squeeze(2).contiguous(memory_format=fmt).unsqueeze(2)
-                elif isinstance(module, TAdaConv2d):
-                    module.weight.data = module.weight.data[0, 0].contiguous(memory_format=fmt)[None, None]
+        set_kernel_layout(self.backbone, channels_last=self._channels_last)
 
     # --- timm-like contract ------------------------------------------------------------------
     @staticmethod
