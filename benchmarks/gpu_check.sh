@@ -1,60 +1,65 @@
 #!/usr/bin/env bash
-# GPU checks, run once on a machine with one CUDA GPU (e.g. an H100), from any directory:
-#   1. the CUDA tests (pytest -m cuda): AMP bf16/fp16, torch.compile, no host sync per iteration;
-#   2. a short real training run of TAda2D-R50 8x224, batch 16, on decoded synthetic videos
-#      (clips/s, fraction of time waiting for data, peak GPU memory; benchmarks/gpu_train.py);
-#   3. the model benchmark on CUDA (tada.models.speed: TAda2D/TSN vs a 2-D ResNet-50);
-#   4. frame folders: clips/s fed by 14 workers (video, CPU JPEG, GPU nvjpeg) vs the training rate.
-# Needs python3 with torch+CUDA, numpy, pytest; PyAV comes from .whl/ when that folder exists.
-# Each step's failure is reported and does not stop the others; results go to $OUT if set.
-# Total: about 6-7 minutes on an H100.
+# GPU checks, run once on a machine with one CUDA GPU (e.g. an H100), from any directory; ~5-6 minutes:
+#   1. the model benchmark on CUDA (tada.models.speed): TAda2D-R50, TSN-R50 and the channels-last
+#      2-D ResNet-50 at 16 clips x 8 x 224, eval and train step, bf16 and fp32, eager and replayed
+#      from a CUDA graph (TRAIN.CUDA_GRAPHS), peak memory;
+#   2. the CUDA tests (pytest -m cuda, the compile test left to step 5): AMP bf16/fp16, CUDA graphs
+#      equal eager, no host sync per iteration;
+#   3. short real training runs of TAda2D-R50 8x224, batch 16, bf16, CUDA graphs, fed by JPEG frame
+#      folders decoded by 14 CPU workers and by nvjpeg on the GPU: clips/s and data-wait fraction;
+#   4. per-block GPU cost (benchmarks/gpu_model_profile.py --parts blocks);
+#   5. CUDA model checks (benchmarks/gpu_model_check.py): op vs grouped reference, CUDA vs CPU in
+#      float64, bf16 vs fp32, compiled vs eager (values and gradients).
+# Needs python3 with torch+CUDA, numpy, pytest (torchvision for nvjpeg); PyAV and simplejpeg come
+# from .whl/ when that folder exists. Each step's failure is reported and does not stop the
+# others; results go to $OUT if set. benchmarks/gpu_frames.py (loader-only throughput per data
+# route) and gpu_model_profile.py --parts whole,compiled (kernel tables) are separate runs.
 cd "$(dirname "$0")/.." || exit 1
-if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src; else export PYTHONPATH=src; fi
+if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src; else export PYTHONPATH=src; fi
 export PYTHONUNBUFFERED=1
 RESULTS="${OUT:-/tmp/tada_gpu_check}"
 mkdir -p "$RESULTS"
 declare -A STATUS
+START=$(date +%s)
 
-section() { printf '\n==================== %s ====================\n' "$*"; }
+section() { printf '\n==================== %s [%d s] ====================\n' "$*" "$(( $(date +%s) - START ))"; }
 
 section "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || echo "nvidia-smi not available"
 python3 -c "import torch, av; print('torch', torch.__version__, '| cuda', torch.version.cuda, '| gpu', torch.cuda.get_device_name() if torch.cuda.is_available() else None, '| PyAV', av.__version__)" 2>&1
 
-section "1/4 CUDA tests: pytest -m cuda"
-timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --continue-on-collection-errors -o addopts="" -rs tests \
+section "1/5 model benchmark on CUDA (tada benchmark model), eager and CUDA graphs"
+timeout 150 python3 -m tada benchmark model --device cuda --batch 16 --frames 8 --size 224 \
+    --modes eval,train --precisions bf16,fp32 --channels-last on --cuda-graphs off,on --iters 10 --warmup 3 \
+    --json "$RESULTS/model_bench.json" > "$RESULTS/model_bench.log" 2>&1
+STATUS[model_bench]=$?
+grep -v " s/step$" "$RESULTS/model_bench.log" | tail -n 30
+
+section "2/5 CUDA tests: pytest -m cuda"
+timeout 170 python3 -m pytest -m cuda -k "not compiled" -q -p no:cacheprovider -o addopts="" -rs --durations=5 tests \
     > "$RESULTS/cuda_tests.log" 2>&1
 STATUS[cuda_tests]=$?
-tail -n 40 "$RESULTS/cuda_tests.log"
+tail -n 25 "$RESULTS/cuda_tests.log"
 
-section "2/4 short real training run: TAda2D-R50 8x224, batch 16, bf16, decoded synthetic videos"
-timeout 240 python3 benchmarks/gpu_train.py --out /tmp/tada_gpu_train --summary "$RESULTS/gpu_train.json" \
-    > "$RESULTS/gpu_train.log" 2>&1
+section "3/5 training runs fed by frame folders (CPU JPEG, GPU nvjpeg), CUDA graphs"
+timeout 130 python3 benchmarks/gpu_train.py --routes frames,frames-gpu --cuda-graphs --steps 100 --warmup-steps 30 \
+    --out /tmp/tada_gpu_train --summary "$RESULTS/gpu_train.json" > "$RESULTS/gpu_train.log" 2>&1
 STATUS[gpu_train]=$?
-grep -v "tada.engine.trainer: [0-9]*: epoch .* iter " "$RESULTS/gpu_train.log" | tail -n 45
+grep -E "clips/s through|Error|error" "$RESULTS/gpu_train.log" | tail -n 12
 
-section "3/4 model benchmark on CUDA (tada.models.speed)"
-timeout 150 python3 - "$RESULTS/model_bench.json" > "$RESULTS/model_bench.log" 2>&1 <<'PY'
-import argparse, sys
-from tada.models import speed
-parser = argparse.ArgumentParser()
-speed.add_arguments(parser)
-args = parser.parse_args(["--device", "cuda", "--batch", "16", "--frames", "8", "--size", "224",
-                          "--modes", "eval,train", "--precisions", "fp32,bf16", "--channels-last", "on",
-                          "--iters", "5", "--warmup", "2", "--json", sys.argv[1]])
-raise SystemExit(speed.run(args))
-PY
-STATUS[model_bench]=$?
-tail -n 30 "$RESULTS/model_bench.log"
+section "4/5 per-block cost"
+timeout 40 python3 benchmarks/gpu_model_profile.py --parts blocks > "$RESULTS/blocks.log" 2>&1
+STATUS[blocks]=$?
+grep -E "^\||FAIL" "$RESULTS/blocks.log"
 
-section "4/4 frame folders: loader throughput and data wait (benchmarks/gpu_frames.py)"
-timeout 240 python3 benchmarks/gpu_frames.py > "$RESULTS/gpu_frames.log" 2>&1
-STATUS[gpu_frames]=$?
-tail -n 40 "$RESULTS/gpu_frames.log"
+section "5/5 CUDA model checks"
+timeout 110 python3 benchmarks/gpu_model_check.py > "$RESULTS/check.log" 2>&1
+STATUS[check]=$?
+grep -v -i "warn" "$RESULTS/check.log" | tail -n 16
 
 section "summary"
 failed=0
-for step in cuda_tests gpu_train model_bench gpu_frames; do
+for step in model_bench cuda_tests gpu_train blocks check; do
     code=${STATUS[$step]}
     if [ "$code" -eq 0 ]; then word=ok; elif [ "$code" -eq 124 ]; then word="TIMED OUT"; failed=1; else word="FAILED (exit $code)"; failed=1; fi
     printf '%-12s %s\n' "$step" "$word"

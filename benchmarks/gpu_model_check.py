@@ -36,25 +36,26 @@ def live(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def grad_errors(exact: torch.nn.Module, *models: torch.nn.Module) -> list[tuple[str, list[float]]]:
-    """Per parameter, each model's relative gradient error against ``exact`` (a float64 copy).
+def grads_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.detach().cpu().double() for n, p in model.named_parameters() if p.grad is not None}
 
-    Parameters whose float64 gradient is zero in exact arithmetic are left out: a bias followed
-    by a train-mode BN (``b_rf.a.bias``) gets rounding noise, and a relative error on noise means
-    nothing. The train-mode network is ill-conditioned in places (BN over few frames after a
-    strong calibration): float32 on the CPU is itself ~1e-2 off float64 on some tensors, so the
-    checks below compare each float32 error with the CPU float32 error on the same tensor.
+
+def worst_grad_error(test: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> tuple[float, str]:
+    """Largest per-tensor relative error, with every tensor measured against the largest gradient norm.
+
+    Per-tensor relative errors mean nothing for gradients that are zero in exact arithmetic (a bias
+    followed by a train-mode BN, ``b_rf.a.bias``, gets rounding noise), so the denominator is
+    floored at 1e-6 of the largest norm.
     """
-    norms = {n: p.grad.norm().item() for n, p in exact.named_parameters()}
-    floor = 1e-9 * max(norms.values())
-    params = [dict(m.named_parameters()) for m in models]
-    return [(n, [rel(ps[n].grad.cpu().double(), p.grad.cpu()) for ps in params])
-            for n, p in exact.named_parameters() if norms[n] > floor]
+    top = max(g.norm().item() for g in ref.values())
+    return max((((test[n] - g).norm() / max(g.norm().item(), 1e-6 * top)).item(), n) for n, g in ref.items())
 
 
-def worst_vs(errors: list[tuple[str, list[float]]], test: int, base: int) -> tuple[float, str]:
-    """Largest (error of model ``test``) / (error of model ``base`` + 1e-5) over the parameters."""
-    return max(((e[test] / (e[base] + 1e-5)), f"{n}: {e[test]:.2e} vs {e[base]:.2e}") for n, e in errors)
+def global_grad_error(test: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> float:
+    """Relative error of all gradients as one vector."""
+    a = torch.cat([test[n].flatten() for n in ref])
+    b = torch.cat([g.flatten() for g in ref.values()])
+    return ((a - b).norm() / b.norm()).item()
 
 
 def main() -> int:
@@ -85,30 +86,34 @@ def main() -> int:
         check(f"tadaconv2d {cal_dim} float64 forward", (out - ref).abs().max().item(), 1e-10)
         check(f"tadaconv2d {cal_dim} float64 grads", max((p - q).abs().max().item() for p, q in zip(grads, grads_ref)), 1e-10)
 
-    # 2. small TAda2D, CUDA vs CPU
+    # 2. small TAda2D, CUDA vs CPU: float64 on both (the kernels' correctness, to ~1e-12), then
+    #    float32 on CUDA against float64 (the train-mode network is ill-conditioned in places: BN
+    #    over few frames after a strong calibration, ReLU kinks; float32 on a CPU is also ~1e-2 off
+    #    float64 on a few small tensors, so float32 gradients are checked as one vector)
     torch.manual_seed(1)
-    cpu = live(create_model("tada2d_r50", num_classes=10, **SMALL), 2)
-    exact = copy.deepcopy(cpu).double()
-    gpu = copy.deepcopy(cpu).to(dev)
+    cpu64 = live(create_model("tada2d_r50", num_classes=10, **SMALL), 2).double()
+    gpu64 = copy.deepcopy(cpu64).to(dev)
+    gpu = copy.deepcopy(cpu64).float().to(dev)
     x = torch.randn(4, 3, 8, 64, 64)
     y = torch.randint(0, 10, (4,))
-    for m in (cpu, gpu, exact):
+    for m in (cpu64, gpu64, gpu):
         m.channels_last = True
     for mode in ("train", "eval"):
-        for m in (cpu, gpu, exact):
+        for m in (cpu64, gpu64, gpu):
             m.train(mode == "train")
-        out_c = cpu(x)
+        out_e = cpu64(x.double())
+        out_g64 = gpu64(x.double().to(dev))
         out_g = gpu(x.to(dev))
-        out_e = exact(x.double())
-        check(f"small tada2d {mode} logits cuda vs float64", rel(out_g.cpu().double(), out_e), 1e-4)
-        check(f"small tada2d {mode} logits cpu vs float64", rel(out_c.double(), out_e), 1e-4)
+        check(f"small tada2d {mode} logits cuda float64 vs cpu float64", rel(out_g64.cpu(), out_e), 1e-10)
+        check(f"small tada2d {mode} logits cuda float32 vs cpu float64", rel(out_g.cpu().double(), out_e), 1e-4)
         if mode == "train":
-            F.cross_entropy(out_c, y).backward()
-            F.cross_entropy(out_g, y.to(dev)).backward()
-            F.cross_entropy(out_e, y).backward()
-            ratio, where = worst_vs(grad_errors(exact, gpu, cpu), 0, 1)
-            print(f"     worst gradient, cuda fp32 vs cpu fp32 error against float64: {where}")
-            check("small tada2d grads: cuda error / cpu fp32 error (worst tensor)", ratio, 10.0)
+            for out, m in ((out_e, cpu64), (out_g64, gpu64), (out_g, gpu)):
+                F.cross_entropy(out, y.to(out.device)).backward()
+            worst, where = worst_grad_error(grads_of(gpu64), grads_of(cpu64))
+            check(f"small tada2d grads cuda float64 vs cpu float64 (worst tensor: {where})", worst, 1e-8)
+            # float32 on this project's CPU: 7.3e-3 on the same check
+            check("small tada2d grads cuda float32 vs cpu float64 (all as one vector)",
+                  global_grad_error(grads_of(gpu), grads_of(cpu64)), 3e-2)
 
     # 3. bf16 autocast vs fp32
     gpu.eval()
@@ -123,20 +128,20 @@ def main() -> int:
         print("compile rows skipped off CUDA")
         print("FAILED: " + ", ".join(failures) if failures else "all model checks passed")
         return 1 if failures else 0
-    compiled = torch.compile(gpu)
+    # float64 on the GPU: compiled and eager must agree to rounding, values and gradients
+    gpu64.eval()
+    compiled = torch.compile(gpu64)
     with torch.no_grad():
-        check("small tada2d eval compiled vs eager", rel(compiled(x.to(dev)), ref), 1e-4)
-    gpu.train()
-    for p in gpu.parameters():
-        p.grad = None
-    eager_model = copy.deepcopy(gpu)
-    exact = copy.deepcopy(gpu).double()
-    F.cross_entropy(compiled(x.to(dev)), y.to(dev)).backward()
-    F.cross_entropy(eager_model(x.to(dev)), y.to(dev)).backward()
-    F.cross_entropy(exact(x.to(dev).double()), y.to(dev)).backward()
-    ratio, where = worst_vs(grad_errors(exact, gpu, eager_model), 0, 1)
-    print(f"     worst gradient, compiled vs eager error against float64: {where}")
-    check("small tada2d train grads: compiled error / eager error (worst tensor)", ratio, 10.0)
+        check("small tada2d eval compiled vs eager (float64)", rel(compiled(x.double().to(dev)), gpu64(x.double().to(dev))), 1e-10)
+    gpu64.train()
+    eager64 = copy.deepcopy(gpu64)
+    for m in (gpu64, eager64):
+        for p in m.parameters():
+            p.grad = None
+    F.cross_entropy(compiled(x.double().to(dev)), y.to(dev)).backward()
+    F.cross_entropy(eager64(x.double().to(dev)), y.to(dev)).backward()
+    worst, where = worst_grad_error(grads_of(gpu64), grads_of(eager64))
+    check(f"small tada2d train grads compiled vs eager (float64, worst tensor: {where})", worst, 1e-8)
     print("FAILED: " + ", ".join(failures) if failures else "all CUDA model checks passed")
     return 1 if failures else 0
 

@@ -74,7 +74,7 @@ class Timer:
 
 
 def graphed(fn: Callable[[], None], params: list[torch.Tensor], device: torch.device) -> Callable[[], None] | None:
-    """``fn`` captured once in a CUDA graph (grads written in place at every replay); None off CUDA."""
+    """``fn`` (forward+backward of a block) captured once in a CUDA graph; None off CUDA."""
     if device.type != "cuda":
         return None
     side = torch.cuda.Stream()
@@ -143,8 +143,19 @@ def part_whole(args, device: torch.device, timer: Timer) -> None:
             step()
 
         ms = timer.median_ms(eager, args.iters)
-        replay = graphed(train_step(model, x, y, device, cache=False), params, device)
-        g_ms = timer.median_ms(replay, args.iters) if replay else float("nan")
+        g_ms = float("nan")
+        replay = None
+        if device.type == "cuda":  # the engine's TRAIN.CUDA_GRAPHS step
+            from tada.engine.graphs import GraphedTrainStep
+
+            def forward_loss(video, labels, model=model):
+                logits = model(video)
+                return logits, F.cross_entropy(logits.float(), labels)
+
+            graph_step = GraphedTrainStep(model, forward_loss, autocast=lambda cache_enabled: torch.autocast(
+                "cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled))
+            replay = lambda: graph_step(x, y)  # noqa: E731
+            g_ms = timer.median_ms(replay, args.iters)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
         print(f"\n=== {name}: eager {ms:.1f} ms/step, CUDA graph {g_ms:.1f} ms/step")
         profile_step(eager, 2, device, args.top)
@@ -180,17 +191,37 @@ class _NoPool(TAda2DBlock):
         return self.c_bn(self.c(self.b_relu(self.b_bn(z))))
 
 
-class _Pool3d(TAda2DBlock):
-    """TAda2D block with the temporal pool as F.avg_pool3d on the (B, C, T, H, W) view."""
+def _shift_pool(v: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The earlier pool: k strided shifted adds over (B, T, rest)."""
+    scale = 1.0 / kernel_size
+    out = v * scale
+    for d in range(1, kernel_size // 2 + 1):
+        out[:, d:].add_(v[:, :-d], alpha=scale)
+        out[:, :-d].add_(v[:, d:], alpha=scale)
+    return out
+
+
+class _ShiftPoolFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, kernel_size):
+        ctx.kernel_size = kernel_size
+        return _shift_pool(v, kernel_size)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _shift_pool(grad, ctx.kernel_size), None
+
+
+class _ShiftPool(TAda2DBlock):
+    """TAda2D block with the earlier temporal pool (three strided passes instead of one batched matmul)."""
 
     def forward(self, x, num_frames):
         y = self.a_relu(self.a_bn(self.a(x)))
         alpha = self.b_rf(y, num_frames)
         z = self.b(y, alpha)
         n, c, h, w = z.shape
-        z5 = z.view(n // num_frames, num_frames, c, h, w).transpose(1, 2)
-        p5 = F.avg_pool3d(z5, (3, 1, 1), 1, (1, 0, 0), count_include_pad=True)
-        p = p5.transpose(1, 2).reshape(n, c, h, w)
+        v = z.permute(0, 2, 3, 1).reshape(n // num_frames, num_frames, h * w * c)
+        p = _ShiftPoolFn.apply(v, 3).view(n, h, w, c).permute(0, 3, 1, 2)
         out = self.b_bn(z).add_(self.b_avgpool_bn(p))
         return self.c_bn(self.c(self.b_relu(out)))
 
@@ -201,7 +232,7 @@ def part_blocks(args, device: torch.device, timer: Timer) -> None:
     stages = [(256, 64, 56), (512, 128, 28), (1024, 256, 14), (2048, 512, 7)]  # res_2 of each stage
     scale = args.size / 224
     variants = {"tsn block": Base2DBlock, "tada2d block": TAda2DBlock, "tada - routing": _NoRoute,
-                "tada - pool branch": _NoPool, "tada, avg_pool3d": _Pool3d}
+                "tada - pool branch": _NoPool, "tada, shift-add pool": _ShiftPool}
     print("\n| block res_2 (fwd+bwd, bf16) | " + " | ".join(variants) + " |")
     print("|---|" + "---|" * len(variants))
     graph_rows = []

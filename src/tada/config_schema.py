@@ -67,6 +67,8 @@ SCHEMA: dict[str, Any] = {
         "CHECKPOINT_PRE_PROCESS": {"ENABLE": False},
         "AMP": Key("off", (str,), ("off", "bf16", "fp16"), doc="tada: mixed precision"),
         "COMPILE": Key(False, (bool,), doc="tada: torch.compile the model"),
+        "CUDA_GRAPHS": Key(False, (bool,), doc="tada: replay each train step's forward+backward from one CUDA graph "
+                                               "(one GPU, no compile); removes the host launch overhead"),
         "CHANNELS_LAST": Key(True, (bool,), doc="tada: channels-last 2-D compute"),
         "DETERMINISTIC": Key(False, (bool,), doc="tada: deterministic cuDNN/algorithms"),
     },

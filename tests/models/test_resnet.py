@@ -171,6 +171,38 @@ def test_temporal_pool_counts_padding():
     torch.testing.assert_close(out, pool(x, 4))
 
 
+@pytest.mark.parametrize("kernel,frames,max_frames", [(3, 8, 64), (5, 6, 64), (3, 5, 4), (3, 1, 64)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_temporal_pool_equals_avg_pool3d_values_and_grads(kernel, frames, max_frames, channels_last):
+    """Forward and backward equal the zero-padded window mean (= AvgPool3d((k,1,1), padding k//2,
+    count_include_pad)) in float64, also past the precomputed band and for a single frame."""
+    pool = TemporalAvgPool(kernel, max_frames=max_frames)
+    b, c, h, w = 3, 4, 5, 6
+    video = torch.randn(b, c, frames, h, w, dtype=torch.float64, requires_grad=True)
+    frames_in = video.transpose(1, 2).reshape(b * frames, c, h, w)
+    if channels_last:
+        frames_in = frames_in.contiguous(memory_format=torch.channels_last)
+    out = pool(frames_in, frames)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last or out.is_contiguous()
+    r = kernel // 2  # the definition: zero-padded window sum over T, divided by k
+    padded = torch.nn.functional.pad(video, (0, 0, 0, 0, r, r))
+    ref = sum(padded[:, :, d:d + frames] for d in range(kernel)) / kernel
+    if frames >= kernel:
+        torch.testing.assert_close(ref, torch.nn.functional.avg_pool3d(
+            video, (kernel, 1, 1), 1, (r, 0, 0), count_include_pad=True), rtol=1e-12, atol=1e-12)
+    ref_frames = ref.transpose(1, 2).reshape(b * frames, c, h, w)
+    torch.testing.assert_close(out, ref_frames, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref_frames)
+    (grad,) = torch.autograd.grad(out, video, g)
+    (grad_ref,) = torch.autograd.grad(ref_frames, video, g)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_temporal_pool_band_is_not_checkpoint_state():
+    pool = TemporalAvgPool(3)
+    assert "band" not in pool.state_dict() and pool.band.shape == (64, 64)
+
+
 # ---------------------------------------------------------------------------------------------
 # The model contract
 # ---------------------------------------------------------------------------------------------

@@ -157,6 +157,13 @@ def check_train_config(cfg: Config, world_size: int) -> None:
         raise EngineError(f"LOG_PERIOD must be >= 1, got {cfg.LOG_PERIOD}")
     if cfg.TRAIN.NUM_FOLDS != 1:
         raise EngineError(f"TRAIN.NUM_FOLDS must be 1 for classification, got {cfg.TRAIN.NUM_FOLDS}")
+    if cfg.TRAIN.CUDA_GRAPHS:
+        if cfg.NUM_GPUS < 1:
+            raise EngineError("TRAIN.CUDA_GRAPHS needs a CUDA device (NUM_GPUS >= 1); set it false on CPU")
+        if world_size > 1:
+            raise EngineError("TRAIN.CUDA_GRAPHS is for one GPU; with several, set it false (DDP is not captured)")
+        if cfg.TRAIN.COMPILE:
+            raise EngineError("TRAIN.CUDA_GRAPHS and TRAIN.COMPILE are exclusive: set one of them false")
     if cfg.BN.SYNC and world_size > 1 and cfg.NUM_GPUS == 0:
         raise EngineError("BN.SYNC needs CUDA (SyncBatchNorm has no CPU kernels): set BN.SYNC false")
 
@@ -491,6 +498,18 @@ def _train(
         net = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     if cfg.TRAIN.COMPILE:
         net = torch.compile(net)
+    graphed = None
+    if cfg.TRAIN.CUDA_GRAPHS:
+        from tada.engine.graphs import GraphedTrainStep
+
+        def forward_loss(video: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = net(video)
+            return logits, criterion(logits.float(), labels)
+
+        graphed = GraphedTrainStep(
+            model, forward_loss, autocast=lambda cache_enabled: autocast(precision, device, cache_enabled=cache_enabled),
+            scale=scaler.scale if scaler is not None else (lambda loss: loss),
+        )
     gpu_transform = None
     if cfg.AUGMENTATION.USE_GPU:
         from tada.data import gpu_transform  # type: ignore[attr-defined]
@@ -588,16 +607,18 @@ def _train(
             window.data_time += time.perf_counter() - fetch_start
             set_lr(optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(epoch, pos.iteration, ipe),
                                              global_batch=global_batch))
-            with autocast(precision, device):
-                logits = net(video)
-            loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
+            if graphed is not None:  # forward+backward replayed; the gradients are overwritten in place
+                logits, loss = graphed(video, labels)
+            else:
+                with autocast(precision, device):
+                    logits = net(video)
+                loss = criterion(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                (scaler.scale(loss) if scaler is not None else loss).backward()
             if scaler is not None:
-                scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
             with torch.no_grad():
                 detached = loss.detach().double()

@@ -118,7 +118,8 @@ class BenchResult:
     clips_per_s: float
     peak_mem_gib: float | None = None
     cpu_seconds: float | None = None  # CPU: median process CPU time per step (all threads)
-    ratio: float | None = None  # time / the reference's time (same mode, precision, compile)
+    ratio: float | None = None  # time / the reference's time (same mode, precision, compile, graphs)
+    graphs: bool = False  # CUDA: the step replayed from a CUDA graph (tada.engine.graphs)
 
 
 def _sync(device: torch.device) -> None:
@@ -127,12 +128,31 @@ def _sync(device: torch.device) -> None:
 
 
 def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str,
-               device: torch.device) -> Callable[[], None]:
+               device: torch.device, graphs: bool = False) -> Callable[[], None]:
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         if precision == "bf16" else contextlib.nullcontext()
     )
     params = [p for p in model.parameters() if p.requires_grad]
+    if graphs:
+        if device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        from tada.engine.graphs import GraphedTrainStep, graphed_inference
+
+        def graph_autocast(cache_enabled: bool = True):
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                                  cache_enabled=cache_enabled)
+
+        if mode == "eval":
+            forward = graphed_inference(model, x, autocast=graph_autocast)
+            return lambda: forward(x)
+
+        def forward_loss(video: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+            logits = model(video)
+            return logits, F.cross_entropy(logits.float(), labels)
+
+        train_step = GraphedTrainStep(model, forward_loss, autocast=graph_autocast)
+        return lambda: train_step(x, y)
 
     if mode == "eval":
         def step() -> None:
@@ -176,6 +196,7 @@ def bench_models(
     warmup: int = 1,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    graphs: bool = False,
 ) -> list[BenchResult]:
     """Time each model's eval forward or train step (forward, cross-entropy, backward), interleaved.
 
@@ -206,7 +227,7 @@ def bench_models(
         y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
         if compiled:
             model = torch.compile(model)
-        step = _make_step(model, mode, x, y, precision, device)
+        step = _make_step(model, mode, x, y, precision, device, graphs)
         for _ in range(max(warmup, 1)):
             step()
         _sync(device)
@@ -227,7 +248,7 @@ def bench_models(
         sec = statistics.median(times[name])
         cpu = statistics.median(cpu_times[name]) if device.type == "cpu" else None
         results.append(BenchResult(name, mode, precision, channels_last, compiled, batch, frames, size,
-                                   sec, batch / sec, peaks[name], cpu))
+                                   sec, batch / sec, peaks[name], cpu, graphs=graphs))
     return results
 
 
@@ -249,7 +270,7 @@ def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r5
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
+    head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
             f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -258,14 +279,14 @@ def format_table(results: Sequence[BenchResult]) -> str:
         cpu = f"{r.cpu_seconds:.3f}" if r.cpu_seconds is not None else "-"
         lines.append(
             f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
-            f"{('yes' if r.compiled else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
+            f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
             f"{ratio:>8}{peak:>10}"
         )
     return "\n".join(lines)
 
 
 def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
-    """Ratio to the channels-last reference of the same mode, precision and compile setting.
+    """Ratio to the channels-last reference of the same mode, precision, compile and graph setting.
 
     ``clock="cpu"`` compares process CPU time: with one thread on a shared machine it measures
     the work done and ignores the time the process waited for a core.
@@ -279,7 +300,7 @@ def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
 
     for r in results:
         ref = [q for q in results if q.model == "resnet50_2d" and q.mode == r.mode and q.precision == r.precision
-               and q.compiled == r.compiled and q.channels_last]
+               and q.compiled == r.compiled and q.graphs == r.graphs and q.channels_last]
         r.ratio = t(r) / t(ref[0]) if ref else None
 
 
@@ -290,6 +311,7 @@ def run_suite(
     precisions: Sequence[str] = ("fp32", "bf16"),
     channels_last: Sequence[bool] = (True, False),
     compiled: Sequence[bool] = (False,),
+    graphs: Sequence[bool] = (False,),
     batch: int = 1,
     frames: int = 8,
     size: int = 224,
@@ -303,18 +325,18 @@ def run_suite(
     """All combinations; the reference is timed channels-last (the limit) in each (mode, precision, compile)."""
     results: list[BenchResult] = []
     builders = default_builders(num_classes, models)
-    for comp in compiled:
+    for comp, graph in ((c, g) for c in compiled for g in graphs if not (c and g)):
         for mode in modes:
             for prec in precisions:
                 for cl in channels_last:
                     names = dict(builders) if cl else {k: v for k, v in builders.items() if k != "resnet50_2d"}
                     res = bench_models(names, mode=mode, precision=prec, channels_last=cl, compiled=comp,
                                        batch=batch, frames=frames, size=size, iters=iters, warmup=warmup,
-                                       device=device)
+                                       device=device, graphs=graph)
                     results.extend(res)
                     if log is not None:
                         for r in res:
-                            log(f"{r.model} {mode} {prec} cl={cl} compiled={comp}: {r.seconds:.4f} s/step")
+                            log(f"{r.model} {mode} {prec} cl={cl} compiled={comp} graphs={graph}: {r.seconds:.4f} s/step")
     _set_ratios(results, clock)
     return results
 
@@ -328,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     parser.add_argument("--channels-last", default="on,off", help="on and/or off")
     parser.add_argument("--compile", default="off", help="off and/or on (torch.compile)")
+    parser.add_argument("--cuda-graphs", default="off", help="off and/or on: replay each step from a CUDA graph "
+                                                          "(CUDA; tada.engine.graphs, as TRAIN.CUDA_GRAPHS)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
@@ -362,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
         precisions=_csv(args.precisions, {"fp32": "fp32", "bf16": "bf16"}, "precisions"),
         channels_last=_csv(args.channels_last, {"on": True, "off": False}, "channels-last"),
         compiled=_csv(args.compile, {"on": True, "off": False}, "compile"),
+        graphs=_csv(args.cuda_graphs, {"on": True, "off": False}, "cuda-graphs"),
         batch=args.batch, frames=args.frames, size=args.size, iters=args.iters, warmup=args.warmup,
         device=args.device, clock=args.clock, log=lambda s: print(s, flush=True),
     )
@@ -369,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
     print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
-          f"x ref = {args.clock} time over the channels-last resnet50_2d's (same mode, precision, compile)")
+          f"x ref = {args.clock} time over the channels-last resnet50_2d's (same mode, precision, compile, graphs)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -18,6 +18,7 @@ that is proportional to H*W. Unlike the official code, the BN takes the caller's
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -25,6 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["RouteFuncMLP", "TemporalConvWeight"]
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast disabled where it is on (CPU, CUDA); nothing to do elsewhere (the meta device of FLOP counts)."""
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class TemporalConvWeight(nn.Module):
@@ -98,18 +106,25 @@ class RouteFuncMLP(nn.Module):
         nn.init.zeros_(self.b.weight)
 
     def forward_pooled(self, u: Tensor) -> Tensor:
-        """From time-major per-frame spatial means u (B, T, C) to alpha (B, T, C')."""
-        b, t, _ = u.shape
-        gctx = self.g(u.mean(dim=1, keepdim=True))  # (B, 1, C): context of the whole clip
-        h = self.a(u + gctx)  # (B, T, C/r)
-        h = self.relu(self.bn(h.reshape(b * t, -1))).view(b, t, -1)  # BN over B*T, as BN3d over (B, C, T)
-        return self.b(h) + 1.0
+        """From time-major per-frame spatial means u (B, T, C) to alpha (B, T, C').
+
+        Runs in the parameters' precision even under autocast: the tensors are tiny, and alpha
+        near 1 would otherwise be quantised to bf16's 1/128 steps before it scales every input
+        channel of the conv (and autocast would cast the three weights at every call).
+        """
+        with _autocast_off(u.device.type):
+            u = u.to(self.g.weight.dtype)
+            b, t, _ = u.shape
+            gctx = self.g(u.mean(dim=1, keepdim=True))  # (B, 1, C): context of the whole clip
+            h = self.a(u + gctx)  # (B, T, C/r)
+            h = self.relu(self.bn(h.reshape(b * t, -1))).view(b, t, -1)  # BN over B*T, as BN3d over (B, C, T)
+            return self.b(h) + 1.0
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
         if x.dim() == 5:
             if num_frames is not None and num_frames != x.shape[2]:
                 raise ValueError(f"num_frames={num_frames} disagrees with x of shape {tuple(x.shape)}")
-            alpha = self.forward_pooled(x.mean(dim=(3, 4)).transpose(1, 2))
+            alpha = self.forward_pooled(x.mean(dim=(3, 4), dtype=self.g.weight.dtype).transpose(1, 2))
             return alpha.transpose(1, 2)[:, :, :, None, None]
         if x.dim() != 4 or num_frames is None:
             raise ValueError(
@@ -119,5 +134,5 @@ class RouteFuncMLP(nn.Module):
         n, c, h, w = x.shape
         # A sum scaled on the tiny result: its backward is a broadcast view that autograd adds in
         # place to x's other gradient, where a mean or pool backward would write a full tensor.
-        u = x.sum(dim=(2, 3)).view(n // num_frames, num_frames, c) * (1.0 / (h * w))
+        u = x.sum(dim=(2, 3), dtype=self.g.weight.dtype).view(n // num_frames, num_frames, c) * (1.0 / (h * w))
         return self.forward_pooled(u).reshape(n, self.out_channels, 1, 1)
