@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GraphedTrainStep", "graphed_inference"]
+__all__ = ["GraphedTrainStep"]
 
 
 class GraphedTrainStep:
@@ -97,34 +97,3 @@ class GraphedTrainStep:
         self.graph.replay()
         return self.static["logits"], self.static["loss"]
 
-
-def graphed_inference(model: nn.Module, example: Tensor, *, autocast: Callable[..., object],
-                      warmup: int = 3) -> Callable[[Tensor], Tensor]:
-    """``forward(x)`` for inputs shaped like ``example``: the model's inference forward replayed from a graph.
-
-    The returned tensor is the graph's output buffer, overwritten by the next call: copy it to keep it.
-    """
-    if example.device.type != "cuda":
-        raise RuntimeError(f"CUDA graphs need a CUDA device, got {example.device}")
-    static_x = example.clone()
-    side = torch.cuda.Stream(example.device)
-    side.wait_stream(torch.cuda.current_stream(example.device))
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(warmup):
-            with autocast(cache_enabled=True):
-                model(static_x)
-    torch.cuda.current_stream(example.device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        with autocast(cache_enabled=False):
-            static_out = model(static_x)
-
-    def forward(x: Tensor) -> Tensor:
-        if x.shape != static_x.shape:
-            raise RuntimeError(f"graphed inference: input shape {tuple(x.shape)} differs from the captured "
-                               f"{tuple(static_x.shape)}")
-        static_x.copy_(x, non_blocking=True)
-        graph.replay()
-        return static_out
-
-    return forward

@@ -603,8 +603,11 @@ def _train(
 
         fetch_start = time.perf_counter()
         for batch in loader:
-            video, labels = _to_device(batch, device, gpu_transform, cfg)
+            # Data wait is the time the loader kept the step waiting. The device copy and, with
+            # AUGMENTATION.USE_GPU, the GPU decode/resize are device work queued behind the last
+            # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
             window.data_time += time.perf_counter() - fetch_start
+            video, labels = _to_device(batch, device, gpu_transform, cfg)
             set_lr(optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(epoch, pos.iteration, ipe),
                                              global_batch=global_batch))
             if graphed is not None:  # forward+backward replayed; the gradients are overwritten in place

@@ -135,17 +135,13 @@ def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str
     )
     params = [p for p in model.parameters() if p.requires_grad]
     if graphs:
-        if device.type != "cuda":
-            raise ValueError("CUDA graphs need a CUDA device")
-        from tada.engine.graphs import GraphedTrainStep, graphed_inference
+        if device.type != "cuda" or mode != "train":
+            raise ValueError("CUDA graphs are measured for the train step on a CUDA device (TRAIN.CUDA_GRAPHS)")
+        from tada.engine.graphs import GraphedTrainStep
 
         def graph_autocast(cache_enabled: bool = True):
             return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
                                   cache_enabled=cache_enabled)
-
-        if mode == "eval":
-            forward = graphed_inference(model, x, autocast=graph_autocast)
-            return lambda: forward(x)
 
         def forward_loss(video: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
             logits = model(video)
@@ -217,7 +213,8 @@ def bench_models(
     for name, build in builders.items():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-            torch.cuda.empty_cache()
+            if not graphs:  # a captured graph keeps pointers into memory (cuBLAS workspace) it does not own
+                torch.cuda.empty_cache()
             base = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
         model = build().to(device)
@@ -233,8 +230,9 @@ def bench_models(
         _sync(device)
         # this model's own peak: parameters, gradients, activations and workspace
         peaks[name] = (torch.cuda.max_memory_allocated(device) - base) / 2**30 if device.type == "cuda" else None
-        for p in model.parameters():
-            p.grad = None
+        if not graphs:  # a graph's gradients live in its own memory and are overwritten at each replay
+            for p in model.parameters():
+                p.grad = None
         steps[name] = step
         times[name] = []
         cpu_times[name] = []
@@ -326,7 +324,7 @@ def run_suite(
     results: list[BenchResult] = []
     builders = default_builders(num_classes, models)
     for comp, graph in ((c, g) for c in compiled for g in graphs if not (c and g)):
-        for mode in modes:
+        for mode in modes if not graph else [m for m in modes if m == "train"]:
             for prec in precisions:
                 for cl in channels_last:
                     names = dict(builders) if cl else {k: v for k, v in builders.items() if k != "resnet50_2d"}
@@ -350,8 +348,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     parser.add_argument("--channels-last", default="on,off", help="on and/or off")
     parser.add_argument("--compile", default="off", help="off and/or on (torch.compile)")
-    parser.add_argument("--cuda-graphs", default="off", help="off and/or on: replay each step from a CUDA graph "
-                                                          "(CUDA; tada.engine.graphs, as TRAIN.CUDA_GRAPHS)")
+    parser.add_argument("--cuda-graphs", default="off", help="off and/or on: replay each train step from a CUDA "
+                                                          "graph (CUDA; tada.engine.graphs, as TRAIN.CUDA_GRAPHS)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
