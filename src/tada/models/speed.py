@@ -374,6 +374,8 @@ def _csv(value: str, allowed: dict[str, object], what: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    if "on" in args.cuda_graphs and not args.device.startswith("cuda"):
+        raise SystemExit("--cuda-graphs on needs --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
