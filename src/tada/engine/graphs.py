@@ -8,6 +8,10 @@ clips x 8 x 224, bf16). A graph replays the whole step with one launch.
 The optimizer step stays outside the graph (the learning rate changes every iteration). The
 gradients live in the graph's memory and are overwritten, not accumulated, at every replay, so
 the optimizer must never drop them (no ``zero_grad(set_to_none=True)`` in between).
+
+Keep ``torch.cuda.empty_cache()`` away while a graph is alive: on an H100 with torch 2.11, a
+benchmark that called it between graph captures hit an illegal memory access at the first replay
+(a graph replays with cuBLAS workspace memory it does not own; see pytorch/pytorch#193402).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FrameConv", "TemporalAvgPool", "bn_plus_pooled_bn_eval", "frames_to_video", "video_to_frames"]
+__all__ = ["FrameConv", "TemporalAvgPool", "frames_to_video", "video_to_frames"]
 
 
 def video_to_frames(x: Tensor, *, channels_last: bool) -> Tensor:
@@ -125,63 +125,11 @@ class TemporalAvgPool(nn.Module):
             else self._band(num_frames, x.device)
         b = n // num_frames
         band = band.to(v.dtype).expand(b, num_frames, num_frames)
-        y = torch.baddbmm(v.new_zeros(()).expand_as(v), band, v, beta=0.0, alpha=1.0 / self.kernel_size)
+        # beta=0: the first argument is only a shape (never read; detached so no gradient flows to it)
+        y = torch.baddbmm(v.detach(), band, v, beta=0.0, alpha=1.0 / self.kernel_size)
         if channels_last:
             return y.view(n, h, w, c).permute(0, 3, 1, 2)
         return y.view(n, c, h, w)
 
     def extra_repr(self) -> str:
         return f"kernel_size=({self.kernel_size}, 1, 1), count_include_pad=True"
-
-
-def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
-    """The per-channel (scale, shift) an eval-mode BN applies."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
-    return scale, shift
-
-
-def bn_plus_pooled_bn_eval(
-    z: Tensor,
-    num_frames: int,
-    bn: nn.modules.batchnorm._BatchNorm,
-    pool_bn: nn.modules.batchnorm._BatchNorm,
-    kernel_size: int,
-) -> Tensor:
-    """``bn(z) + pool_bn(temporal_avg_pool(z))`` for eval-mode BNs, in one pass per temporal offset.
-
-    Both BNs are affine with running statistics and the pool is linear, so the sum is a
-    per-channel temporal filter: ``(s1 + s2/k) * z_t + s2/k * sum_{0<|d|<=k//2} z_{t+d} + shift``.
-    Same values as the three-op form (up to rounding), without materialising the pooled tensor.
-    """
-    if bn.training or pool_bn.training:
-        raise ValueError("bn_plus_pooled_bn_eval needs both BNs in eval mode (running statistics)")
-    s1, t1 = _bn_affine(bn)
-    s2, t2 = _bn_affine(pool_bn)
-    side = s2 / kernel_size
-    n, c, h, w = z.shape
-    shape = (1, c, 1, 1)
-    out = torch.addcmul((t1 + t2).view(shape).to(z.dtype), z, (s1 + side).view(shape).to(z.dtype))
-    if kernel_size == 1:
-        return out
-    b = n // num_frames
-    if z.is_contiguous(memory_format=torch.channels_last) and not z.is_contiguous():
-        # frames-major views (B, T, H*W, C) of both tensors; the per-channel factor is on the last dim
-        out = out.contiguous(memory_format=torch.channels_last)
-        zv = z.permute(0, 2, 3, 1).reshape(b, num_frames, h * w, c)
-        ov = out.permute(0, 2, 3, 1).view(b, num_frames, h * w, c)
-        factor = side.to(z.dtype)
-    else:
-        z = z.contiguous()
-        out = out.contiguous()
-        zv = z.view(b, num_frames, c, h * w)
-        ov = out.view(b, num_frames, c, h * w)
-        factor = side.to(z.dtype).view(c, 1)
-    for d in range(1, kernel_size // 2 + 1):
-        ov[:, d:].addcmul_(zv[:, :-d], factor)
-        ov[:, :-d].addcmul_(zv[:, d:], factor)
-    return out
