@@ -191,29 +191,9 @@ class _NoPool(TAda2DBlock):
         return self.c_bn(self.c(self.b_relu(self.b_bn(z))))
 
 
-def _shift_pool(v: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """The earlier pool: k strided shifted adds over (B, T, rest)."""
-    scale = 1.0 / kernel_size
-    out = v * scale
-    for d in range(1, kernel_size // 2 + 1):
-        out[:, d:].add_(v[:, :-d], alpha=scale)
-        out[:, :-d].add_(v[:, d:], alpha=scale)
-    return out
-
-
-class _ShiftPoolFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, v, kernel_size):
-        ctx.kernel_size = kernel_size
-        return _shift_pool(v, kernel_size)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return _shift_pool(grad, ctx.kernel_size), None
-
-
-class _ShiftPool(TAda2DBlock):
-    """TAda2D block with the earlier temporal pool (three strided passes instead of one batched matmul)."""
+class _MatmulPool(TAda2DBlock):
+    """TAda2D block with the temporal pool as one banded (T, T) batched matmul (fewer passes; it
+    changes the pool's rounding, to which training from scratch proved sensitive: see the README)."""
 
     def forward(self, x, num_frames):
         y = self.a_relu(self.a_bn(self.a(x)))
@@ -221,7 +201,9 @@ class _ShiftPool(TAda2DBlock):
         z = self.b(y, alpha)
         n, c, h, w = z.shape
         v = z.permute(0, 2, 3, 1).reshape(n // num_frames, num_frames, h * w * c)
-        p = _ShiftPoolFn.apply(v, 3).view(n, h, w, c).permute(0, 3, 1, 2)
+        band = torch.ones(num_frames, num_frames, device=z.device).triu_(-1).tril_(1).to(v.dtype)
+        p = torch.baddbmm(v.detach(), band.expand(v.shape[0], -1, -1), v, beta=0.0, alpha=1 / 3)
+        p = p.view(n, h, w, c).permute(0, 3, 1, 2)
         out = self.b_bn(z).add_(self.b_avgpool_bn(p))
         return self.c_bn(self.c(self.b_relu(out)))
 
@@ -232,7 +214,7 @@ def part_blocks(args, device: torch.device, timer: Timer) -> None:
     stages = [(256, 64, 56), (512, 128, 28), (1024, 256, 14), (2048, 512, 7)]  # res_2 of each stage
     scale = args.size / 224
     variants = {"tsn block": Base2DBlock, "tada2d block": TAda2DBlock, "tada - routing": _NoRoute,
-                "tada - pool branch": _NoPool, "tada, shift-add pool": _ShiftPool}
+                "tada - pool branch": _NoPool, "tada, matmul pool": _MatmulPool}
     print("\n| block res_2 (fwd+bwd, bf16) | " + " | ".join(variants) + " |")
     print("|---|" + "---|" * len(variants))
     graph_rows = []

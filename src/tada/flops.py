@@ -57,21 +57,8 @@ def count(model: nn.Module, input_shape: Sequence[int], *, device: str | torch.d
             model(x)
     finally:
         model.train(was_training)
-    counts = counter.get_flop_counts()
-    by_op = {str(op): int(n) for op, n in counts.get("Global", {}).items()}
-    total = int(counter.get_total_flops())
-    # Pooling does not count (the convention above), also where it runs as a matmul: the temporal
-    # average pool of TAda2D is a banded (T, T) batched matmul.
-    from tada.models.layers import TemporalAvgPool
-
-    root = type(model).__name__
-    for name, module in model.named_modules():
-        if isinstance(module, TemporalAvgPool):
-            for op, n in counts.get(f"{root}.{name}", {}).items():
-                total -= int(n)
-                by_op[str(op)] -= int(n)
-    by_op = {op: n for op, n in by_op.items() if n}
-    return FlopsReport(tuple(int(s) for s in input_shape), count_params(model), total, by_op)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return FlopsReport(tuple(int(s) for s in input_shape), count_params(model), int(counter.get_total_flops()), by_op)
 
 
 def count_model(cfg: Any) -> dict[str, Any]:

@@ -83,6 +83,29 @@ class FrameConv(nn.Module):
         )
 
 
+def _temporal_pool(v: Tensor, kernel_size: int) -> Tensor:
+    """sum_{|d| <= k//2} v[:, t + d] / k over (B, T, ...) with zero padding: one pass per offset."""
+    scale = 1.0 / kernel_size
+    out = v * scale
+    for d in range(1, kernel_size // 2 + 1):
+        out[:, d:].add_(v[:, :-d], alpha=scale)
+        out[:, :-d].add_(v[:, d:], alpha=scale)
+    return out
+
+
+class _TemporalPoolFn(torch.autograd.Function):
+    """The zero-padded, count_include_pad average is a symmetric linear map: its backward is itself."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, kernel_size: int) -> Tensor:  # type: ignore[override]
+        ctx.kernel_size = kernel_size
+        return _temporal_pool(v, kernel_size)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _temporal_pool(grad, ctx.kernel_size), None
+
+
 def _frames_major(x: Tensor, num_frames: int) -> tuple[Tensor, bool]:
     """View frames (B*T, C, H, W) as (B, T, rest) in memory order; True if channels-last."""
     n, c, h, w = x.shape
@@ -96,37 +119,23 @@ def _frames_major(x: Tensor, num_frames: int) -> tuple[Tensor, bool]:
 class TemporalAvgPool(nn.Module):
     """AvgPool3d((k, 1, 1), stride 1, padding k//2, count_include_pad=True) on frames (B*T, C, H, W).
 
-    Edge frames are divided by k with zero padding, as in the official block (spec 1.4). The pool
-    is a banded (T, T) matrix applied along T, so it runs as one batched matmul over the frames'
-    memory (B, T, H*W*C): one read and one write of the tensor, forward and backward (its
-    transpose is itself), where shifted adds cost three strided passes. The band holds ones (exact
-    in bf16) and the 1/k goes in as the matmul's fp32 scale. The layout (channels-last or not) is
-    kept, and no pooling kernel is needed (CPU avg_pool3d would drop channels-last).
+    Edge frames are divided by k with zero padding, as in the official block (spec 1.4). Computed
+    as k shifted adds over the frames' memory, so the layout (channels-last or not) is kept and no
+    pooling kernel is needed (CPU avg_pool3d would drop channels-last).
     """
 
-    def __init__(self, kernel_size: int = 3, *, max_frames: int = 64) -> None:
+    def __init__(self, kernel_size: int = 3) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 != 1:
             raise ValueError(f"temporal pool kernel must be odd and >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
-        # Not in the state_dict: a constant that moves with the module (and CUDA graphs can use).
-        self.register_buffer("band", self._band(max_frames), persistent=False)
-
-    def _band(self, frames: int, device: torch.device | None = None) -> Tensor:
-        r = self.kernel_size // 2
-        return torch.ones(frames, frames, device=device).triu_(-r).tril_(r)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         if self.kernel_size == 1:
             return x
         n, c, h, w = x.shape
         v, channels_last = _frames_major(x, num_frames)
-        band = self.band[:num_frames, :num_frames] if num_frames <= self.band.shape[0] \
-            else self._band(num_frames, x.device)
-        b = n // num_frames
-        band = band.to(v.dtype).expand(b, num_frames, num_frames)
-        # beta=0: the first argument is only a shape (never read; detached so no gradient flows to it)
-        y = torch.baddbmm(v.detach(), band, v, beta=0.0, alpha=1.0 / self.kernel_size)
+        y = _TemporalPoolFn.apply(v, self.kernel_size)
         if channels_last:
             return y.view(n, h, w, c).permute(0, 3, 1, 2)
         return y.view(n, c, h, w)
