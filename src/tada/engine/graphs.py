@@ -77,8 +77,14 @@ class GraphedTrainStep:
         for p in params:
             p.grad = None
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits, loss = self._fwd_bwd(self.static["video"], self.static["labels"], cache_enabled=False)
+        try:
+            with torch.cuda.graph(graph):
+                logits, loss = self._fwd_bwd(self.static["video"], self.static["labels"], cache_enabled=False)
+        except RuntimeError as exc:  # an op that syncs with the host, or allocates outside the graph
+            raise RuntimeError(
+                f"TRAIN.CUDA_GRAPHS: the train step could not be captured in a CUDA graph ({exc}); "
+                "set TRAIN.CUDA_GRAPHS false"
+            ) from exc
         self.static["logits"], self.static["loss"] = logits, loss
         missing = [n for n, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
         if missing:
