@@ -148,11 +148,7 @@ def part_whole(args, device: torch.device, timer: Timer) -> None:
         if device.type == "cuda":  # the engine's TRAIN.CUDA_GRAPHS step
             from tada.engine.graphs import GraphedTrainStep
 
-            def forward_loss(video, labels, model=model):
-                logits = model(video)
-                return logits, F.cross_entropy(logits.float(), labels)
-
-            graph_step = GraphedTrainStep(model, forward_loss, autocast=lambda cache_enabled: torch.autocast(
+            graph_step = GraphedTrainStep(model, F.cross_entropy, autocast=lambda cache_enabled: torch.autocast(
                 "cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled))
             replay = lambda: graph_step(x, y)  # noqa: E731
             g_ms = timer.median_ms(replay, args.iters)

@@ -27,8 +27,8 @@ __all__ = ["GraphedTrainStep"]
 class GraphedTrainStep:
     """``step(video, labels) -> (logits, loss)``: copy the batch in, replay, return the graph's outputs.
 
-    ``forward_loss(video, labels) -> (logits, loss)`` runs the network and the criterion; it is
-    called under ``autocast`` (a factory, called with ``cache_enabled=False`` inside the capture).
+    The step computes ``logits = model(video)`` under ``autocast`` (a factory, called with
+    ``cache_enabled=False`` inside the capture) and ``loss = criterion(logits.float(), labels)``.
     ``scale(loss)`` maps the loss before backward (a GradScaler's ``scale``, or identity).
     The first call warms up on a side stream (three forward+backward passes on the first batch,
     the model's buffers (BN running statistics) restored afterwards), then captures. Dropout
@@ -40,14 +40,14 @@ class GraphedTrainStep:
     def __init__(
         self,
         model: nn.Module,
-        forward_loss: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        criterion: Callable[[Tensor, Tensor], Tensor],
         *,
         autocast: Callable[..., object],
         scale: Callable[[Tensor], Tensor] = lambda loss: loss,
         warmup: int = 3,
     ) -> None:
         self.model = model
-        self.forward_loss = forward_loss
+        self.criterion = criterion
         self.autocast = autocast
         self.scale = scale
         self.warmup = warmup
@@ -56,7 +56,8 @@ class GraphedTrainStep:
 
     def _fwd_bwd(self, video: Tensor, labels: Tensor, *, cache_enabled: bool) -> tuple[Tensor, Tensor]:
         with self.autocast(cache_enabled=cache_enabled):
-            logits, loss = self.forward_loss(video, labels)
+            logits = self.model(video)
+        loss = self.criterion(logits.float(), labels)
         self.scale(loss).backward()
         return logits, loss
 

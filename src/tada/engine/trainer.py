@@ -498,18 +498,6 @@ def _train(
         net = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
     if cfg.TRAIN.COMPILE:
         net = torch.compile(net)
-    graphed = None
-    if cfg.TRAIN.CUDA_GRAPHS:
-        from tada.engine.graphs import GraphedTrainStep
-
-        def forward_loss(video: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = net(video)
-            return logits, criterion(logits.float(), labels)
-
-        graphed = GraphedTrainStep(
-            model, forward_loss, autocast=lambda cache_enabled: autocast(precision, device, cache_enabled=cache_enabled),
-            scale=scaler.scale if scaler is not None else (lambda loss: loss),
-        )
     gpu_transform = None
     if cfg.AUGMENTATION.USE_GPU:
         from tada.data import gpu_transform  # type: ignore[attr-defined]
@@ -523,6 +511,14 @@ def _train(
     if model_info:
         stats.write("model_info", model_info, step=pos.global_step)
     criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.AUGMENTATION.LABEL_SMOOTHING))
+    graphed = None
+    if cfg.TRAIN.CUDA_GRAPHS:  # one GPU, no DDP or compile (check_train_config): net is model
+        from tada.engine.graphs import GraphedTrainStep
+
+        graphed = GraphedTrainStep(
+            model, criterion, autocast=lambda cache_enabled: autocast(precision, device, cache_enabled=cache_enabled),
+            scale=scaler.scale if scaler is not None else (lambda loss: loss),
+        )
     log_period = int(cfg.LOG_PERIOD)
     iter_period = int(cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
     last_path: Path | None = None

@@ -112,8 +112,8 @@ class TAda2DBlock(nn.Module):
         # Inference: y is not needed after the routing function, so it is scaled in place.
         z = self.b(y, alpha, inplace=not torch.is_grad_enabled())
         # The same four ops in train and eval: folding the eval BNs and the pool into one temporal
-        # filter saved nothing measurable on CPU once the pool became one matmul, and cost about 20
-        # tiny per-call ops (a GPU's eval forward is launch-bound).
+        # filter saved nothing measurable on CPU (1-thread eval, within run-to-run noise) and cost
+        # about 20 tiny per-call ops (a GPU's eval forward is launch-bound).
         out = self.b_bn(z)
         z = out.add_(self.b_avgpool_bn(self.b_avgpool(z, num_frames)))  # BN backward needs no output
         return self.c_bn(self.c(self.b_relu(z)))

@@ -143,11 +143,7 @@ def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str
             return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
                                   cache_enabled=cache_enabled)
 
-        def forward_loss(video: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-            logits = model(video)
-            return logits, F.cross_entropy(logits.float(), labels)
-
-        train_step = GraphedTrainStep(model, forward_loss, autocast=graph_autocast)
+        train_step = GraphedTrainStep(model, F.cross_entropy, autocast=graph_autocast)
         return lambda: train_step(x, y)
 
     if mode == "eval":
