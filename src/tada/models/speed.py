@@ -120,6 +120,7 @@ class BenchResult:
     cpu_seconds: float | None = None  # CPU: median process CPU time per step (all threads)
     ratio: float | None = None  # time / the reference's time (same mode, precision, compile, graphs)
     graphs: bool = False  # CUDA: the step replayed from a CUDA graph (tada.engine.graphs)
+    saved_mib: float | None = None  # train: activation memory kept for the backward (any device)
 
 
 def _sync(device: torch.device) -> None:
@@ -158,6 +159,27 @@ def _make_step(model: nn.Module, mode: str, x: Tensor, y: Tensor, precision: str
                 loss = F.cross_entropy(model(x), y)
             loss.backward()
     return step
+
+
+def saved_activation_bytes(model: nn.Module, x: Tensor, precision: str) -> int:
+    """Bytes of the tensors one training forward keeps for its backward, parameters excluded.
+
+    The bulk of a train step's peak memory beyond parameters, gradients and optimizer state, and
+    device independent: a CPU run measures what a GPU run will keep (cuDNN workspaces aside).
+    Storages shared by several saved tensors (in-place ReLU outputs, views) count once.
+    """
+    storages: dict[tuple[int, str], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        st = t.untyped_storage()
+        storages[(st.data_ptr(), str(t.device))] = st.nbytes()
+        return t
+
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast:
+        model(x)
+    params = {(p.untyped_storage().data_ptr(), str(p.device)) for p in model.parameters()}
+    return sum(n for key, n in storages.items() if key not in params)
 
 
 def _time_once(step: Callable[[], None], device: torch.device) -> tuple[float, float | None]:
@@ -206,6 +228,7 @@ def bench_models(
     times: dict[str, list[float]] = {}
     cpu_times: dict[str, list[float | None]] = {}
     peaks: dict[str, float | None] = {}
+    saved: dict[str, float | None] = {}
     for name, build in builders.items():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -218,6 +241,8 @@ def bench_models(
         model.train(mode == "train")
         num_classes = _num_classes(model)
         y = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+        if mode == "train":
+            saved[name] = saved_activation_bytes(model, x, precision) / 2**20
         if compiled:
             model = torch.compile(model)
         step = _make_step(model, mode, x, y, precision, device, graphs)
@@ -242,7 +267,7 @@ def bench_models(
         sec = statistics.median(times[name])
         cpu = statistics.median(cpu_times[name]) if device.type == "cpu" else None
         results.append(BenchResult(name, mode, precision, channels_last, compiled, batch, frames, size,
-                                   sec, batch / sec, peaks[name], cpu, graphs=graphs))
+                                   sec, batch / sec, peaks[name], cpu, graphs=graphs, saved_mib=saved.get(name)))
     return results
 
 
@@ -265,16 +290,17 @@ def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r5
 
 def format_table(results: Sequence[BenchResult]) -> str:
     head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
-            f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}")
+            f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}{'saved MiB':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
         ratio = f"{r.ratio:.3f}" if r.ratio is not None else "-"
         peak = f"{r.peak_mem_gib:.2f}" if r.peak_mem_gib is not None else "-"
         cpu = f"{r.cpu_seconds:.3f}" if r.cpu_seconds is not None else "-"
+        kept = f"{r.saved_mib:.0f}" if r.saved_mib is not None else "-"
         lines.append(
             f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
             f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
-            f"{ratio:>8}{peak:>10}"
+            f"{ratio:>8}{peak:>10}{kept:>11}"
         )
     return "\n".join(lines)
 
