@@ -130,8 +130,20 @@ def test_refuses_code_running_pickles_and_reports_bad_files(tmp_path):
         load_checkpoint(_model(), tmp_path / "nope.pyth")
     junk = tmp_path / "junk.pyth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pyth"):
+    with pytest.raises(CheckpointError, match="junk.pyth.*not a torch checkpoint"):
         read_checkpoint(junk)
+    for name, content, reason in [
+        ("empty.pyth", b"", "empty"),
+        ("drive.pyth", b"\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning", "HTML page"),
+        ("text.pyth", b"e" * 200, "starts with b'eeee"),  # made torch.load raise a bare KeyError
+        ("array.pyth", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'", "NumPy"),
+    ]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=reason):
+            read_checkpoint(tmp_path / name)
+    legacy = tmp_path / "legacy.pyth"
+    torch.save({"model_state": _model().state_dict()}, legacy, _use_new_zipfile_serialization=False)
+    assert set(read_checkpoint(legacy)["model_state"]) == set(_model().state_dict())
     listy = tmp_path / "list.pyth"
     torch.save([1, 2], listy)
     with pytest.raises(CheckpointError, match="expected a dict"):

@@ -69,11 +69,31 @@ def _names(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _MAX_NAMES} more)" if len(keys) > _MAX_NAMES else "")
 
 
+def _check_torch_file(path: Path) -> None:
+    """Fail early, with a reason, on files torch.save cannot have written (a failed download, text)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        raise CheckpointError(f"{path}: the file is empty, not a torch checkpoint")
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format; legacy pickle protocol >= 2
+        return
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:200]:
+        raise CheckpointError(
+            f"{path}: this is an HTML page, not a torch checkpoint (a failed or interrupted download, "
+            f"e.g. a Google Drive confirmation page): download the file again"
+        )
+    if head.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"{path}: this is a NumPy .npy file, not a torch checkpoint")
+    raise CheckpointError(f"{path}: not a torch checkpoint (the file starts with {head[:16]!r})")
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` on CPU with clear errors; the file must hold a dict."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
+    _check_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -82,8 +102,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"containers, which could run code when loaded (weights_only=True). Re-save it with only "
             f"state dicts, numbers and strings. Detail: {str(err).splitlines()[0]}"
         ) from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint: {err}") from err
+    except (RuntimeError, EOFError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict (state dict or checkpoint), got {type(obj).__name__}")
     return obj

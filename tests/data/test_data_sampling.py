@@ -59,11 +59,27 @@ def test_segment_single_view_is_the_midpoint_of_each_segment():
     np.testing.assert_array_equal(idx, np.round(np.arange(8) * 5 + 2.5).astype(np.int64))
 
 
-def test_segment_multi_view_spans_each_segment():
+def test_segment_multi_view_is_the_official_test_protocol():
+    # Spec 4.5: view v of V at lo + (hi - lo) (v + 1) / V; with 2 views the midpoints, then the ends.
     a = segment_indices(40, num_input_frames=8, view=0, num_views=2)
     b = segment_indices(40, num_input_frames=8, view=1, num_views=2)
-    np.testing.assert_array_equal(a, np.arange(8) * 5)
-    np.testing.assert_array_equal(b, np.arange(8) * 5 + 4)
+    np.testing.assert_array_equal(a, [2, 8, 12, 18, 22, 28, 32, 38])
+    np.testing.assert_array_equal(b, [5, 10, 15, 20, 25, 30, 35, 39])
+    np.testing.assert_array_equal(a, segment_indices(40, num_input_frames=8, view=0))
+
+
+def test_segment_views_equal_the_official_float32_formula():
+    import torch
+
+    for n in (8, 16):
+        for length in list(range(1, 200)) + [237, 411, 1000, 2999]:
+            edges = torch.linspace(0, length, n + 1)  # float32, as the official sampler
+            for views in (1, 2, 3):
+                for v in range(views):
+                    frac = 0.5 if views == 1 else (v + 1) / views
+                    want = torch.round(torch.clamp(edges[:-1] + (edges[1:] - edges[:-1]) * frac, 0, length - 1))
+                    got = segment_indices(length, num_input_frames=n, view=v, num_views=views)
+                    assert got.tolist() == want.long().tolist(), (n, length, views, v)
 
 
 def test_segment_train_draws_inside_each_segment():

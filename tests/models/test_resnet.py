@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tada.models import create_model, list_models, video_resnet
+from tada.models import create_model, is_model, list_models, video_resnet
 from tada.models.layers import TemporalAvgPool
 from tada.models.resnet import Base2DBlock, ResBlock, TAda2DBlock
 from tada.ops import TAdaConv2d, tada_conv2d_grouped_reference
@@ -112,7 +112,7 @@ def test_tada_block_equals_official_semantics(training, stride):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("pool_k", [1, 3, 5])
 def test_tada_block_inference_fast_path_equals_official(channels_last, pool_k):
-    """Eval under no_grad: in-place input scaling and the fused BN + pool + BN filter."""
+    """Eval under no_grad (the path of tada test and serving) equals the official block."""
     torch.manual_seed(8)
     branch = TAda2DBlock(8, 4, 16, stride=2, pool_kernel=pool_k)
     block = ResBlock(8, 16, stride=2, branch=branch, bn_eps=1e-5, bn_momentum=0.1).double().eval()
@@ -220,6 +220,12 @@ def test_logits_in_train_and_eval_and_dict_input(tiny):
     assert out.shape == (2, 7) and out.requires_grad
     with pytest.raises(KeyError, match="video"):
         tiny({"frames": x})
+    tiny.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(tiny([x, "meta"]), tiny(x))  # spec 1.1: a list's element 0
+    with pytest.raises(TypeError, match="got str"):
+        tiny(["clip.mp4"])
+    tiny.train()
     with pytest.raises(ValueError, match=r"\(B, C, T, H, W\)"):
         tiny(x[:, :, 0])
 
@@ -238,6 +244,30 @@ def test_features_head_and_classifier_reset(tiny):
     model.reset_classifier(11)
     assert model.num_classes == 11 and model.get_classifier().out_features == 11
     assert model(torch.randn(1, 3, 2, 32, 32)).shape == (1, 11)
+    model = model.to(torch.bfloat16)
+    model.reset_classifier(0)
+    model.reset_classifier(4)  # the new head takes the model's dtype and device, even from no head
+    assert model.head.out.weight.dtype == torch.bfloat16
+    assert model(torch.randn(1, 3, 2, 32, 32, dtype=torch.bfloat16)).shape == (1, 4)
+    with torch.device("meta"):
+        meta = create_model("tsn_r50", num_classes=5, **TINY)
+    meta.reset_classifier(0)
+    meta.reset_classifier(3)
+    assert meta.head.out.weight.is_meta
+
+
+def test_inference_leaves_the_outputs_of_inner_modules_untouched(tiny):
+    """What a forward hook sees does not depend on the grad mode (no in-place reuse of module outputs)."""
+    tiny.eval()
+    seen = {}
+    relu = tiny.backbone.conv3.res_1.conv_branch.a_relu
+    handle = relu.register_forward_hook(lambda mod, inp, out: seen.setdefault(torch.is_grad_enabled(), out))
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        tiny(x)
+    tiny(x)
+    handle.remove()
+    torch.testing.assert_close(seen[False], seen[True].detach(), rtol=0, atol=0)
 
 
 def test_channels_last_gives_the_same_result(tiny):
@@ -324,6 +354,8 @@ def test_registry():
     assert len(r101.backbone.conv4._modules) == 23
     with pytest.raises(KeyError, match="unknown zoo entry"):
         create_model("tada2d_r50.k600")
+    assert is_model("tada2d_r50") and is_model("tada2d_r50.ssv2_8f")
+    assert not is_model("tada2d_r50.k600") and not is_model("tada2d_r5O") and not is_model("tsn_r50.k400_8x8")
 
 
 @pytest.mark.parametrize(

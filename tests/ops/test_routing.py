@@ -95,6 +95,8 @@ def test_errors():
         rf(torch.randn(4, 8, 5, 5))
     with pytest.raises(ValueError, match="disagrees"):
         rf(torch.randn(1, 8, 3, 5, 5), num_frames=4)
+    with pytest.raises(ValueError, match="6 frames do not split into clips of num_frames=4"):
+        rf(torch.randn(6, 8, 5, 5), num_frames=4)
     with pytest.raises(ValueError, match="odd"):
         RouteFuncMLP(8, kernels=(2, 3))
     with pytest.raises(ValueError, match=">= 1"):

@@ -86,8 +86,10 @@ def segment_indices(
 ) -> np.ndarray:
     """One frame from each of ``N`` equal segments of the whole video (spec 4.5); fps is ignored.
 
-    Training draws uniformly inside each segment; one view takes the midpoints; ``V`` views take
-    evenly spaced positions from each segment's first to its last frame.
+    Training draws uniformly inside each segment; one view takes the midpoints; view ``v`` of
+    ``V`` views takes ``lo + (hi - lo) * (v + 1) / V`` in each segment [lo, hi), as the official
+    test does (with 2 views: the midpoints, then the segment ends), so the zoo's SSv2 2x3 numbers
+    are measured on the frames they were reported on.
     """
     _check(num_frames, num_input_frames, view, num_views, rng)
     edges = np.linspace(0, num_frames, num_input_frames + 1)
@@ -97,7 +99,7 @@ def segment_indices(
     elif num_views == 1:
         pos = (lo + hi) / 2
     else:
-        pos = lo + np.maximum(hi - lo - 1, 0) * (view / (num_views - 1))
+        pos = lo + (hi - lo) * ((view + 1) / num_views)
     return np.clip(np.round(pos), 0, num_frames - 1).astype(np.int64)
 
 

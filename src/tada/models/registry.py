@@ -33,7 +33,15 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def is_model(name: str) -> bool:
-    return name.split(".", 1)[0] in _MODELS
+    """True for a registered name, or a registered name with a known zoo tag (``tada2d_r50.k400_8x8``)."""
+    arch, _, tag = name.partition(".")
+    if arch not in _MODELS:
+        return False
+    if not tag:
+        return True
+    from tada.models.zoo import list_weights
+
+    return name in list_weights()
 
 
 def create_model(

@@ -109,8 +109,9 @@ class TAda2DBlock(nn.Module):
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.a_relu(self.a_bn(self.a(x)))
         alpha = self.b_rf(y, num_frames)  # from the pre-stride input of b
-        # Inference: y is not needed after the routing function, so it is scaled in place.
-        z = self.b(y, alpha, inplace=not torch.is_grad_enabled())
+        # Not scaled in place even at inference: y is a_relu's output, which forward hooks and
+        # feature extractors may hold (in place, their value would depend on the grad mode).
+        z = self.b(y, alpha)
         # The same four ops in train and eval: folding the eval BNs and the pool into one temporal
         # filter saved nothing measurable on CPU (1-thread eval, within run-to-run noise) and cost
         # about 20 tiny per-call ops (a GPU's eval forward is launch-bound).
@@ -272,11 +273,18 @@ class VideoResNet(nn.Module):
 
     # --- timm-like contract ------------------------------------------------------------------
     @staticmethod
-    def _video(x: Tensor | dict) -> Tensor:
+    def _video(x: Tensor | dict | list | tuple) -> Tensor:
+        """The clip tensor of a bare tensor, ``{"video": tensor}``, or a list whose element 0 it is (spec 1.1)."""
         if isinstance(x, dict):
             if "video" not in x:
                 raise KeyError(f"model input dict needs a 'video' entry, got keys {sorted(x)}")
             x = x["video"]
+        elif isinstance(x, (list, tuple)):
+            if not x:
+                raise ValueError("model input list is empty; expected [video (B, C, T, H, W), ...]")
+            x = x[0]
+        if not isinstance(x, Tensor):
+            raise TypeError(f"model input must be a tensor (B, C, T, H, W), got {type(x).__name__}")
         if x.dim() != 5:
             raise ValueError(f"model input must be (B, C, T, H, W), got shape {tuple(x.shape)}")
         return x
@@ -307,8 +315,9 @@ class VideoResNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (PyTorch's default Linear init); 0 removes it (features out)."""
-        device = self.head.out.weight.device if isinstance(self.head.out, nn.Linear) else None
-        self.head.out = nn.Linear(self.num_features, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        like = self.backbone.conv1.a.weight  # the new head lives where the model does, in its dtype
+        self.head.out = (nn.Linear(self.num_features, num_classes, device=like.device, dtype=like.dtype)
+                         if num_classes > 0 else nn.Identity())
         self.arch["num_classes"] = num_classes
 
     @property

@@ -132,6 +132,8 @@ class RouteFuncMLP(nn.Module):
                 f"got shape {tuple(x.shape)} and num_frames={num_frames}"
             )
         n, c, h, w = x.shape
+        if num_frames < 1 or n % num_frames:
+            raise ValueError(f"RouteFuncMLP: {n} frames do not split into clips of num_frames={num_frames}")
         # A sum scaled on the tiny result: its backward is a broadcast view that autograd adds in
         # place to x's other gradient, where a mean or pool backward would write a full tensor.
         u = x.sum(dim=(2, 3), dtype=self.g.weight.dtype).view(n // num_frames, num_frames, c) * (1.0 / (h * w))

@@ -30,6 +30,7 @@ __all__ = [
     "TAdaConv2d",
     "TAdaConv3d",
     "tada_conv2d",
+    "scale_channels",
     "tada_conv2d_grouped_reference",
     "tada_conv3d_reference",
 ]
@@ -77,6 +78,42 @@ def _frames_alpha(alpha: Tensor, frames: int, channels: int) -> Tensor:
     return alpha
 
 
+class _ScaleChannelsMixed(torch.autograd.Function):
+    """``x * alpha`` stored in x's (lower) dtype, each product computed at alpha's precision.
+
+    One kernel each way; the gradient of alpha is accumulated in alpha's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, alpha)
+        return torch.mul(x, alpha, out=torch.empty_like(x))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:  # type: ignore[override]
+        x, alpha = ctx.saved_tensors
+        grad_x = torch.mul(grad, alpha, out=torch.empty_like(grad)) if ctx.needs_input_grad[0] else None
+        grad_alpha = None
+        if ctx.needs_input_grad[1]:
+            grad_alpha = (grad * x).sum(dim=(2, 3), keepdim=True, dtype=alpha.dtype)
+        return grad_x, grad_alpha
+
+
+def scale_channels(x: Tensor, alpha: Tensor) -> Tensor:
+    """``x * alpha`` per frame and channel, x (N, C, H, W), alpha (N, C, 1, 1), in x's dtype.
+
+    Under autocast x is bf16/fp16 while the routing function gives alpha in fp32: casting alpha
+    first would round every calibration near 1 to the same few values (bf16 steps of 1/128 above
+    1, so |alpha - 1| < 2e-3 would change nothing), a systematic per-channel error that the conv
+    sums up. Here only each product is rounded to x's dtype.
+    """
+    if alpha.dtype == x.dtype:
+        return x * alpha
+    if torch.compiler.is_compiling():
+        return (x * alpha).to(x.dtype)  # inductor fuses the cast; dynamo refuses a channels-last out=
+    return _ScaleChannelsMixed.apply(x, alpha)
+
+
 def tada_conv2d(
     x: Tensor,
     alpha: Tensor,
@@ -101,16 +138,16 @@ def tada_conv2d(
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"tada_conv2d expects 4-D x and weight, got {x.dim()}-D and {weight.dim()}-D")
     if cal_dim == "cin":
-        alpha = _frames_alpha(alpha, x.shape[0], x.shape[1]).to(x.dtype)
+        alpha = _frames_alpha(alpha, x.shape[0], x.shape[1])
         if inplace:
             if torch.is_grad_enabled() and (x.requires_grad or alpha.requires_grad):
                 raise RuntimeError("tada_conv2d(inplace=True) is for inference: gradients are being recorded")
-            scaled = x.mul_(alpha)
+            scaled = x.mul_(alpha)  # computed at alpha's precision, stored in x's dtype
         else:
-            scaled = x * alpha
+            scaled = scale_channels(x, alpha)
         return F.conv2d(scaled, weight, bias, stride, padding, dilation, groups)
     alpha = _frames_alpha(alpha, x.shape[0], weight.shape[0])
-    out = F.conv2d(x, weight, None, stride, padding, dilation, groups) * alpha.to(x.dtype)
+    out = scale_channels(F.conv2d(x, weight, None, stride, padding, dilation, groups), alpha)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
@@ -200,8 +237,10 @@ class TAdaConv2d(nn.Module):
                 f"(B*T, C, H, W); got x {tuple(x.shape)}, alpha {tuple(alpha.shape)}"
             )
         b, _, t = x.shape[:3]
-        if alpha.shape[0] != b or alpha.shape[2] != t or alpha.shape[3:] != (1, 1):
-            raise ValueError(f"alpha must have shape (B={b}, C, T={t}, 1, 1), got {tuple(alpha.shape)}")
+        c = self.in_channels if self.cal_dim == "cin" else self.out_channels
+        if tuple(alpha.shape) != (b, c, t, 1, 1):
+            raise ValueError(f"alpha must have shape (B, C, T, 1, 1) = {(b, c, t, 1, 1)} for x of shape "
+                             f"{tuple(x.shape)} (cal_dim={self.cal_dim!r}), got {tuple(alpha.shape)}")
         out = tada_conv2d(_to_frames(x), alpha.transpose(1, 2).reshape(b * t, -1), self.weight_2d, bias, **kwargs)
         return _from_frames(out, b)
 
