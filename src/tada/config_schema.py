@@ -206,3 +206,41 @@ SCHEMA: dict[str, Any] = {
         "AUTOAUGMENT": {"ENABLE": False, "BEFORE_CROP": True, "TYPE": "rand-m9-n4-mstd0.5-inc1"},
     },
 }
+
+# Official keys a config may carry that tada does not implement, with the only value it honours.
+# Any other value is an error naming the key (``unimplemented_settings``), never silently ignored.
+# Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, COLOR_P, ...) are not listed.
+NOT_IMPLEMENTED: dict[str, Any] = {
+    "TASK_TYPE": "classification",
+    "USE_MULTISEG_VAL_DIST": False,
+    "PRETRAIN.ENABLE": False,
+    "LOCALIZATION.ENABLE": False,
+    "MODEL.EMA.ENABLE": False,
+    "TRAIN.LR_REDUCE": False,
+    "TRAIN.NUM_SAMPLES": None,
+    "TEST.CHECKPOINT_TYPE": "pytorch",
+    "TEST.AUTOMATIC_MULTI_SCALE_TEST_SPATIAL": False,
+    "DATA.MULTI_LABEL": False,
+    "DATA_LOADER.COLLATE_FN": None,
+    "VIDEO.HEAD.NAME": "BaseHead",
+    "VIDEO.HEAD.ACTIVATION": "softmax",
+    "OPTIMIZER.LAYER_WISE_LR_DECAY": 1.0,
+    "BN.WB_LOCK": False,
+    "BN.FREEZE": False,
+    "AUGMENTATION.COLOR_AUG": False,
+    "AUGMENTATION.MIXUP.ENABLE": False,
+    "AUGMENTATION.CUTMIX.ENABLE": False,
+    "AUGMENTATION.RANDOM_ERASING.ENABLE": False,
+    "AUGMENTATION.AUTOAUGMENT.ENABLE": False,
+}
+
+
+def unimplemented_settings(cfg: Any, prefixes: tuple[str, ...] = ("",)) -> list[str]:
+    """``"KEY=value (tada supports only default)"`` for each NOT_IMPLEMENTED key (under ``prefixes``) set otherwise."""
+    found = []
+    for key, default in NOT_IMPLEMENTED.items():
+        if key.startswith(prefixes):
+            value = cfg.get(key)
+            if value != default:
+                found.append(f"{key}={value!r} (tada supports only {default!r})")
+    return found

@@ -123,6 +123,19 @@ def test_testing_without_a_checkpoint_is_an_error(tmp_path):
         run_tests(cfg, dataset_fn=dataset_fn_factory())
 
 
+def test_official_keys_tada_does_not_implement_are_errors_not_ignored(tmp_path, finished_run):
+    from tada.engine.trainer import check_train_config
+
+    cfg = tiny_cfg(tmp_path, "AUGMENTATION.COLOR_AUG", "true", "TRAIN.NUM_SAMPLES", "1000",
+                   "OPTIMIZER.LAYER_WISE_LR_DECAY", "0.5")
+    with pytest.raises(EngineError, match=r"TRAIN.NUM_SAMPLES=1000 .*LAYER_WISE_LR_DECAY=0.5 .*AUGMENTATION.COLOR_AUG=True"):
+        check_train_config(cfg, world_size=1)
+    _, ref = finished_run
+    cfg = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", str(ref.last_checkpoint), "DATA.MULTI_LABEL", "true")
+    with pytest.raises(EngineError, match="DATA.MULTI_LABEL=True"):
+        run_tests(cfg, dataset_fn=dataset_fn_factory(num_test=4))
+
+
 def test_start_rules(tmp_path, finished_run):
     _, ref = finished_run
     # in1k without a weights file: the key is named.

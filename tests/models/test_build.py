@@ -74,6 +74,10 @@ def test_tsn_backbone_file_gives_plain_blocks():
         (["VIDEO.BACKBONE.NUM_OUT_FEATURES", "1024"], "NUM_OUT_FEATURES"),
         (["VIDEO.BACKBONE.BRANCH.POOL_K", "[3, 3, 3]"], "POOL_K"),
         (["VIDEO.BACKBONE.KERNEL_SIZE", "[[1, 7, 7], [3, 3, 3], [1, 3, 3], [1, 3, 3], [1, 3, 3]]"], "temporal kernel"),
+        (["VIDEO.HEAD.NAME", "MViTHead"], "VIDEO.HEAD.NAME='MViTHead' \\(tada supports only 'BaseHead'\\)"),
+        (["VIDEO.HEAD.ACTIVATION", "sigmoid"], "VIDEO.HEAD.ACTIVATION"),
+        (["BN.FREEZE", "true"], "BN.FREEZE"),
+        (["BN.WB_LOCK", "true"], "BN.WB_LOCK"),
     ],
 )
 def test_unsupported_settings_are_errors(overrides, match):
@@ -93,3 +97,12 @@ def test_zoo_table():
         assert entry.as_dict()["name"] == entry.name
     with pytest.raises(KeyError, match="known"):
         get_weights("tada2d_r50.imagenet")
+
+
+def test_every_unimplemented_key_exists_with_the_honoured_default():
+    from tada.config_schema import NOT_IMPLEMENTED, unimplemented_settings
+
+    cfg = load_config(K400)
+    for key, default in NOT_IMPLEMENTED.items():
+        assert cfg.get(key) == default, key
+    assert unimplemented_settings(cfg) == []

@@ -136,17 +136,11 @@ def _to_device(batch: dict, device: torch.device, gpu_transform: Callable | None
 
 def check_train_config(cfg: Config, world_size: int) -> None:
     """Reject settings this engine does not implement, before anything heavy happens."""
-    unsupported = {
-        "MODEL.EMA.ENABLE": cfg.MODEL.EMA.ENABLE,
-        "AUGMENTATION.MIXUP.ENABLE": cfg.AUGMENTATION.MIXUP.ENABLE,
-        "AUGMENTATION.CUTMIX.ENABLE": cfg.AUGMENTATION.CUTMIX.ENABLE,
-        "TRAIN.LR_REDUCE": cfg.TRAIN.LR_REDUCE,
-        "PRETRAIN.ENABLE": cfg.PRETRAIN.ENABLE,
-        "LOCALIZATION.ENABLE": cfg.LOCALIZATION.ENABLE,
-    }
-    on = [k for k, v in unsupported.items() if v]
-    if on:
-        raise EngineError(f"not supported by the tada engine: {', '.join(on)} (set to false)")
+    from tada.config_schema import unimplemented_settings
+
+    unsupported = unimplemented_settings(cfg)
+    if unsupported:
+        raise EngineError(f"not supported by the tada engine: {'; '.join(unsupported)}")
     if cfg.TRAIN.BATCH_SIZE % world_size:
         raise EngineError(
             f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (the global batch) is not divisible by {world_size} processes"
@@ -679,7 +673,8 @@ def _train(
 
         is_best = False
         val_record = None
-        if val_loader is not None and (epochs_done % eval_period == 0 or epochs_done == max_epoch):
+        # Spec 2.2: every EVAL_PERIOD epochs, and every epoch of the last 11 (best.pyth is picked there).
+        if val_loader is not None and (epochs_done % eval_period == 0 or epochs_done >= max_epoch - 10):
             # The plain module: a DDP forward broadcasts buffers, a collective that would hang when
             # ranks hold different numbers of val batches. Rank 0's BN statistics go to every rank first.
             broadcast_buffers(ctx, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tada.config_schema import unimplemented_settings
 from tada.models.resnet import VideoResNet, video_resnet
 
 __all__ = ["build_model", "model_kwargs_from_cfg"]
@@ -19,6 +20,9 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     """
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
+    unsupported = unimplemented_settings(cfg, ("VIDEO.", "BN."))
+    if unsupported:
+        raise ValueError(f"model settings tada does not implement: {'; '.join(unsupported)}")
     if bb.META_ARCH != "ResNet3D":
         raise ValueError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
     if bb.STEM.NAME != "Base2DStem":
