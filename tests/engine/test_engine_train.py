@@ -123,6 +123,32 @@ def test_testing_without_a_checkpoint_is_an_error(tmp_path):
         run_tests(cfg, dataset_fn=dataset_fn_factory())
 
 
+def test_a_fresh_run_refuses_an_output_dir_with_another_runs_checkpoints(tmp_path):
+    """AUTO_RESUME false in a used OUTPUT_DIR: the old epochs would outrank (and prune) the new ones."""
+    first = train(tiny_cfg(tmp_path, "TEST.ENABLE", "false"), dataset_fn=dataset_fn_factory())
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()}
+    config_before = (tmp_path / "config.yaml").read_text()
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "TRAIN.AUTO_RESUME", "false", "OPTIMIZER.BASE_LR", "0.01")
+    with pytest.raises(EngineError, match=r"already holds \d checkpoint.*checkpoint_epoch_00002.pyth.*new OUTPUT_DIR"):
+        train(cfg, dataset_fn=dataset_fn_factory())
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "checkpoints").iterdir()} == before
+    assert (tmp_path / "config.yaml").read_text() == config_before and first.trained
+
+
+def test_a_resume_that_does_not_fit_names_the_checkpoint_and_keeps_the_config(finished_run, tmp_path, caplog):
+    import shutil
+
+    _, ref = finished_run
+    shutil.copytree(ref.output_dir / "checkpoints", tmp_path / "checkpoints")
+    (tmp_path / "config.yaml").write_text("the earlier run's config\n")
+    wider = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 256]",
+                     "VIDEO.BACKBONE.NUM_OUT_FEATURES", "256", "OPTIMIZER.MAX_EPOCH", "3")
+    with pytest.raises(EngineError, match=r"cannot resume from .*checkpoint_epoch_00002.pyth.*does not fit"):
+        train(wider, dataset_fn=dataset_fn_factory())
+    assert (tmp_path / "config.yaml").read_text() == "the earlier run's config\n"
+    assert "NUM_FILTERS: [8, 16, 32, 64, 128] -> [8, 16, 32, 64, 256]" in caplog.text
+
+
 def test_official_keys_tada_does_not_implement_are_errors_not_ignored(tmp_path, finished_run):
     from tada.engine.trainer import check_train_config
 

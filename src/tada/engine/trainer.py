@@ -191,6 +191,51 @@ def _log_model_info(cfg: Config, model: nn.Module, device: torch.device) -> dict
 # --------------------------------------------------------------------------------------------
 # Start: resume, fine-tune, ImageNet or random
 # --------------------------------------------------------------------------------------------
+def _refuse_foreign_checkpoints(cfg: Config, out: Path) -> None:
+    """A run that will not resume must not share OUTPUT_DIR with another run's checkpoints.
+
+    Their epoch files would outrank this run's (pruning, auto-resume and ``tada test`` go by
+    epoch), so this run's own checkpoints would be deleted or ignored.
+    """
+    if cfg.TRAIN.AUTO_RESUME:
+        return
+    found = ckpt.list_checkpoints(out)
+    if found:
+        names = ", ".join(c.path.name for c in found[-3:])
+        raise EngineError(
+            f"OUTPUT_DIR {out} already holds {len(found)} checkpoint(s) of an earlier run ({names}) and "
+            f"TRAIN.AUTO_RESUME is false: use a new OUTPUT_DIR, delete {ckpt.checkpoint_dir(out)}, or set "
+            f"TRAIN.AUTO_RESUME true to continue that run"
+        )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
+    """Warn about config keys that differ from the ones the checkpoint was trained with."""
+    if not isinstance(saved_cfg, str):
+        return
+    try:
+        before = _flatten(json.loads(saved_cfg))
+    except (json.JSONDecodeError, AttributeError):
+        log.warning("%s: its stored config is not readable JSON; config changes are not checked", path)
+        return
+    now = _flatten(cfg.to_dict())
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+               if before.get(k) != now.get(k)]
+    if changed:
+        log.warning("resuming %s with %d config change(s): %s", path, len(changed),
+                    "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""))
+
+
 def _start(
     cfg: Config,
     model: nn.Module,
@@ -208,8 +253,16 @@ def _start(
     latest = ckpt.latest_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if latest is not None:
         state = ckpt.read_checkpoint(latest.path)
-        model.load_state_dict(state["model_state"], strict=True)
-        optimizer.load_state_dict(state["optimizer_state"])
+        _log_config_changes(cfg, state.get("cfg"), latest.path)
+        try:
+            model.load_state_dict(state["model_state"], strict=True)
+            optimizer.load_state_dict(state["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise EngineError(
+                f"cannot resume from {latest.path}: it does not fit this run's model or optimizer (did the "
+                f"config change?); use a new OUTPUT_DIR or set TRAIN.AUTO_RESUME false. Detail: "
+                f"{str(err).strip().splitlines()[0][:500]}"
+            ) from err
         extra = state.get("tada")
         if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
             pos = _Position(epoch=int(state["epoch"]) + 1, global_step=(int(state["epoch"]) + 1) * iters_per_epoch)
@@ -417,11 +470,11 @@ def train(
     train_set = dataset_fn(cfg, "train")
     val_set = dataset_fn(cfg, "val") if int(cfg.TRAIN.EVAL_PERIOD) > 0 else None
     out = Path(cfg.OUTPUT_DIR)
+    _refuse_foreign_checkpoints(cfg, out)
     if ctx.is_master:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_temporaries(out)
-        save_config(cfg, out / "config.yaml")
     show_bar = ctx.is_master and _terminal_width() >= 40
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
@@ -473,6 +526,8 @@ def _train(
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
     pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
+    if ctx.is_master:  # only now: a refused resume leaves the config of the run it refused to extend
+        save_config(cfg, out / "config.yaml")
     stats.truncate_after(pos.global_step)
 
     if pos.epoch >= max_epoch:
