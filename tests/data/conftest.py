@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media_helpers import X264_BFRAMES, coded_frames, write_audio_only, write_video
+from media_helpers import (
+    X264_BFRAMES,
+    coded_frames,
+    remux_without_first_packets,
+    write_audio_only,
+    write_audio_with_cover,
+    write_trimmed_mp4,
+    write_video,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,4 +47,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["truncated_faststart"] = d / "truncated_faststart.mp4"
     out["audio_only"] = write_audio_only(d / "audio.m4a")
     out["missing"] = d / "does_not_exist.mp4"
+    out["edit_list_mp4"] = write_trimmed_mp4(d / "trimmed.mp4", coded_frames(30, 32, 48, seed=7), trimmed=5)
+    gops = write_video(d / "gops.mkv", coded_frames(60, 32, 48, seed=8), fps=30, options=X264_BFRAMES)
+    out["cut_mkv"] = remux_without_first_packets(gops, d / "cut.mkv", 5)
+    out["cut_mp4"] = remux_without_first_packets(out["gop_mp4"], d / "cut.mp4", 5)
+    out["cover_art"] = write_audio_with_cover(d / "song.mp4")
     return out

@@ -77,3 +77,58 @@ def write_audio_only(path: Path) -> Path:
 X264_GOPS = {"x264-params": "keyint=12:min-keyint=12:bframes=3:scenecut=0", "preset": "ultrafast",
              "tune": "zerolatency"}
 X264_BFRAMES = {"x264-params": "keyint=15:min-keyint=15:bframes=3:b-pyramid=normal:scenecut=0", "preset": "veryfast"}
+
+
+def write_trimmed_mp4(path: Path, frames: np.ndarray, *, trimmed: int, fps: int = 30) -> Path:
+    """An mp4 whose first ``trimmed`` frames have negative timestamps: an edit list hides them
+    (the packets are flagged discard), as ``ffmpeg -ss ... -c copy`` writes."""
+    _, h, w, _ = frames.shape
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = X264_GOPS
+        s.codec_context.time_base = Fraction(1, fps)
+        for i, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i - trimmed, Fraction(1, fps)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def remux_without_first_packets(src: Path, dst: Path, dropped: int) -> Path:
+    """A copy whose stream starts mid-GOP: the first ``dropped`` packets (the keyframe among them) are gone."""
+    with av.open(str(src)) as ic, av.open(str(dst), "w") as oc:
+        ist = ic.streams.video[0]
+        ost = oc.add_stream_from_template(ist)
+        for k, packet in enumerate(ic.demux(ist)):
+            if packet.dts is None or k < dropped:
+                continue
+            packet.stream = ost
+            oc.mux(packet)
+    return dst
+
+
+def write_audio_with_cover(path: Path) -> Path:
+    """An audio file with cover art: a one-picture mjpeg stream flagged attached_pic."""
+    with av.open(str(path), "w") as c:
+        audio = c.add_stream("aac", rate=16000)
+        cover = c.add_stream("mjpeg")
+        cover.width = cover.height = 32
+        cover.pix_fmt = "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        for p in list(cover.encode(picture)) + list(cover.encode()):
+            c.mux(p)
+        samples = (np.sin(np.arange(8192) / 10) * 0.1).astype(np.float32)[None]
+        for i in range(0, 8192, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format="fltp",
+                                               layout="mono")
+            frame.sample_rate = 16000
+            for p in audio.encode(frame):
+                c.mux(p)
+        for p in audio.encode():
+            c.mux(p)
+    return path

@@ -9,7 +9,8 @@ from media_helpers import sequential_decode
 from tada.data.decode import DecodeError, PyAVReader, open_video
 
 
-@pytest.mark.parametrize("name", ["gop_mp4", "x264_defaults", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264"])
+@pytest.mark.parametrize("name", ["gop_mp4", "x264_defaults", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264",
+                                  "edit_list_mp4", "cut_mkv", "cut_mp4"])
 def test_frames_equal_a_full_sequential_decode(media, name):
     path = media[name]
     full = sequential_decode(path)
@@ -69,6 +70,7 @@ def test_seeks_instead_of_decoding_everything(media, monkeypatch):
     ("text", "cannot open"),
     ("truncated", "cannot open"),
     ("audio_only", "no video stream"),
+    ("cover_art", "still image (cover art)"),
     ("missing", "file not found"),
 ])
 def test_broken_files_raise_decode_error(media, name, reason):
@@ -76,6 +78,16 @@ def test_broken_files_raise_decode_error(media, name, reason):
         open_video(media[name])
     assert reason in str(info.value)
     assert info.value.path == str(media[name])
+
+
+def test_hidden_leading_frames_are_not_indexed(media):
+    """Frames an edit list trims, and frames of a GOP whose keyframe was cut off, are not frames
+    of the video: they are not counted, and the first shown frame decodes."""
+    with open_video(media["edit_list_mp4"]) as r:
+        assert r.num_frames == 25 and not r.truncated
+        np.testing.assert_array_equal(r.get_frames([0, 1]), sequential_decode(media["edit_list_mp4"])[:2])
+    with open_video(media["cut_mp4"]) as r:
+        assert r.num_frames == 75 - 15 and not r.truncated  # the first GOP (15 frames) is gone
 
 
 def test_truncated_faststart_file_keeps_its_complete_frames(media):

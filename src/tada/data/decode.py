@@ -126,6 +126,20 @@ class _Closing:
         self.close()
 
 
+def first_video_stream(container):
+    """The container's first moving-picture stream; None if it has none.
+
+    A video stream flagged ``attached_pic`` is a still image (the cover art of an audio file),
+    not a video: it is skipped.
+    """
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
 class PyAVReader(_Closing):
     """Frame-exact reader on PyAV (FFmpeg). ``threads`` > 1 enables FFmpeg frame+slice threading.
 
@@ -145,10 +159,12 @@ class PyAVReader(_Closing):
         except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
             raise DecodeError(self.path, f"cannot open: {exc}") from exc
         try:
-            if not self._container.streams.video:
+            stream = first_video_stream(self._container)
+            if stream is None:
                 kinds = sorted({s.type for s in self._container.streams}) or ["none"]
-                raise DecodeError(self.path, f"no video stream (streams: {', '.join(kinds)})")
-            self._stream = self._container.streams.video[0]
+                covers = "; its picture stream is a still image (cover art)" if self._container.streams.video else ""
+                raise DecodeError(self.path, f"no video stream (streams: {', '.join(kinds)}{covers})")
+            self._stream = stream
             if threads > 1:
                 self._stream.thread_type = "AUTO"
             self._stream.thread_count = threads
@@ -169,6 +185,12 @@ class PyAVReader(_Closing):
         pts: list[int] = []
         keys: list[int] = []
         durations: list[int] = []
+        # Packets that are never displayed: those an edit list trims (flagged discard: decoded as
+        # references, never output) and those before the first keyframe or displayed before it
+        # (a stream cut without re-encoding starts mid-GOP; their references are gone).
+        hidden = 0
+        first_key = None
+        entry_after: list[int] = []  # pts of discarded keyframes: decoding may start there
         try:
             for packet in self._container.demux(stream):
                 if packet.size == 0:
@@ -177,6 +199,13 @@ class PyAVReader(_Closing):
                 if ts is None:
                     pts = []
                     break
+                if packet.is_keyframe and first_key is None:
+                    first_key = ts
+                if packet.is_discard or first_key is None or ts < first_key:
+                    hidden += 1
+                    if packet.is_keyframe and packet.is_discard:
+                        entry_after.append(ts)
+                    continue
                 pts.append(ts)
                 durations.append(packet.duration or 0)
                 if packet.is_keyframe:
@@ -184,7 +213,7 @@ class PyAVReader(_Closing):
         except av.FFmpegError as exc:
             raise DecodeError(self.path, f"cannot demux: {exc}") from exc
         declared = stream.frames or 0
-        self.truncated = 0 < len(pts) < declared
+        self.truncated = 0 < len(pts) and len(pts) + hidden < declared
         if self.truncated:
             # The file ends before the frames its header announces: the last packet read is
             # likely cut short, so only the packets before it count as frames.
@@ -197,14 +226,25 @@ class PyAVReader(_Closing):
         if self._exact:
             self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
             key_set = set(keys)
+            # Entry points: keyframes, and the first shown frame after a discarded keyframe (the
+            # decoder starts at that keyframe but outputs this frame first).
+            self._hidden_key_entries: set[int] = set()  # never skipped as disposable: they mark the start
+            for ts in entry_after:
+                later = int(np.searchsorted(self._pts, ts, side="right"))
+                if later < len(self._pts) and int(self._pts[later]) not in key_set:
+                    self._hidden_key_entries.add(int(self._pts[later]))
+            key_set |= self._hidden_key_entries
             self._keyframes = [i for i, p in enumerate(self._pts) if int(p) in key_set]
             if not self._keyframes or self._keyframes[0] != 0:
-                self._keyframes.insert(0, 0)  # decoding from the first packet is always valid
+                self._keyframes.insert(0, 0)  # decoding from the first shown packet is valid
+            self._entry_points = set(self._keyframes)
             self.num_frames = len(self._pts)
         else:
             # No usable timestamps: count by decoding once (exact, slow, rare).
             self._pts_to_index = {}
             self._keyframes = [0]
+            self._entry_points = {0}
+            self._hidden_key_entries = set()
             self.num_frames = self._count_by_decoding()
         if self.num_frames == 0:
             raise DecodeError(self.path, "the video stream holds no frames")
@@ -252,7 +292,7 @@ class PyAVReader(_Closing):
             self._container.close()
             self._container = av.open(self.path, metadata_errors="ignore")
             threads = self._stream.thread_count
-            self._stream = self._container.streams.video[0]
+            self._stream = first_video_stream(self._container)
             if threads > 1:
                 self._stream.thread_type = "AUTO"
             self._stream.thread_count = threads
@@ -332,7 +372,7 @@ class PyAVReader(_Closing):
             self._container.seek(int(self._pts[target]), stream=self._stream, backward=True, any_frame=False)
             before = len(got)
             started_at = None
-            for frame in self._decode(keep=self._wanted_pts(remaining)):
+            for frame in self._decode(keep=self._wanted_pts(remaining) | self._hidden_key_entries):
                 if frame.pts is None:  # the decoder drops timestamps: count frames instead
                     self._exact = False
                     return self._collect_sequential(wanted)
@@ -340,7 +380,7 @@ class PyAVReader(_Closing):
                 if i is None:
                     continue
                 if started_at is None:
-                    if not frame.key_frame:
+                    if not frame.key_frame and i not in self._entry_points:
                         continue  # decoding must begin at a keyframe to be exact
                     started_at = i
                     if started_at < self._keyframe_before(target):
@@ -359,8 +399,31 @@ class PyAVReader(_Closing):
                 continue
             key = self._keyframe_before(target)
             if key == 0:
-                return got  # even a decode from the first frame did not produce them
+                # Even a seek to the first keyframe did not produce them: some demuxers land past
+                # it (mp4 cut without its first sync sample). Decode from the file's start once.
+                got.update(self._collect_from_start([i for i in wanted if i not in got]))
+                return got
             floor = self._keyframes[self._keyframes.index(key) - 1]
+
+    def _collect_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Decode from the first packet, keeping wanted frames by timestamp once an entry point is out."""
+        got: dict[int, np.ndarray] = {}
+        wanted_set = set(wanted)
+        started = False
+        self._seek_start()
+        for frame in self._decode():
+            i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
+            if i is None:
+                continue
+            if not started:
+                if not frame.key_frame and i not in self._entry_points:
+                    continue
+                started = True
+            if i in wanted_set and i not in got:
+                got[i] = self._to_rgb(frame)
+                if len(got) == len(wanted_set):
+                    break
+        return got
 
     def _collect_sequential(self, wanted: list[int]) -> dict[int, np.ndarray]:
         got: dict[int, np.ndarray] = {}

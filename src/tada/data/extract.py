@@ -164,7 +164,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     import av
     import simplejpeg
 
-    from tada.data.decode import DecodeError, PyAVReader
+    from tada.data.decode import DecodeError, PyAVReader, first_video_stream
 
     with PyAVReader(source) as reader:  # the frame count and fps the video readers use
         num_source, fps = reader.num_frames, reader.fps
@@ -172,7 +172,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     written = total = count = 0
     try:
         with av.open(source, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
+            stream = first_video_stream(container)  # the one the reader above opened
             if threads > 1:
                 stream.thread_type = "AUTO"
             stream.thread_count = threads
