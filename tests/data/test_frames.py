@@ -176,6 +176,12 @@ def test_resume_after_a_kill(video_root: Path, tmp_path: Path) -> None:
     redo = extract_videos(videos[:1], root=video_root, out=tmp_path, name="t2",
                           settings=ExtractSettings(quality=70), overwrite=True, progress=False)
     assert redo.results[0].status == "done" and read_meta(tmp_path / "class_a/v0")["quality"] == 70
+    # a finished folder that lost frames is not skipped as finished: the reader would refuse it
+    (tmp_path / "class_a/v0/img_00045.jpg").unlink()
+    again = extract_videos(videos[:1], root=video_root, out=tmp_path, name="t3",
+                           settings=ExtractSettings(quality=70), progress=False)
+    assert again.results[0].status == "failed" and "damaged (truncated: img_00045.jpg missing" in again.results[0].reason
+    assert "--overwrite" in again.results[0].reason
 
 
 def test_parallel_extraction_via_the_cli(video_root: Path, tmp_path: Path, capsys) -> None:
@@ -327,5 +333,5 @@ def test_frame_list_format(tmp_path: Path) -> None:
 def test_folder_for_video_rejects_escaping_paths(tmp_path: Path) -> None:
     assert folder_for_video(tmp_path, "k/a.b.mp4") == str(tmp_path / "k" / "a.b")
     for bad in ("/abs/x.mp4", "../x.mp4"):
-        with pytest.raises(ValueError, match="relative"):
+        with pytest.raises(ValueError, match="must lie under the video root"):
             folder_for_video(tmp_path, bad)

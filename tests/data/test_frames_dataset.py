@@ -101,6 +101,19 @@ def test_a_truncated_folder_is_a_failed_item_by_path(k400_root: Path, extracted:
     assert not ds[1]["failed"]
 
 
+def test_a_listed_video_outside_the_root_fails_at_build_time(k400_root: Path, extracted: Path,
+                                                             tmp_path: Path) -> None:
+    """Its frame folder has no name: the list is refused up front, not the item mid-epoch."""
+    from tada.data.annotations import AnnotationError
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "kinetics400_val_list.txt").write_text("val/v2.mp4 1\n../elsewhere/v9.mp4 0\n")
+    cfg = _cfg(k400_root, "DATA.FORMAT", "frames", "DATA.ANNO_DIR", str(lists))
+    with pytest.raises(AnnotationError, match=r"val list, video 2 .*elsewhere/v9.mp4.*must lie under the video root"):
+        build_dataset(cfg, "val")
+
+
 def test_frames_through_the_loader_with_workers(k400_root: Path, extracted: Path) -> None:
     from tada.data.loader import build_loader
 

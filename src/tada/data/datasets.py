@@ -406,6 +406,15 @@ def build_dataset(cfg, split: str) -> VideoDataset:
         gpu_resize=a.USE_GPU,
         gpu_decode=a.USE_GPU and d.FORMAT == "frames",
     )
+    if d.FORMAT == "frames":  # every listed video must name a frame folder: fail now, not mid-epoch
+        from tada.data.frames import folder_for_video, frames_dir_from_config
+
+        frames_dir = frames_dir_from_config(cfg)
+        for k, entry in enumerate(entries, 1):
+            try:
+                folder_for_video(frames_dir, os.path.relpath(entry.path, cfg.DATA.DATA_ROOT_DIR))
+            except AnnotationError as err:
+                raise AnnotationError(f"{split} list, video {k} ({entry.path}): {err}") from None
     if len(spec.train_scales) != 2:
         raise ValueError(f"DATA.TRAIN_JITTER_SCALES needs [min, max], got {list(spec.train_scales)}")
     if split == "test" and spec.num_spatial_crops not in (1, 3):

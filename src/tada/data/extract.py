@@ -39,6 +39,7 @@ from tada.data.frames import (
     META_NAME,
     FrameListEntry,
     folder_for_video,
+    open_frames,
     read_meta,
     write_frame_list,
     write_meta,
@@ -225,6 +226,10 @@ def extract_video(source: str | os.PathLike, folder: str | os.PathLike, *, setti
         if _settings_of(meta) != _settings_of(vars(settings)):
             return "failed", f"{folder} was extracted with {_settings_of(meta)}, not " \
                              f"{_settings_of(vars(settings))}; delete it or pass --overwrite", {}
+        try:  # the reader's own completeness check: a folder it would refuse is not finished
+            open_frames(folder).close()
+        except DecodeError as exc:
+            return "failed", f"{folder} is damaged ({exc.reason}); pass --overwrite to extract it again", {}
         return "skipped", "", meta
     parent, name = os.path.split(folder)
     tmp = os.path.join(parent, f".{name}.partial")

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tada.data.annotations import AnnotationError
 from tada.data.decode import DecodeError
 
 __all__ = [
@@ -82,8 +83,9 @@ def folder_for_video(frames_dir: str | os.PathLike, relpath: str) -> str:
     """The frame folder of a video given by its path relative to the video root (extension dropped)."""
     rel = os.path.normpath(relpath)
     if os.path.isabs(rel) or rel == ".." or rel.startswith(".." + os.sep):
-        raise ValueError(
-            f"video path '{relpath}' must be relative to the video root to name its frame folder"
+        raise AnnotationError(
+            f"video path '{relpath}' must lie under the video root (DATA.DATA_ROOT_DIR) to name its frame "
+            f"folder; move the video there or read it with DATA.FORMAT video"
         )
     return os.path.join(os.fspath(frames_dir), os.path.splitext(rel)[0])
 
@@ -108,7 +110,7 @@ def read_meta(folder: str | os.PathLike) -> dict:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise DecodeError(folder, f"no {META_NAME}: not a finished frame folder (re-run tada extract-frames)") from None
+        raise DecodeError(folder, f"no {META_NAME}: not a finished frame folder (extract it again: tada extract-frames --overwrite)") from None
     except (OSError, ValueError) as exc:
         raise DecodeError(folder, f"unreadable {META_NAME}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:
