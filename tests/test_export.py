@@ -180,10 +180,23 @@ def test_torchscript_exporter_static_batch_and_predictor(tiny_tsn, tmp_path):
 
 def test_export_rejects_diff_above_tolerance(tiny_tsn, tmp_path):
     # BN folding changes rounding: a zero-ish tolerance must be refused loudly, not warned about.
-    with pytest.raises(TadaError, match="differ from eager.*removed"):
+    with pytest.raises(TadaError, match="differ from eager.*nothing was written"):
         export_model(tiny_tsn, tmp_path / "t.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
                      exporter="torchscript", tolerance=1e-12)
-    assert not (tmp_path / "t.onnx").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_keeps_the_file_already_there(tiny_tsn, tmp_path):
+    out = tmp_path / "m.onnx"
+    export_model(tiny_tsn, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, opset=17)  # auto: torchscript
+    good = out.read_bytes()
+    other = copy.deepcopy(tiny_tsn)
+    torch.nn.init.normal_(other.head.out.weight)
+    with pytest.raises(TadaError, match="differ from eager.*existing file was kept"):
+        export_model(other, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, opset=17, tolerance=1e-12)
+    with pytest.raises(TadaError, match="wrote opset 18, not the requested 17"):
+        export_model(other, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, opset=17, exporter="dynamo")
+    assert out.read_bytes() == good and list(tmp_path.iterdir()) == [out]
 
 
 def test_export_argument_errors(tiny_tada, tmp_path):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 FORMATS = ("onnx", "exported-program")
-ONNX_EXPORTERS = ("dynamo", "torchscript")
+ONNX_EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18  # the torch.export-based exporter's own opset; >= 17 as the issue asks
 _SUFFIX = {"onnx": ".onnx", "exported-program": ".pt2"}
 _MAX_BATCH = 4096
@@ -273,15 +274,15 @@ def _export_onnx(model: nn.Module, path: Path, example: Tensor, *, dynamic_batch
         raise ExportError(f"exporter must be one of {ONNX_EXPORTERS}, got {exporter!r}")
 
 
-def _check_onnx(path: Path, *, opset: int) -> None:
+def _check_onnx(path: Path, *, opset: int, shown: Path | None = None) -> None:
     """onnx.checker on the file, and the opset really written (an exporter may keep its own)."""
     onnx = require("onnx")
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
     written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
     if written != opset:
-        raise ExportError(f"{path}: the exporter wrote opset {written}, not the requested {opset}; "
-                        f"choose --opset {written} (or another exporter)")
+        raise ExportError(f"{shown or path}: the exporter wrote opset {written}, not the requested {opset}; "
+                          f"choose --opset {written} (or another exporter)")
 
 
 def _export_program(model: nn.Module, path: Path, example: Tensor, *, dynamic_batch: bool) -> None:
@@ -321,7 +322,7 @@ def export_model(
     batch: int = 1,
     dynamic_batch: bool = False,
     opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     fold_bn: bool = True,
     verify: bool = True,
     tolerance: float = 1e-4,
@@ -343,6 +344,10 @@ def export_model(
     output = Path(output)
     if output.suffix != _SUFFIX[fmt]:
         raise ExportError(f"--output for format {fmt!r} must end in {_SUFFIX[fmt]}, got {output}")
+    if exporter not in ONNX_EXPORTERS:
+        raise ExportError(f"exporter must be one of {ONNX_EXPORTERS}, got {exporter!r}")
+    if exporter == "auto":  # the dynamo exporter writes opset 18 and up only
+        exporter = "dynamo" if opset >= 18 else "torchscript"
     output.parent.mkdir(parents=True, exist_ok=True)
     reference = copy.deepcopy(model).eval()  # the model as given: what the file must reproduce
     batches = ([1, 3] if dynamic_batch else [batch]) if verify else []
@@ -357,29 +362,36 @@ def export_model(
     prepared = prepare_for_export(model, fold_bn=fold_bn)
     # A batch of 2 for dynamic export: tracing at 1 would let the exporter specialise the batch to 1.
     example = _example((2 if dynamic_batch else batch, 3, num_frames, crop_size, crop_size), seed)
+    # Written and checked under a temporary name, then renamed: a failed export never replaces
+    # (or removes) a file already at ``output``.
+    staged = output.with_name(f".{output.stem}.{os.getpid()}.partial{output.suffix}")
     start = time.perf_counter()
-    if fmt == "onnx":
-        try:
-            _export_onnx(prepared, output, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
-        except torch.onnx.errors.OnnxExporterError as err:
-            other = "torchscript" if exporter == "dynamo" else "dynamo"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ExportError(f"the {exporter} ONNX exporter failed: {first} (try --exporter {other})") from err
-        _check_onnx(output, opset=opset)
-    else:
-        _export_program(prepared, output, example, dynamic_batch=dynamic_batch)
-    seconds = time.perf_counter() - start
-    worst = 0.0
-    if verify:
-        run_file = _runner(output, fmt)
-        for b, x in probes.items():
-            worst = max(worst, float((run_file(x).float() - expected[b].float()).abs().max()))
-        if worst > tolerance:
-            output.unlink()  # never leave a file behind that computes something else
-            raise ExportError(
-                f"{output}: exported logits differ from eager PyTorch by {worst:.3g} (> tolerance {tolerance:g}) "
-                f"on batches {batches}; the file was removed"
-            )
+    try:
+        if fmt == "onnx":
+            try:
+                _export_onnx(prepared, staged, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+            except torch.onnx.errors.OnnxExporterError as err:
+                other = "torchscript" if exporter == "dynamo" else "dynamo"
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ExportError(f"the {exporter} ONNX exporter failed: {first} (try --exporter {other})") from err
+            _check_onnx(staged, opset=opset, shown=output)
+        else:
+            _export_program(prepared, staged, example, dynamic_batch=dynamic_batch)
+        seconds = time.perf_counter() - start
+        worst = 0.0
+        if verify:
+            run_file = _runner(staged, fmt)
+            for b, x in probes.items():
+                worst = max(worst, float((run_file(x).float() - expected[b].float()).abs().max()))
+            if worst > tolerance:
+                kept = "the existing file was kept" if output.exists() else "nothing was written"
+                raise ExportError(
+                    f"{output}: exported logits differ from eager PyTorch by {worst:.3g} (> tolerance "
+                    f"{tolerance:g}) on batches {batches}; {kept}"
+                )
+        os.replace(staged, output)
+    finally:
+        staged.unlink(missing_ok=True)
     shape: list[int | None] = [None if dynamic_batch else batch, 3, num_frames, crop_size, crop_size]
     return ExportReport(output, None, fmt, shape, worst, batches, seconds,
                         extra={"exporter": exporter if fmt == "onnx" else "torch.export",
@@ -486,7 +498,7 @@ def export_from_config(
     batch: int = 1,
     dynamic_batch: bool = False,
     opset: int = DEFAULT_OPSET,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     fold_bn: bool = True,
     verify: bool = True,
     tolerance: float = 1e-4,
@@ -534,8 +546,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dynamic-batch", action="store_true", help="free batch dimension (else --batch exactly)")
     parser.add_argument("--batch", type=int, default=1, help="batch size of a static-batch export (default 1)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= 17 (default {DEFAULT_OPSET})")
-    parser.add_argument("--exporter", choices=ONNX_EXPORTERS, default="dynamo",
-                        help="ONNX exporter: dynamo (torch.export-based, needs onnxscript) or the legacy torchscript one")
+    parser.add_argument("--exporter", choices=ONNX_EXPORTERS, default="auto",
+                        help="ONNX exporter: dynamo (torch.export-based, needs onnxscript; opset >= 18) or the legacy "
+                             "torchscript one; auto (default) picks dynamo for opset >= 18, else torchscript")
     parser.add_argument("--no-fold-bn", dest="fold_bn", action="store_false",
                         help="keep BatchNorm layers instead of folding them into the preceding convs")
     parser.add_argument("--class-names", default="", metavar="FILE",
