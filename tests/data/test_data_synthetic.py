@@ -80,6 +80,18 @@ def test_ensure_dataset_reuses_a_complete_folder(tmp_path):
     assert read_manifest(tmp_path)["params"]["seed"] == 0
 
 
+def test_never_overwrites_a_folder_it_did_not_write(tmp_path):
+    from tada.errors import TadaError
+
+    (tmp_path / "videos" / "abseiling").mkdir(parents=True)
+    (tmp_path / "videos" / "abseiling" / "clip.mp4").write_bytes(b"user data")
+    (tmp_path / "train_list.txt").write_text("abseiling/clip.mp4 0\n")
+    with pytest.raises(TadaError, match="not empty and holds no synthetic dataset"):
+        generate_dataset(tmp_path, **TINY)
+    assert (tmp_path / "videos" / "abseiling" / "clip.mp4").read_bytes() == b"user data"
+    assert (tmp_path / "train_list.txt").read_text() == "abseiling/clip.mp4 0\n"
+
+
 def test_class_sets_and_errors(tmp_path):
     m = generate_dataset(tmp_path, classes=("moves left to right", "moves right to left", "static cross"), **TINY)
     assert m["pairs"] == [[0, 1]] and m["appearance_classes"] == [2]

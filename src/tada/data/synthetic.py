@@ -46,6 +46,8 @@ from typing import Sequence
 
 import numpy as np
 
+from tada.errors import TadaError
+
 __all__ = [
     "GENERATOR_VERSION",
     "CLASSES",
@@ -61,6 +63,7 @@ __all__ = [
 ]
 
 GENERATOR_VERSION = 1
+OWNER_MARKER = ".tada-synthetic"  # marks a folder this generator may rewrite
 SPLITS = ("train", "val", "test")
 
 
@@ -277,7 +280,14 @@ def generate_dataset(
     resolved = _resolve_classes(list(classes))
     pairs, appearance = _class_groups(resolved)
     out = Path(out_dir)
+    marker = out / OWNER_MARKER  # written before anything is replaced: a killed run's folder stays ours
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file() and not marker.is_file():
+        raise TadaError(
+            f"{out} is not empty and holds no synthetic dataset (no manifest.json): refusing to replace its "
+            f"videos/ and list files; choose a new or empty folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     (out / "manifest.json").unlink(missing_ok=True)  # incomplete until written again
     shutil.rmtree(out / "videos", ignore_errors=True)
     jobs, lists = [], {s: [] for s in SPLITS}
