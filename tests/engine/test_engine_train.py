@@ -106,6 +106,10 @@ def test_pipeline_tests_single_and_multi_view_and_lists_failed_videos(tmp_path):
     before = (tmp_path / "test_2x3" / "results.json").stat().st_mtime_ns
     run_pipeline(cfg, dataset_fn=dataset_fn_factory(num_test=6, fail=(2,)), model_fn=NoBNNet)
     assert (tmp_path / "test_2x3" / "results.json").stat().st_mtime_ns == before
+    # ... but not when a test setting changed: the results would describe another protocol
+    changed = tiny_cfg(tmp_path, "OPTIMIZER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0", "DATA.ENSEMBLE_METHOD", "max")
+    again = run_pipeline(changed, dataset_fn=dataset_fn_factory(num_test=6, fail=(2,)), model_fn=NoBNNet)
+    assert again["aggregation"] == "max" and (tmp_path / "test_2x3" / "results.json").stat().st_mtime_ns != before
 
 
 def test_score_and_max_aggregation_are_recorded(tmp_path, finished_run):

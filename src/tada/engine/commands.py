@@ -117,7 +117,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     """Every test protocol of the config on the resolved checkpoint; returns the last results (rank 0).
 
     ``reuse_finished`` skips a protocol whose results.json was computed from the same checkpoint
-    file (path, size, mtime), which makes re-running a finished run cheap.
+    file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
     """
     from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir
 
@@ -130,9 +130,11 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
         final = None
         for views, crops in _protocols(cfg):
             previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
-            if reuse_finished and previous.is_file():
+            tested_with = previous.with_name("config.yaml")
+            if reuse_finished and previous.is_file() and tested_with.is_file():
                 old = json.loads(previous.read_text())
-                if old.get("checkpoint_identity") == ident:
+                # the same checkpoint file and the same config (test scale, views, aggregation, ...)
+                if old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump():
                     print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
                     final = old
                     continue
