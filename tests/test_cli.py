@@ -57,3 +57,18 @@ def test_bad_override_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
                   "TRAIN.BATCH_SIZ", "4", cwd=tmp_path)
     assert out.returncode != 0
     assert "TRAIN.BATCH_SIZE" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["VIDEO.BACKBONE.DEPTH", "34"], "VIDEO.BACKBONE.DEPTH must be one of"),
+    (["VIDEO.HEAD.NAME", "MViTHead"], "VIDEO.HEAD.NAME='MViTHead'"),
+    (["VIDEO.BACKBONE.NUM_FILTERS", "[8, 18, 32, 64, 2048]"], "cannot be built"),
+])
+def test_model_settings_errors_are_clear_errors(extra: list[str], message: str, capsys) -> None:
+    code = main(["flops", "--cfg", str(REPO / "configs/projects/tada/k400/tada2d_8x8.yaml"), *extra])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_directory_as_config_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["flops", "--cfg", str(tmp_path)]) == 2
+    assert "cannot read config file" in capsys.readouterr().err

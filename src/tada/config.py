@@ -97,6 +97,8 @@ def _read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:  # a directory, no permission, ...
+        raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
     try:
         loader = _Loader(text)
         loader.name = str(path)

@@ -4,6 +4,8 @@ import random
 
 import numpy as np
 import pytest
+
+from tada.engine import EngineError
 import torch
 
 from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler, mix_seed
@@ -49,7 +51,7 @@ def test_ranks_split_each_global_batch_into_contiguous_blocks():
 def test_train_sampler_rejects_bad_sizes():
     with pytest.raises(ValueError, match="divisible"):
         TrainSampler(10, global_batch=4, world_size=3)
-    with pytest.raises(ValueError, match="fewer than one global batch"):
+    with pytest.raises(EngineError, match="fewer than one global batch"):  # a user error: the CLI prints it
         TrainSampler(3, global_batch=4)
 
 

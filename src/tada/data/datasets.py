@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tada.config import ConfigError
 from tada.data.annotations import (
     AnnotationError,
     VideoEntry,
@@ -416,8 +417,10 @@ def build_dataset(cfg, split: str) -> VideoDataset:
             except AnnotationError as err:
                 raise AnnotationError(f"{split} list, video {k} ({entry.path}): {err}") from None
     if len(spec.train_scales) != 2:
-        raise ValueError(f"DATA.TRAIN_JITTER_SCALES needs [min, max], got {list(spec.train_scales)}")
+        raise ConfigError(f"DATA.TRAIN_JITTER_SCALES needs [min, max], got {list(spec.train_scales)}")
     if split == "test" and spec.num_spatial_crops not in (1, 3):
-        raise ValueError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {spec.num_spatial_crops}")
+        raise ConfigError(f"TEST.NUM_SPATIAL_CROPS must be 1 or 3, got {spec.num_spatial_crops}")
+    if split != "train" and spec.test_crop > spec.test_scale:
+        raise ConfigError(f"DATA.TEST_CROP_SIZE {spec.test_crop} must be <= DATA.TEST_SCALE {spec.test_scale}")
     return VideoDataset(entries, split=split, spec=spec, open_reader=_reader_factory(cfg),
                         class_names=class_names, name=kind)

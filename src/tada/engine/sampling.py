@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+from tada.engine.distributed import EngineError
 
 __all__ = ["EvalSampler", "SeededDataset", "TrainSampler", "mix_seed"]
 
@@ -50,7 +51,7 @@ class TrainSampler(Sampler):
         if global_batch % world_size:
             raise ValueError(f"the global batch {global_batch} is not divisible by {world_size} processes")
         if num_samples < global_batch:
-            raise ValueError(
+            raise EngineError(
                 f"the training set has {num_samples} clips, fewer than one global batch of {global_batch}: "
                 "lower TRAIN.BATCH_SIZE"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tada.config import ConfigError
 from tada.config_schema import unimplemented_settings
 from tada.models.resnet import VideoResNet, video_resnet
 
@@ -22,28 +23,28 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     head = cfg.VIDEO.HEAD
     unsupported = unimplemented_settings(cfg, ("VIDEO.", "BN."))
     if unsupported:
-        raise ValueError(f"model settings tada does not implement: {'; '.join(unsupported)}")
+        raise ConfigError(f"model settings tada does not implement: {'; '.join(unsupported)}")
     if bb.META_ARCH != "ResNet3D":
-        raise ValueError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
+        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
     if bb.STEM.NAME != "Base2DStem":
-        raise ValueError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
+        raise ConfigError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
     if bb.NONLOCAL.ENABLE:
-        raise ValueError("VIDEO.BACKBONE.NONLOCAL.ENABLE: non-local blocks are not supported")
+        raise ConfigError("VIDEO.BACKBONE.NONLOCAL.ENABLE: non-local blocks are not supported")
     if any(bb.DOWNSAMPLING_TEMPORAL):
-        raise ValueError(
+        raise ConfigError(
             f"VIDEO.BACKBONE.DOWNSAMPLING_TEMPORAL must be all false (2-D branches), got {bb.DOWNSAMPLING_TEMPORAL}"
         )
     if bb.INITIALIZATION != "kaiming":
-        raise ValueError(f"VIDEO.BACKBONE.INITIALIZATION: only 'kaiming' is supported, got {bb.INITIALIZATION!r}")
+        raise ConfigError(f"VIDEO.BACKBONE.INITIALIZATION: only 'kaiming' is supported, got {bb.INITIALIZATION!r}")
     if bb.DEPTH not in _DEPTHS:
-        raise ValueError(f"VIDEO.BACKBONE.DEPTH must be one of {_DEPTHS} (bottleneck ResNets), got {bb.DEPTH}")
+        raise ConfigError(f"VIDEO.BACKBONE.DEPTH must be one of {_DEPTHS} (bottleneck ResNets), got {bb.DEPTH}")
     if bb.NUM_FILTERS[-1] != bb.NUM_OUT_FEATURES:
-        raise ValueError(
+        raise ConfigError(
             f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal NUM_FILTERS[-1] ({bb.NUM_FILTERS[-1]})"
         )
     pool_k = list(bb.BRANCH.POOL_K)
     if len(pool_k) != 3 or pool_k[1:] != [1, 1]:
-        raise ValueError(f"VIDEO.BACKBONE.BRANCH.POOL_K must be [k, 1, 1], got {pool_k}")
+        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.POOL_K must be [k, 1, 1], got {pool_k}")
     return dict(
         branch=bb.BRANCH.NAME,
         depth=bb.DEPTH,
@@ -69,4 +70,8 @@ def build_model(cfg: Any) -> VideoResNet:
 
     VIDEO.HEAD.ACTIVATION is not applied: the model returns logits, the evaluator applies softmax.
     """
-    return video_resnet(**model_kwargs_from_cfg(cfg))
+    kwargs = model_kwargs_from_cfg(cfg)
+    try:
+        return video_resnet(**kwargs)
+    except ValueError as err:  # the builder's own checks (widths, kernels, ...): name the config
+        raise ConfigError(f"the config's model cannot be built (VIDEO.BACKBONE / VIDEO.HEAD): {err}") from err
