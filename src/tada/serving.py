@@ -126,6 +126,18 @@ def sidecar_overrides(sidecar: dict[str, Any]) -> list[Any]:
         "DATA.MEAN", list(sidecar["mean"]),
         "DATA.STD", list(sidecar["std"]),
         "VIDEO.HEAD.NUM_CLASSES", sidecar["num_classes"],
+        *_test_view_overrides(sidecar.get("test_views")),
+    ]
+
+
+def _test_view_overrides(views: Any) -> list[Any]:
+    """The multi-view protocol the sidecar records (older sidecars may lack it)."""
+    if not isinstance(views, dict):
+        return []
+    return [
+        "TEST.MULTI_VIEW_ENSEMBLE_VIEWS", int(views["ensemble_views"]),
+        "TEST.MULTI_VIEW_SPATIAL_CROPS", int(views["spatial_crops"]),
+        "DATA.ENSEMBLE_METHOD", views["ensemble_method"],
     ]
 
 

@@ -56,6 +56,15 @@ def test_train_then_test_then_predict(synthetic, tmp_path, capsys):
     assert code == 0
     assert printed.count("  1. ") == 2 and printed.count("  5. ") == 2
     assert any(name in printed for name in manifest["classes"])
+    # default views: the config's multi-view protocol (as `tada test`), and the same scores as --views 2x3
+    code = cli.main(["predict", videos[0], "--checkpoint", ckpt, "--device", "cpu", "--json", "--cfg", str(CONFIG), *opts])
+    default = json.loads(capsys.readouterr().out)
+    assert code == 0 and default["views"] == "2x3"
+    assert f"{default['top'][0]['score']:.4f}" in printed
+    for bad, message in ((["--views", "0x3"], "views must be"), (["--topk", "0"], "--topk must be"),
+                         (["--views", "2x2"], "views must be")):
+        assert cli.main(["predict", videos[0], "--checkpoint", ckpt, *bad, "--cfg", str(CONFIG), *opts]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_predict_json_and_missing_video(synthetic, tmp_path, capsys):
