@@ -54,6 +54,12 @@ def test_demo_runs_both_models_and_reuses_finished_runs(tmp_path: Path, capsys) 
         tsn = (out / "tsn" / "config.yaml").read_text()
         tada = (out / "tada2d" / "config.yaml").read_text()
         assert "Base2DBlock" in tsn and "TAda2DBlock" in tada
+        for bad, message in ((tmp_path / "missing.md", "cannot read it"), (tmp_path / "plain.md", "markers")):
+            if bad.name == "plain.md":
+                bad.write_text("# no markers\n")
+            fresh = tmp_path / "never"
+            assert main(["demo", "--out", str(fresh), "--readme", str(bad), *args[3:]]) == 2
+            assert message in capsys.readouterr().err and not fresh.exists()  # refused before any work
         readme = tmp_path / "README.md"
         readme.write_text("# x\n<!-- DEMO-RESULTS -->\nold\n<!-- /DEMO-RESULTS -->\n## after\n")
         assert main([*args[:3], "--readme", str(readme), *args[3:]]) == 0  # second call: nothing retrained

@@ -20,6 +20,7 @@ import numpy as np
 
 from tada.config import Config, load_config
 from tada.errors import TadaError
+from tada.fileio import atomic_open
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "projects" / "tada" / "synthetic"
 RUNS = (("TSN", "tsn.yaml"), ("TAda2D", "tada2d.yaml"))
@@ -63,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tada.data import synthetic
 
+    if args.readme:  # before minutes of training, not after
+        _readme_markers(Path(args.readme))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -266,6 +269,17 @@ def _curves(run_dir: Path) -> tuple[list[float], list[float], list[tuple[float, 
 README_START, README_END = "<!-- DEMO-RESULTS -->", "<!-- /DEMO-RESULTS -->"
 
 
+def _readme_markers(readme: Path) -> str:
+    """The README's text, checked for the markers the demo writes between."""
+    try:
+        text = readme.read_text()
+    except OSError as err:
+        raise TadaError(f"--readme {readme}: cannot read it ({err.strerror or err})") from None
+    if README_START not in text or README_END not in text:
+        raise TadaError(f"{readme}: no '{README_START}' ... '{README_END}' markers to write the demo results into")
+    return text
+
+
 def _update_readme(readme: Path, report: dict, table: str, out: Path) -> None:
     """Rewrite the README's demo section from this run, so the published figures are the demo's own."""
     import platform
@@ -273,9 +287,7 @@ def _update_readme(readme: Path, report: dict, table: str, out: Path) -> None:
 
     import torch
 
-    text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise TadaError(f"{readme}: no '{README_START}' ... '{README_END}' markers to write the demo results into")
+    text = _readme_markers(readme)
     images = readme.parent / "docs" / "demo"
     images.mkdir(parents=True, exist_ok=True)
     for name in ("curves.png", "confusion.png"):
@@ -308,7 +320,8 @@ This section is written by the demo itself: `tada demo --readme README.md`.
 {README_END}"""
     start = text.index(README_START)
     end = text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + section + text[end:])
+    with atomic_open(readme) as fh:
+        fh.write(text[:start] + section + text[end:])
     print(f"[demo] wrote the results into {readme} and {images}")
 
 

@@ -209,11 +209,17 @@ def test_cli_input_errors(tmp_path: Path, capsys) -> None:
     bad.write_text("a.mp4 1\nb.mp4 x\n")
     with pytest.raises(TadaError, match=r"bad.txt:2: the label must be an integer"):
         read_video_list(bad)
+    spaced = tmp_path / "spaced.txt"
+    spaced.write_text("my clips/a b.mp4 3\nc.mp4\n")
+    assert read_video_list(spaced) == [("my clips/a b.mp4", 3), ("c.mp4", -1)]
     for argv, message in [
         (["--out", str(tmp_path)], "--root DIR and --out DIR"),
         (["--root", str(tmp_path), "--out", str(tmp_path), "--quality", "0"], "JPEG quality"),
         (["--root", str(tmp_path), "--out", str(tmp_path / "o")], "no video files"),
         (["--videos", str(bad), "--root", str(tmp_path), "--out", str(tmp_path / "o")], "bad.txt:2"),
+        (["--videos", str(tmp_path / "nolist.txt"), "--root", str(tmp_path), "--out", str(tmp_path / "o")],
+         "cannot read the video list"),
+        (["--root", str(tmp_path), "--out", str(bad)], "exists and is not a directory"),
     ]:
         assert main(["extract-frames", *argv]) == 2
         assert message in capsys.readouterr().err

@@ -364,16 +364,19 @@ def extract_videos(
 # inputs
 # --------------------------------------------------------------------------------------------
 def read_video_list(path: str | os.PathLike) -> list[tuple[str, int]]:
-    """A list of videos: one ``relpath`` or ``relpath label`` per line (the K400 list format)."""
+    """A list of videos: one ``relpath`` or ``relpath label`` per line (the K400 list format; a path
+    with spaces needs its label)."""
     path = os.fspath(path)
     videos = []
-    with open(path, encoding="utf-8") as f:
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as err:
+        raise TadaError(f"cannot read the video list {path}: {err.strerror or err}") from None
+    with f:
         for n, line in enumerate(f, 1):
-            fields = line.split()
+            fields = line.strip().rsplit(maxsplit=1)  # the path may hold spaces; a label is last
             if not fields:
                 continue
-            if len(fields) > 2:
-                raise TadaError(f"{path}:{n}: expected 'relpath' or 'relpath label', got {line.strip()!r}")
             try:
                 label = int(fields[1]) if len(fields) == 2 else -1
             except ValueError:
@@ -476,6 +479,8 @@ def run(args: argparse.Namespace) -> int:
             raise TadaError("without --cfg, give --root DIR and --out DIR (and optionally --videos LIST)")
         if not os.path.isdir(args.root):
             raise TadaError(f"--root {args.root}: not a directory")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise TadaError(f"--out {args.out}: exists and is not a directory")
         if args.videos:
             videos = read_video_list(args.videos)
             name = args.name or os.path.splitext(os.path.basename(args.videos))[0]
