@@ -209,3 +209,16 @@ def test_kinetics_lists_and_class_names(tmp_path, synth):
         build_dataset(cfg.with_overrides(["VIDEO.HEAD.NUM_CLASSES", 3]), "train")
     with pytest.raises(ValueError, match="unknown dataset 'ucf101'"):
         build_dataset(cfg.with_overrides(["TRAIN.DATASET", "ucf101"]), "train")
+
+
+def test_missing_root_and_missing_list_say_which_key_to_set(tmp_path):
+    from tada.data.annotations import AnnotationError
+
+    k400 = Path(__file__).resolve().parents[2] / "configs/projects/tada/k400/tada2d_8x8.yaml"
+    cfg = load_config(k400, ["DATA.DATA_ROOT_DIR", str(tmp_path / "nope")])
+    with pytest.raises(AnnotationError, match="DATA.DATA_ROOT_DIR .*nope: no such directory"):
+        build_dataset(cfg, "train")
+    cfg = load_config(k400, ["DATA.DATA_ROOT_DIR", str(tmp_path)])
+    with pytest.raises(AnnotationError, match=r"train video list not found: .*kinetics400_train_list.txt "
+                                              r"\(looked in DATA.ANNO_DIR, which defaults to DATA.DATA_ROOT_DIR"):
+        build_dataset(cfg, "train")

@@ -289,7 +289,13 @@ def _list_entries(cfg, split: str, kind: str, class_names: list[str] | None) -> 
         name = f"{split}_list.txt"
     else:
         raise AnnotationError(f"dataset 'list' needs DATA.{_split_list_key(split)} (a file in DATA.ANNO_DIR)")
-    return read_video_list(_anno_path(cfg, name), root=cfg.DATA.DATA_ROOT_DIR,
+    path = _anno_path(cfg, name)
+    if not path.is_file():
+        where = f"DATA.ANNO_DIR {cfg.DATA.ANNO_DIR}" if cfg.DATA.ANNO_DIR else \
+            f"DATA.ANNO_DIR, which defaults to DATA.DATA_ROOT_DIR {cfg.DATA.DATA_ROOT_DIR}"
+        raise AnnotationError(f"{split} video list not found: {path} (looked in {where}; set DATA.ANNO_DIR to "
+                              f"the folder of the lists, or DATA.{_split_list_key(split)} to the file)")
+    return read_video_list(path, root=cfg.DATA.DATA_ROOT_DIR,
                            num_classes=cfg.VIDEO.HEAD.NUM_CLASSES, class_names=class_names)
 
 
@@ -370,6 +376,8 @@ def build_dataset(cfg, split: str) -> VideoDataset:
     kind = dataset_kind(cfg.TRAIN.DATASET if split in ("train", "val") else cfg.TEST.DATASET)
     if not cfg.DATA.DATA_ROOT_DIR:
         raise AnnotationError("DATA.DATA_ROOT_DIR is not set (the directory holding the videos)")
+    if not os.path.isdir(cfg.DATA.DATA_ROOT_DIR):
+        raise AnnotationError(f"DATA.DATA_ROOT_DIR {cfg.DATA.DATA_ROOT_DIR}: no such directory (the videos' root)")
     class_names = _class_names(cfg, kind)
     if kind == "ssv2":
         entries = _ssv2_entries(cfg, split, class_names)
