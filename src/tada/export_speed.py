@@ -221,12 +221,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tada.errors import TadaError
+    from tada.models.registry import is_model, list_models
+
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        from tada.errors import TadaError
-
         raise TadaError(f"--variants: unknown {unknown}; choose from {','.join(VARIANTS)}")
+
+    if not is_model(args.model):
+        raise TadaError(f"--model {args.model!r} is not registered; choose from {list_models()}")
+    if args.iters < 1 or args.batch < 1 or args.frames < 1 or args.size < 1:
+        raise TadaError("--iters, --batch, --frames and --size must be >= 1")
     load_before = os.getloadavg()[0]
     results = bench_export(
         model_name=args.model, num_classes=args.num_classes, frames=args.frames, size=args.size,

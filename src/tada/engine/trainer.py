@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from tada.config import Config, save_config
+from tada.checkpoint import CheckpointError
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import (
     DistContext,
@@ -252,7 +253,16 @@ def _start(
     out = Path(cfg.OUTPUT_DIR)
     latest = ckpt.latest_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
     if latest is not None:
-        state = ckpt.read_checkpoint(latest.path)
+        try:
+            state = ckpt.read_checkpoint(latest.path)
+        except CheckpointError as err:
+            older = [c.path.name for c in ckpt.list_checkpoints(out) if c.path != latest.path]
+            hint = f"; the one before it is {older[-1]}" if older else ""
+            raise EngineError(
+                f"cannot auto-resume: the newest checkpoint is unreadable ({err}). Nothing was deleted: "
+                f"move {latest.path.name} away to resume from the previous checkpoint{hint}, or set "
+                f"TRAIN.AUTO_RESUME false with a new OUTPUT_DIR"
+            ) from err
         _log_config_changes(cfg, state.get("cfg"), latest.path)
         try:
             model.load_state_dict(state["model_state"], strict=True)

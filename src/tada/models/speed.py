@@ -398,6 +398,13 @@ def _csv(value: str, allowed: dict[str, object], what: str) -> list:
 def run(args: argparse.Namespace) -> int:
     if "on" in args.cuda_graphs and not args.device.startswith("cuda"):
         raise SystemExit("--cuda-graphs on needs --device cuda")
+    if args.iters < 1 or args.warmup < 0 or args.batch < 1 or args.frames < 1 or args.size < 1:
+        raise SystemExit("--iters, --batch, --frames and --size must be >= 1 and --warmup >= 0")
+    from tada.models.registry import is_model, list_models
+
+    unknown = [m for m in args.models.split(",") if m.strip() and not is_model(m.strip())]
+    if unknown:
+        raise SystemExit(f"--models: unknown {unknown}; registered: {list_models()}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
