@@ -38,6 +38,13 @@ def test_prune_keeps_the_last_epochs_and_only_the_newest_iteration_file(tmp_path
     assert ckpt.best_path(tmp_path).is_file()  # the link keeps the pruned best alive
 
 
+def test_linking_best_to_the_file_it_already_links_leaves_no_temporary(tmp_path):
+    src = ckpt.save_atomic({"epoch": 1}, ckpt.checkpoint_path(tmp_path, 1))
+    ckpt.link_best(src, tmp_path)
+    ckpt.link_best(src, tmp_path)  # e.g. a resumed run re-links the best it had
+    assert sorted(p.name for p in ckpt.checkpoint_dir(tmp_path).iterdir()) == ["best.pyth", src.name]
+
+
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     random.seed(1)
     np.random.seed(2)

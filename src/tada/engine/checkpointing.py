@@ -118,6 +118,7 @@ def link_best(src: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
     except OSError:  # e.g. a filesystem without hard links: copying is the same content
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)  # rename() does nothing when both names already link the same file
     fsync_dir(dst.parent)
     return dst
 
