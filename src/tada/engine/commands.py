@@ -119,7 +119,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     ``reuse_finished`` skips a protocol whose results.json was computed from the same checkpoint
     file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
     """
-    from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir
+    from tada.engine.evaluate import TEST_PROTOCOL_VERSION, checkpoint_identity, resolve_test_checkpoint, test, test_dir
 
     own = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
@@ -134,7 +134,8 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
             if reuse_finished and previous.is_file() and tested_with.is_file():
                 old = json.loads(previous.read_text())
                 # the same checkpoint file and the same config (test scale, views, aggregation, ...)
-                if old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump():
+                if (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
+                        and old.get("test_protocol_version") == TEST_PROTOCOL_VERSION):
                     print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
                     final = old
                     continue

@@ -35,7 +35,11 @@ from tada.engine.reporting import (
 from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
 from tada.engine.sampling import EvalSampler
 
-__all__ = ["checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir"]
+__all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir"]
+
+# Bumped whenever the frames or crops a test reads change for the same config, so that saved
+# results of an older tada are not reused (2: SSv2 / segment multi-view positions as the official).
+TEST_PROTOCOL_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +240,7 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
             "checkpoint_choice": why,
             "checkpoint_epoch": None if loaded.epoch is None else loaded.epoch + 1,
             "checkpoint_identity": checkpoint_identity(path),
+            "test_protocol_version": TEST_PROTOCOL_VERSION,
             "test_seconds": seconds,
             "clips_per_s": len(dataset) / seconds if seconds > 0 else None,
             "world_size": ctx.world_size,
