@@ -129,7 +129,7 @@ def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest
     overrides += list(args.opts or [])
     cfg = load_config(config, overrides)
     results_path = run_dir / "results.json"
-    reused = results_path.is_file() and _same_config(run_dir, cfg)
+    reused = results_path.is_file() and _same_config(run_dir, cfg) and _current_protocol(results_path)
     if reused:
         print(f"[demo] {name}: reusing the finished run in {run_dir}")
     else:
@@ -142,6 +142,13 @@ def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest
     summary = _summarise(name, results, manifest, stats, run_dir)
     summary.reused = reused
     return summary
+
+
+def _current_protocol(results_path: Path) -> bool:
+    """Results tested the way this tada tests (else `tada train` re-tests the finished run)."""
+    from tada.engine.evaluate import TEST_PROTOCOL_VERSION
+
+    return json.loads(results_path.read_text()).get("test_protocol_version") == TEST_PROTOCOL_VERSION
 
 
 def _same_config(run_dir: Path, cfg: Config) -> bool:
