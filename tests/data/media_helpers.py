@@ -56,20 +56,21 @@ def sequential_decode(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
+def _mux_tone(container, stream, num_samples: int) -> None:
+    """A quiet sine tone, 16 kHz mono, in whole 1024-sample AAC frames."""
+    samples = (np.sin(np.arange(num_samples) / 10) * 0.1).astype(np.float32)[None]
+    for i in range(0, num_samples - 1023, 1024):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for p in stream.encode(frame):
+            container.mux(p)
+    for p in stream.encode():
+        container.mux(p)
+
+
 def write_audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=16000)
-        samples = (np.sin(np.arange(16000) / 10) * 0.1).astype(np.float32)[None]
-        for i in range(0, 16000, 1024):
-            chunk = np.ascontiguousarray(samples[:, i:i + 1024])
-            if chunk.shape[1] < 1024:
-                break
-            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+        _mux_tone(c, c.add_stream("aac", rate=16000), 16000)
     return path
 
 
@@ -122,13 +123,5 @@ def write_audio_with_cover(path: Path) -> Path:
         picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
         for p in list(cover.encode(picture)) + list(cover.encode()):
             c.mux(p)
-        samples = (np.sin(np.arange(8192) / 10) * 0.1).astype(np.float32)[None]
-        for i in range(0, 8192, 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, i:i + 1024]), format="fltp",
-                                               layout="mono")
-            frame.sample_rate = 16000
-            for p in audio.encode(frame):
-                c.mux(p)
-        for p in audio.encode():
-            c.mux(p)
+        _mux_tone(c, audio, 8192)
     return path
