@@ -341,3 +341,17 @@ def test_folder_for_video_rejects_escaping_paths(tmp_path: Path) -> None:
     for bad in ("/abs/x.mp4", "../x.mp4"):
         with pytest.raises(ValueError, match="must lie under the video root"):
             folder_for_video(tmp_path, bad)
+
+
+@pytest.mark.parametrize("name", ["truncated_faststart", "edit_list_mp4", "cut_mp4"])
+def test_extraction_keeps_exactly_the_readers_frames(media, tmp_path: Path, name: str) -> None:
+    """A file the video route reads (a cut-off last packet, trimmed or undecodable leading frames)
+    extracts to the same frames, not to a count mismatch."""
+    with PyAVReader(media[name]) as reader:
+        expected = reader.get_frames(range(reader.num_frames))
+    status, reason, meta = extract_video(media[name], tmp_path / "f", settings=ExtractSettings(quality=100,
+                                                                                                subsampling="444"))
+    assert status == "done", reason
+    assert meta["num_frames"] == len(expected)
+    frames = open_frames(tmp_path / "f").get_frames(range(len(expected)))
+    assert np.abs(frames.astype(int) - expected.astype(int)).mean() < 2  # JPEG at quality 100

@@ -165,19 +165,15 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     import av
     import simplejpeg
 
-    from tada.data.decode import DecodeError, PyAVReader, first_video_stream
+    from tada.data.decode import DecodeError, PyAVReader
 
-    with PyAVReader(source) as reader:  # the frame count and fps the video readers use
-        num_source, fps = reader.num_frames, reader.fps
-    height, width = _resized(reader.height, reader.width, settings.short_side)
     written = total = count = 0
-    try:
-        with av.open(source, metadata_errors="ignore") as container:
-            stream = first_video_stream(container)  # the one the reader above opened
-            if threads > 1:
-                stream.thread_type = "AUTO"
-            stream.thread_count = threads
-            for count, frame in enumerate(container.decode(stream), 1):
+    # The reader's own frames: the count, order and skipped packets the video route uses.
+    with PyAVReader(source, threads=threads) as reader:
+        num_source, fps = reader.num_frames, reader.fps
+        height, width = _resized(reader.height, reader.width, settings.short_side)
+        try:
+            for count, frame in enumerate(reader.iter_frames(), 1):
                 if (count - 1) % settings.step:
                     continue
                 if settings.short_side:
@@ -190,8 +186,9 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
                     f.write(data)
                 written += 1
                 total += len(data)
-    except av.FFmpegError as exc:
-        raise DecodeError(source, f"decoding failed after {count} frames: {exc}") from exc
+        except (av.FFmpegError, DecodeError) as exc:
+            reason = exc.reason if isinstance(exc, DecodeError) else str(exc)
+            raise DecodeError(source, f"decoding failed after {count} frames: {reason}") from exc
     if count != num_source:
         raise DecodeError(source, f"decoded {count} frames but the stream index lists {num_source} "
                           "(truncated or corrupt stream?)")
