@@ -29,7 +29,15 @@ from urllib.parse import urlparse
 
 from tada.cli import add_cfg_arguments
 from tada.config import Config, load_config, save_config
-from tada.engine.distributed import EngineError, check_devices, in_launched_worker, init_distributed, launch, shutdown
+from tada.engine.distributed import (
+    EngineError,
+    all_gather_objects,
+    check_devices,
+    in_launched_worker,
+    init_distributed,
+    launch,
+    shutdown,
+)
 
 __all__ = ["add_arguments", "preflight", "run", "run_pipeline", "run_tests"]
 
@@ -131,14 +139,19 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
         for views, crops in _protocols(cfg):
             previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
             tested_with = previous.with_name("config.yaml")
+            old = None
             if reuse_finished and previous.is_file() and tested_with.is_file():
                 old = json.loads(previous.read_text())
                 # the same checkpoint file and the same config (test scale, views, aggregation, ...)
-                if (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
+                if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
                         and old.get("test_protocol_version") == TEST_PROTOCOL_VERSION):
-                    print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
-                    final = old
-                    continue
+                    old = None
+            # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
+            old = all_gather_objects(ctx, old)[0]
+            if old is not None:
+                print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
+                final = old
+                continue
             if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
                 save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
             result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,

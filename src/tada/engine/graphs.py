@@ -79,7 +79,9 @@ class GraphedTrainStep:
             p.grad = None
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
+            # thread_local: the DataLoader's pin-memory thread keeps allocating pinned memory and
+            # querying events while this thread captures; in "global" mode that breaks the capture.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 logits, loss = self._fwd_bwd(self.static["video"], self.static["labels"], cache_enabled=False)
         except RuntimeError as exc:  # an op that syncs with the host, or allocates outside the graph
             raise RuntimeError(

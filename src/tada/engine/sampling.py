@@ -133,7 +133,7 @@ class SeededDataset(Dataset):
             saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         random.seed(seed)
         np.random.seed(seed % (1 << 32))
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU one only: the loop's CUDA dropout stream stays
         try:
             return self.dataset[index]
         finally:
