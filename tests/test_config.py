@@ -248,3 +248,16 @@ def test_yaml_12_booleans_keep_off_a_string(tmp_path: Path) -> None:
     assert load_config(tmp_path / "amp.yaml", ["TRAIN.AMP=off"]).TRAIN.AMP == "off"
     with pytest.raises(ConfigError, match="TRAIN.AUTO_RESUME.*expects bool"):
         load_config(tmp_path / "amp.yaml", ["TRAIN.AUTO_RESUME", "no"])
+
+
+def test_multi_view_protocol_follows_the_dataset_like_the_official_run_py():
+    """Configs written the official way have no TEST.MULTI_VIEW_* keys: run.py's hard-coded rule applies."""
+    from tada.config_schema import multi_view_protocol
+    from tada.engine.commands import _protocols
+
+    unset = ["TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "null", "TEST.MULTI_VIEW_SPATIAL_CROPS", "null"]
+    ssv2 = load_config(REPO / "configs/projects/tada/ssv2/tada2d_8f.yaml", unset)
+    k400 = load_config(REPO / "configs/projects/tada/k400/tada2d_8x8.yaml", unset)
+    assert _protocols(ssv2) == [(1, 1), (2, 3)] and _protocols(k400) == [(1, 1), (10, 3)]
+    assert multi_view_protocol(k400.with_overrides(["TEST.DATASET", "ucf101"])) == (10, 1)
+    assert multi_view_protocol(ssv2.with_overrides(["TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "4"])) == (4, 3)

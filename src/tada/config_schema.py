@@ -84,8 +84,10 @@ SCHEMA: dict[str, Any] = {
         "CHECKPOINT_TYPE": "pytorch",
         "AUTOMATIC_MULTI_SCALE_TEST": True,
         "AUTOMATIC_MULTI_SCALE_TEST_SPATIAL": False,
-        "MULTI_VIEW_ENSEMBLE_VIEWS": Key(10, (int,), doc="tada: clips of the automatic multi-view test"),
-        "MULTI_VIEW_SPATIAL_CROPS": Key(3, (int,), doc="tada: crops of the automatic multi-view test"),
+        "MULTI_VIEW_ENSEMBLE_VIEWS": Key(None, (int, NONE), doc="tada: clips of the automatic multi-view test "
+                                         "(null: by TEST.DATASET as the official run.py: ssv2 2, else 10)"),
+        "MULTI_VIEW_SPATIAL_CROPS": Key(None, (int, NONE), doc="tada: crops of the automatic multi-view test "
+                                        "(null: by TEST.DATASET: kinetics or ssv2 3, else 1)"),
     },
     "DATA": {
         "DATA_ROOT_DIR": "",
@@ -244,3 +246,12 @@ def unimplemented_settings(cfg: Any, prefixes: tuple[str, ...] = ("",)) -> list[
             if value != default:
                 found.append(f"{key}={value!r} (tada supports only {default!r})")
     return found
+
+
+def multi_view_protocol(cfg: Any) -> tuple[int, int]:
+    """(clips, crops) of the automatic multi-view test: TEST.MULTI_VIEW_* where set, else what the
+    official run.py hard-codes by TEST.DATASET (spec 6): kinetics 10x3, ssv2 2x3, others 10x1."""
+    name = str(cfg.TEST.DATASET).lower()
+    default = (2, 3) if "ssv2" in name else (10, 3) if "kinetics" in name else (10, 1)
+    views, crops = cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS, cfg.TEST.MULTI_VIEW_SPATIAL_CROPS
+    return (default[0] if views is None else int(views), default[1] if crops is None else int(crops))

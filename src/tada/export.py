@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tada
+from tada.config_schema import multi_view_protocol
 from tada.errors import TadaError
 from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
 
@@ -470,8 +471,8 @@ def build_sidecar(
         "std": [float(v) for v in d.STD],
         "pixel_range": "RGB in [0, 1], then (x - mean) / std per channel",
         "test_views": {
-            "ensemble_views": int(cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS),
-            "spatial_crops": int(cfg.TEST.MULTI_VIEW_SPATIAL_CROPS),
+            "ensemble_views": multi_view_protocol(cfg)[0],
+            "spatial_crops": multi_view_protocol(cfg)[1],
             "ensemble_method": d.ENSEMBLE_METHOD,
         },
         "num_classes": int(cfg.VIDEO.HEAD.NUM_CLASSES),

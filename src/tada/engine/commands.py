@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 from tada.cli import add_cfg_arguments
 from tada.config import Config, load_config, save_config
+from tada.config_schema import multi_view_protocol
 from tada.engine.distributed import (
     EngineError,
     all_gather_objects,
@@ -105,7 +106,7 @@ def _protocols(cfg: Config) -> list[tuple[int, int]]:
     """The tests a run performs, in order: the config's own views, then the automatic multi-view."""
     protocols = [(int(cfg.TEST.NUM_ENSEMBLE_VIEWS), int(cfg.TEST.NUM_SPATIAL_CROPS))]
     if cfg.TEST.AUTOMATIC_MULTI_SCALE_TEST:
-        multi = (int(cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS), int(cfg.TEST.MULTI_VIEW_SPATIAL_CROPS))
+        multi = multi_view_protocol(cfg)
         if multi not in protocols:
             protocols.append(multi)
     return protocols

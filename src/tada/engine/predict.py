@@ -78,7 +78,7 @@ def predict_videos(
     from tada.engine.metrics import AGGREGATIONS, aggregate_views
     from tada.models import build_model
 
-    from tada.config_schema import unimplemented_settings
+    from tada.config_schema import multi_view_protocol, unimplemented_settings
 
     for v in videos:
         if not Path(v).is_file():
@@ -110,8 +110,7 @@ def predict_videos(
     # The test protocol: the multi-view one (10x3 K400, 2x3 SSv2) when the config runs it automatically.
     if views is None:
         multi = cfg.TEST.AUTOMATIC_MULTI_SCALE_TEST or backend == "onnxruntime"
-        views = ((cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS, cfg.TEST.MULTI_VIEW_SPATIAL_CROPS) if multi
-                 else (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS))
+        views = multi_view_protocol(cfg) if multi else (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
     clips, crops = int(views[0]), int(views[1])
     if clips < 1 or crops not in (1, 3):
         raise EngineError(f"views must be >= 1 clips x 1 or 3 crops, got {clips}x{crops}")
