@@ -121,6 +121,27 @@ def test_score_and_max_aggregation_are_recorded(tmp_path, finished_run):
     assert results["checkpoint_choice"] == "TEST.CHECKPOINT_FILE_PATH"
 
 
+def test_views_with_non_finite_logits_are_failed_not_scored(tmp_path):
+    """NaN logits would rank as class 0 and count as predictions; they fail the video instead."""
+
+    class SometimesNaN(NoBNNet):
+        def forward(self, x):
+            logits = super().forward(x)
+            return torch.where(x.flatten(1)[:, :1] > 0, torch.full_like(logits, float("nan")), logits)
+
+    torch.save(SometimesNaN(tiny_cfg(tmp_path)).state_dict(), tmp_path / "nan.pth")
+    cfg = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", str(tmp_path / "nan.pth"),
+                   "TEST.AUTOMATIC_MULTI_SCALE_TEST", "false")
+    dataset = dataset_fn_factory(num_test=8)(cfg, "test")
+    expect_nan = {dataset[i]["path"] for i in range(len(dataset)) if dataset[i]["video"].flatten()[0] > 0}
+    assert 0 < len(expect_nan) < 8
+    results = run_tests(cfg, dataset_fn=dataset_fn_factory(num_test=8), model_fn=SometimesNaN)
+    failed = {f["path"]: f["reason"] for f in results["failed_videos"]}
+    assert set(failed) == expect_nan and all("non-finite logits" in r for r in failed.values())
+    assert results["num_videos"] == 8 - len(expect_nan)
+    assert "nan" not in (tmp_path / "test_1x1" / "predictions.csv").read_text().lower()
+
+
 def test_testing_without_a_checkpoint_is_an_error(tmp_path):
     cfg = tiny_cfg(tmp_path)
     with pytest.raises(EngineError, match="no checkpoint to test"):

@@ -202,6 +202,12 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
             with autocast(precision, device):
                 logits = model(video)
             part = aggregate_views(logits.float(), method).cpu().numpy()
+            finite = np.isfinite(part).all(axis=1)
+            if not finite.all():  # NaN would rank as class 0 and count as a prediction: a failed view
+                for j in np.flatnonzero(~finite):
+                    failed[ok[j]] = True
+                    errors[ok[j]] = "non-finite logits (a diverged model or a broken checkpoint?)"
+                part[~finite] = 0.0
             contribution = np.zeros((n, part.shape[1]), dtype=np.float64)
             contribution[ok] = part
         index = _as_list(batch["index"], n, None)
