@@ -230,8 +230,8 @@ def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
         log.warning("%s: its stored config is not readable JSON; config changes are not checked", path)
         return
     now = _flatten(cfg.to_dict())
-    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-               if before.get(k) != now.get(k)]
+    # Keys both know: an official checkpoint's config lacks tada's own keys, which are not changes.
+    changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in sorted(set(before) & set(now)) if before[k] != now[k]]
     if changed:
         log.warning("resuming %s with %d config change(s): %s", path, len(changed),
                     "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""))
