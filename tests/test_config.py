@@ -261,3 +261,20 @@ def test_multi_view_protocol_follows_the_dataset_like_the_official_run_py():
     assert _protocols(ssv2) == [(1, 1), (2, 3)] and _protocols(k400) == [(1, 1), (10, 3)]
     assert multi_view_protocol(k400.with_overrides(["TEST.DATASET", "ucf101"])) == (10, 1)
     assert multi_view_protocol(ssv2.with_overrides(["TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "4"])) == (4, 3)
+
+
+def test_official_style_empty_values_float_fps_and_output_cfg_file(tmp_path):
+    """Official configs write `KEY:` (None) for unset values and may give a fractional fps."""
+    (tmp_path / "official.yaml").write_text(
+        f"_BASE: {REPO / 'configs/projects/tada/k400/tada2d_8x8.yaml'}\n"
+        "OUTPUT_CFG_FILE: configuration.log\n"
+        "DATA:\n  DATA_ROOT_DIR:\n  FPS: 29.97\n  TARGET_FPS: 30\n"
+        "VIDEO:\n  HEAD:\n    NUM_CLASSES:\n"
+    )
+    cfg = load_config(tmp_path / "official.yaml")
+    assert cfg.DATA.DATA_ROOT_DIR == "" and cfg.DATA.FPS == 29.97 and cfg.VIDEO.HEAD.NUM_CLASSES == 400
+    (tmp_path / "child.yaml").write_text(
+        f"_BASE: {REPO / 'configs/projects/tada/ssv2/tada2d_8f.yaml'}\nVIDEO:\n  HEAD:\n    NUM_CLASSES:\n")
+    assert load_config(tmp_path / "child.yaml").VIDEO.HEAD.NUM_CLASSES == 174  # empty: the inherited value
+    with pytest.raises(ConfigError, match="DATA.DATA_ROOT_DIR"):
+        cfg.require("DATA.DATA_ROOT_DIR")

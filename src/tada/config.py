@@ -360,6 +360,8 @@ def _validate_file(path: Path, data: dict, prefix: str = "", schema: dict = SCHE
                 raise ConfigError(f"{where}: '{dotted}' is a section and needs KEY: value entries")
             out[key] = _validate_file(path, value, dotted + ".", leaf)
         else:
+            if value is None and NONE not in _leaf_types(leaf)[0]:
+                continue  # an empty value (official configs write `KEY:`): unset, the inherited value stays
             out[key] = _coerce(where, dotted, value, leaf)
     return out
 
