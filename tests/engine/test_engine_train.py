@@ -86,6 +86,42 @@ def test_nan_loss_stops_with_epoch_and_iteration_and_spares_checkpoints(tmp_path
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+class _NaNGradient(torch.autograd.Function):
+    """Adds nothing to the loss, but sends a NaN gradient to its input."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.zeros(())
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full((1,), float("nan"))
+
+
+class _NaNWeightsAt(NoBNNet):
+    """Finite losses throughout; the step ``n`` (the last of epoch 1) makes one weight NaN."""
+
+    def __init__(self, cfg, n):
+        super().__init__(cfg)
+        self.trap = torch.nn.Parameter(torch.zeros(1))
+        self.n, self.calls = n, 0
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.n:
+                return out + _NaNGradient.apply(self.trap)
+        return out
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1")
+    with pytest.raises(NonFiniteLossError, match=r"weights became NaN/inf by the end of epoch 1 \(trap\).*nothing was saved"):
+        train(cfg, dataset_fn=dataset_fn_factory(), model_fn=lambda c: _NaNWeightsAt(c, 6))
+    assert latest_checkpoint(tmp_path) is None
+
+
 def test_pipeline_tests_single_and_multi_view_and_lists_failed_videos(tmp_path):
     cfg = tiny_cfg(tmp_path, "OPTIMIZER.MAX_EPOCH", "1", "TRAIN.EVAL_PERIOD", "0")
     results = run_pipeline(cfg, dataset_fn=dataset_fn_factory(num_test=6, fail=(2,)), model_fn=NoBNNet)
@@ -186,6 +222,18 @@ def test_an_unreadable_newest_checkpoint_stops_the_resume_and_deletes_nothing(fi
     with pytest.raises(EngineError, match=r"newest checkpoint is unreadable.*move checkpoint_epoch_00002.pyth away"):
         train(cfg, dataset_fn=dataset_fn_factory())
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.startswith(".")) == names
+
+
+def test_continuing_from_a_mid_epoch_file_is_refused(tmp_path):
+    first = tmp_path / "first"
+    train(tiny_cfg(first, "TEST.ENABLE", "false", "TRAIN.CHECKPOINT_ITER_PERIOD", "3"),
+          dataset_fn=dataset_fn_factory(), stop_after_steps=4)
+    mid = latest_checkpoint(first).path
+    assert "_iter_" in mid.name
+    cfg = tiny_cfg(tmp_path / "second", "TEST.ENABLE", "false", "TRAIN.CHECKPOINT_FILE_PATH", str(mid),
+                   "TRAIN.FINE_TUNE", "false")
+    with pytest.raises(EngineError, match=r"written mid-epoch \(epoch 1, iteration 3\).*twice"):
+        train(cfg, dataset_fn=dataset_fn_factory())
 
 
 def test_official_keys_tada_does_not_implement_are_errors_not_ignored(tmp_path, finished_run):

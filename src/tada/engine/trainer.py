@@ -324,6 +324,14 @@ def _start(
             pos = _Position(start=f"fine-tune from {path}: weights only, from epoch 1{note}")
         else:
             loaded = load_checkpoint(model, path, strict=True, optimizer=optimizer)
+            ours = loaded.extra.get("tada")
+            if isinstance(ours, dict) and int(ours.get("iteration", 0)) > 0:
+                raise EngineError(
+                    f"TRAIN.CHECKPOINT_FILE_PATH {path} was written mid-epoch (epoch {int(ours['next_epoch']) + 1}, "
+                    f"iteration {ours['iteration']}): continuing from it would train part of that epoch twice. "
+                    f"Copy it into OUTPUT_DIR/checkpoints to auto-resume at that iteration, or use an epoch-end "
+                    f"checkpoint (or TRAIN.FINE_TUNE true for its weights only)"
+                )
             epoch = -1 if loaded.epoch is None else loaded.epoch
             pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
             pos.start = f"continue from {path}: weights and optimizer, at epoch {pos.epoch + 1}"
@@ -363,7 +371,21 @@ def _save(
     *,
     is_best: bool,
 ) -> Path:
-    """Write the checkpoint for the current position (all ranks call; rank 0 writes)."""
+    """Write the checkpoint for the current position (all ranks call; rank 0 writes).
+
+    Weights that are no longer finite (a last step with NaN gradients but a finite loss) are
+    never written: the previous checkpoint stays the last good one.
+    """
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()  # one host sync
+    if not bool(finite.item()):
+        latest = ckpt.latest_checkpoint(cfg.OUTPUT_DIR)
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        when = f"epoch {pos.epoch + 1}, iteration {pos.iteration}" if pos.iteration else f"the end of epoch {pos.epoch}"
+        raise NonFiniteLossError(
+            f"the weights became NaN/inf by {when} ({', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}); nothing was saved. The last good checkpoint is "
+            f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
+        )
     rng = all_gather_objects(ctx, ckpt.capture_rng(ctx.device))
     out = Path(cfg.OUTPUT_DIR)
     epochs_done = pos.epoch  # full epochs behind this position (mid-epoch: the one in progress is not)
