@@ -278,3 +278,13 @@ def test_official_style_empty_values_float_fps_and_output_cfg_file(tmp_path):
     assert load_config(tmp_path / "child.yaml").VIDEO.HEAD.NUM_CLASSES == 174  # empty: the inherited value
     with pytest.raises(ConfigError, match="DATA.DATA_ROOT_DIR"):
         cfg.require("DATA.DATA_ROOT_DIR")
+
+
+def test_official_style_base_path_relative_to_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.yaml").write_text("_BASE: configs/projects/tada/k400/tada2d_8x8.yaml\n")
+    monkeypatch.chdir(REPO)
+    assert load_config(tmp_path / "sub" / "x.yaml").DATA.NUM_INPUT_FRAMES == 8
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="_BASE file not found"):
+        load_config(tmp_path / "sub" / "x.yaml")

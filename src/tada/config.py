@@ -396,7 +396,10 @@ def _resolve_file(path: Path, chain: tuple[Path, ...] = ()) -> dict:
             raise ConfigError(f"{where}: {inherit_key} must be a path to a YAML file")
         base_path = Path(os.path.expanduser(target))
         if not base_path.is_absolute():
-            base_path = path.parent / base_path  # relative to the naming file, never the CWD
+            beside = path.parent / base_path  # relative to the naming file first
+            # An official-style path (no "./" or "../") is relative to the working directory there.
+            from_cwd = not target.startswith(".") and not beside.is_file() and base_path.is_file()
+            base_path = base_path.resolve() if from_cwd else beside
         if not base_path.is_file():
             raise ConfigError(f"{where}: {inherit_key} file not found: {target} (looked at {base_path})")
         merged = _merge(merged, _resolve_file(base_path, (*chain, path)))
