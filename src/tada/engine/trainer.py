@@ -10,9 +10,10 @@
 - killed at any moment and restarted with the same command, a CPU run ends with weights
   bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
 
-The hot loop never waits for the device: losses, accuracies and the non-finite check accumulate
-on the device and are read (and all-reduced) every LOG_PERIOD iterations and before a checkpoint,
-so a NaN is reported with its exact epoch and iteration and never reaches a checkpoint.
+The hot loop never waits for the device (fp32 and bf16; with fp16, GradScaler reads its inf
+check once per step): losses, accuracies and the non-finite check accumulate on the device and are
+read (and all-reduced) every LOG_PERIOD iterations and before a checkpoint, so a NaN loss is
+reported with its exact epoch and iteration, and non-finite weights are never checkpointed.
 """
 
 from __future__ import annotations
