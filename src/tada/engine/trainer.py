@@ -296,6 +296,8 @@ def _start(
         )
         pos.start = f"auto-resume from {latest.path} (epoch {pos.epoch + 1}, iteration {pos.iteration})"
         log.info("%s", pos.start)
+        if pos.best and pos.best.get("epochs_done") == latest.epochs_done and latest.is_epoch_end and ctx.is_master:
+            ckpt.link_best(latest.path, out)  # a run killed between writing the checkpoint and linking best
         rng = extra.get("rng") or []
         if len(rng) != ctx.world_size:
             log.warning(
@@ -303,8 +305,6 @@ def _start(
                 "augmentations continue exactly, dropout draws do not", len(rng), ctx.world_size,
             )
             return pos, None
-        if pos.best and pos.best.get("epochs_done") == latest.epochs_done and latest.is_epoch_end and ctx.is_master:
-            ckpt.link_best(latest.path, out)  # a run killed between writing the checkpoint and linking best
         return pos, rng[ctx.rank]
 
     path = cfg.TRAIN.CHECKPOINT_FILE_PATH
