@@ -379,6 +379,9 @@ def gpu_decode_transform(batch: dict, *, mean: Sequence[float], std: Sequence[fl
     from tada.data.transforms import normalize_, resize_boxes
 
     jpegs: list[list[bytes]] = batch["jpegs"]
+    if len(jpegs) != batch["box"].shape[0]:
+        raise ValueError(f"batch has {len(jpegs)} JPEG clips but {batch['box'].shape[0]} crop boxes: "
+                         "select items from every field of the batch, lists included")
     flat = [j for clip in jpegs for j in clip]
     try:
         images = decode(flat, device=device) if flat else []

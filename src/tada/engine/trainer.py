@@ -136,6 +136,21 @@ def _to_device(batch: dict, device: torch.device, gpu_transform: Callable | None
     return batch["video"].to(device, non_blocking=True), labels
 
 
+def _select(batch: dict, keep: torch.Tensor) -> dict:
+    """The items of a collated batch where ``keep`` is true: tensors and per-item lists alike
+    (the GPU decode route carries each item's JPEG bytes in a list beside its crop-box tensor)."""
+    n, mask = len(keep), keep.tolist()
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n:
+            out[k] = v[keep]
+        elif isinstance(v, (list, tuple)) and len(v) == n:
+            out[k] = [x for x, m in zip(v, mask) if m]
+        else:
+            out[k] = v
+    return out
+
+
 def check_train_config(cfg: Config, world_size: int) -> None:
     """Reject settings this engine does not implement, before anything heavy happens."""
     from tada.config_schema import unimplemented_settings
@@ -445,7 +460,7 @@ def validate(
             failed += int((~keep).sum())
             if not keep.any():
                 continue
-            batch = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            batch = _select(batch, keep)
         video, labels = _to_device(batch, ctx.device, gpu_transform, cfg)
         with autocast(precision, ctx.device):
             logits = model(video)
