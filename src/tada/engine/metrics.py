@@ -123,7 +123,8 @@ def summarise_videos(
     """(results dict, per-video prediction rows) from merged views.
 
     A video is scored only if all its views decoded; otherwise it is listed in ``failed_videos``
-    with the reasons. Each video must have been seen exactly ``num_views`` times, once per view.
+    with the reasons. A scored video whose scores are not finite (the model overflowed) counts as
+    wrong and is listed in ``nonfinite_videos``. Each video must have been seen exactly ``num_views`` times, once per view.
     """
     if len(agg.videos) != num_videos:
         missing = sorted(set(range(num_videos)) - set(agg.videos))[:10]
@@ -138,11 +139,19 @@ def summarise_videos(
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     correct1 = correct5 = 0
     failed: list[dict[str, Any]] = []
+    nonfinite: list[dict[str, Any]] = []
+    unranked = np.zeros(num_classes, dtype=np.int64)  # per true class: videos with non-finite scores
     rows: list[dict[str, Any]] = []
     for idx in sorted(agg.videos):
         v = agg.videos[idx]
         if v.errors or v.scores is None:
             failed.append({"path": v.path, "label": v.label, "reason": _reason(v.errors, agg.num_views)})
+            continue
+        if not np.isfinite(v.scores).all():  # the model gave non-finite logits: a wrong answer, not a class
+            nonfinite.append({"path": v.path, "label": v.label})
+            unranked[v.label] += 1
+            rows.append({"video_index": idx, "path": v.path, "label": v.label, "label_name": class_names[v.label],
+                         "top_ids": [], "top_names": [], "top_scores": [], "correct": False})
             continue
         order = np.argsort(-v.scores, kind="stable")[:topk]
         pred = int(order[0])
@@ -162,14 +171,16 @@ def summarise_videos(
             }
         )
     scored = len(rows)
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    present = confusion.sum(axis=1) > 0
+    per_class_total = confusion.sum(axis=1) + unranked
+    per_class = confusion.diagonal() / np.maximum(per_class_total, 1)
+    present = per_class_total > 0
     results = {
         "top1": 100.0 * correct1 / scored if scored else None,
         "top5": 100.0 * correct5 / scored if scored else None,
         "num_videos": scored,
         "num_videos_total": num_videos,
         "failed_videos": failed,
+        "nonfinite_videos": nonfinite,
         "mean_class_accuracy": float(100.0 * per_class[present].mean()) if present.any() else None,
         "per_class_accuracy": [float(100.0 * a) if p else None for a, p in zip(per_class, present)],
         "confusion_matrix": confusion.tolist(),
