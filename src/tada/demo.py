@@ -40,6 +40,7 @@ class RunSummary:
     results: dict
     output_dir: Path
     reused: bool = False
+    nonfinite: int = 0  # test videos whose logits overflowed (counted as wrong)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,6 +161,11 @@ def _same_config(run_dir: Path, cfg: Config) -> bool:
 
 def _summarise(name: str, results: dict, manifest: dict, stats: dict, run_dir: Path) -> RunSummary:
     confusion = np.asarray(results["confusion_matrix"], dtype=np.int64)
+    # One more column: videos with non-finite scores, wrong answers that predicted no class.
+    unranked = np.zeros((len(confusion), 1), dtype=np.int64)
+    for video in results.get("nonfinite_videos", []):
+        unranked[video["label"], 0] += 1
+    confusion = np.concatenate([confusion, unranked], axis=1)
     pairs = [tuple(p) for p in manifest["pairs"]]
     reversal = sorted({c for p in pairs for c in p})
     appearance = list(manifest["appearance_classes"])
@@ -175,6 +181,7 @@ def _summarise(name: str, results: dict, manifest: dict, stats: dict, run_dir: P
         train_seconds=float(results.get("train_seconds", float("nan"))),
         results=results,
         output_dir=run_dir,
+        nonfinite=len(results.get("nonfinite_videos", [])),
     )
 
 
@@ -317,7 +324,7 @@ runnable with `python runs/run.py --cfg ...`), and tests both with 2x3 views. Th
 
 TAda2D - TSN: **{report["gap_top1"]:+.1f} points of top-1**. Inside each time-reversal pair TSN is at
 {tsn["within_pair"]:.1f}% (chance is 50%: averaging frames, it cannot tell a video from its reversal), TAda2D
-at {tada["within_pair"]:.1f}%. Dataset generation took {report["dataset"]["seconds"]:.0f} s (cached afterwards)
+at {tada["within_pair"]:.1f}%.{_overflow_note(tsn, tada)} Dataset generation took {report["dataset"]["seconds"]:.0f} s (cached afterwards)
 and the whole demo {_demo_time(report)}.
 
 ![training curves](docs/demo/curves.png)
@@ -330,6 +337,14 @@ This section is written by the demo itself: `tada demo --readme README.md`.
     with atomic_open(readme) as fh:
         fh.write(text[:start] + section + text[end:])
     print(f"[demo] wrote the results into {readme} and {images}")
+
+
+def _overflow_note(tsn: dict, tada: dict) -> str:
+    """A sentence when some test videos gave non-finite logits (they count as wrong)."""
+    if not tsn["nonfinite"] and not tada["nonfinite"]:
+        return ""
+    return (f" On {tada['nonfinite']} test videos TAda2D's logits overflowed in eval mode (TSN: {tsn['nonfinite']});"
+            f" they count as wrong.")
 
 
 def _demo_time(report: dict) -> str:
