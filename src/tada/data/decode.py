@@ -405,31 +405,11 @@ class PyAVReader(_Closing):
                 return got
             floor = self._keyframes[self._keyframes.index(key) - 1]
 
-    def iter_frames(self):
-        """Every frame ``get_frames`` indexes, in order, as PyAV frames (one decode from the start).
-
-        Frames that are never shown (trimmed by an edit list, before the first keyframe) and the
-        cut-off packet of a truncated file are left out, as in the index.
-        """
+    def _shown_frames(self):
+        """(index, frame) of every indexed frame, decoding from the first packet (exact index only):
+        frames before the first entry point, and frames never shown, are skipped."""
         self._seek_start()
-        started = not self._exact
-        for frame in self._decode():
-            if self._exact:
-                i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
-                if i is None:
-                    continue
-                if not started:
-                    if not frame.key_frame and i not in self._entry_points:
-                        continue
-                    started = True
-            yield frame
-
-    def _collect_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        """Decode from the first packet, keeping wanted frames by timestamp once an entry point is out."""
-        got: dict[int, np.ndarray] = {}
-        wanted_set = set(wanted)
         started = False
-        self._seek_start()
         for frame in self._decode():
             i = self._pts_to_index.get(frame.pts) if frame.pts is not None else None
             if i is None:
@@ -438,6 +418,26 @@ class PyAVReader(_Closing):
                 if not frame.key_frame and i not in self._entry_points:
                     continue
                 started = True
+            yield i, frame
+
+    def iter_frames(self):
+        """Every frame ``get_frames`` indexes, in order, as PyAV frames (one decode from the start).
+
+        Frames that are never shown (trimmed by an edit list, before the first keyframe) and the
+        cut-off packet of a truncated file are left out, as in the index.
+        """
+        if not self._exact:
+            self._seek_start()
+            yield from self._decode()
+            return
+        for _, frame in self._shown_frames():
+            yield frame
+
+    def _collect_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Decode from the first packet, keeping the wanted frames."""
+        got: dict[int, np.ndarray] = {}
+        wanted_set = set(wanted)
+        for i, frame in self._shown_frames():
             if i in wanted_set and i not in got:
                 got[i] = self._to_rgb(frame)
                 if len(got) == len(wanted_set):
