@@ -86,11 +86,13 @@ def test_graphed_steps_equal_eager_steps(amp):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_trainer_with_cuda_graphs(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_trainer_with_cuda_graphs(tmp_path, workers):
+    """With workers, the pin-memory thread allocates and queries events while the step is captured."""
     cfg = tiny_cfg(tmp_path, "NUM_GPUS", "1", "TRAIN.CHANNELS_LAST", "true", "TRAIN.AMP", "bf16",
                    "TRAIN.CUDA_GRAPHS", "true", "TEST.ENABLE", "false", "OPTIMIZER.MAX_EPOCH", "2",
-                   "TRAIN.EVAL_PERIOD", "1")
-    result = train(cfg, dataset_fn=dataset_fn_factory())
+                   "TRAIN.EVAL_PERIOD", "1", "DATA_LOADER.NUM_WORKERS", workers)
+    result = train(cfg, dataset_fn=dataset_fn_factory(delay=0.01 if workers != "0" else 0.0))
     assert result.trained
     records = [r for r in map(json.loads, (tmp_path / "stats.jsonl").read_text().splitlines())]
     losses = [r["loss"] for r in records if r["_type"] == "train_iter"]
