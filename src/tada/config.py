@@ -28,7 +28,7 @@ from tada.config_schema import NONE, SCHEMA, Key
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
-__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys"]
+__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted"]
 
 _INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
 
@@ -119,18 +119,19 @@ def _read_yaml(path: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # Schema helpers
 # --------------------------------------------------------------------------------------------
-def _walk_schema(node: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+def walk_dotted(node: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, leaf) of a nested dict: the schema, or a config's ``to_dict()``."""
     for name, value in node.items():
         path = f"{prefix}{name}"
         if isinstance(value, dict):
-            yield from _walk_schema(value, path + ".")
+            yield from walk_dotted(value, path + ".")
         else:
             yield path, value
 
 
 def schema_keys() -> list[str]:
     """All dotted leaf keys of the schema."""
-    return [path for path, _ in _walk_schema(SCHEMA)]
+    return [path for path, _ in walk_dotted(SCHEMA)]
 
 
 def _schema_node(dotted: str) -> Any:

@@ -238,6 +238,18 @@ NOT_IMPLEMENTED: dict[str, Any] = {
 }
 
 
+# The keys a test or a prediction reads (training reads them all).
+TEST_KEY_PREFIXES = ("TASK_TYPE", "TEST.", "DATA.", "DATA_LOADER.", "VIDEO.", "BN.")
+
+
+def require_implemented(cfg: Any, prefixes: tuple[str, ...], error: type[Exception],
+                        what: str = "not supported by the tada engine") -> None:
+    """Raise ``error`` naming every NOT_IMPLEMENTED key under ``prefixes`` set to another value."""
+    unsupported = unimplemented_settings(cfg, prefixes)
+    if unsupported:
+        raise error(f"{what}: {'; '.join(unsupported)}")
+
+
 def unimplemented_settings(cfg: Any, prefixes: tuple[str, ...] = ("",)) -> list[str]:
     """``"KEY=value (tada supports only default)"`` for each NOT_IMPLEMENTED key (under ``prefixes``) set otherwise."""
     found = []

@@ -449,6 +449,7 @@ def build_sidecar(
 ) -> dict[str, Any]:
     """Everything a runtime needs to feed the exported model, plus where it came from."""
     d = cfg.DATA
+    test_views = multi_view_protocol(cfg)
     return {
         "sidecar_version": SIDECAR_VERSION,
         "tada_version": tada.__version__,
@@ -471,8 +472,8 @@ def build_sidecar(
         "std": [float(v) for v in d.STD],
         "pixel_range": "RGB in [0, 1], then (x - mean) / std per channel",
         "test_views": {
-            "ensemble_views": multi_view_protocol(cfg)[0],
-            "spatial_crops": multi_view_protocol(cfg)[1],
+            "ensemble_views": test_views[0],
+            "spatial_crops": test_views[1],
             "ensemble_method": d.ENSEMBLE_METHOD,
         },
         "num_classes": int(cfg.VIDEO.HEAD.NUM_CLASSES),

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tada.config import Config
-from tada.config_schema import unimplemented_settings
+from tada.config_schema import TEST_KEY_PREFIXES, require_implemented
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import DistContext, EngineError, all_gather_objects, init_distributed
 from tada.engine.metrics import AGGREGATIONS, VideoAggregator, aggregate_views, summarise_videos
@@ -142,9 +142,7 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
 
     if views < 1 or crops < 1:
         raise EngineError(f"test views must be >= 1 clips x >= 1 crops, got {views}x{crops}")
-    unsupported = unimplemented_settings(cfg, ("TASK_TYPE", "TEST.", "DATA.", "DATA_LOADER.", "VIDEO.", "BN."))
-    if unsupported:
-        raise EngineError(f"not supported by the tada engine: {'; '.join(unsupported)}")
+    require_implemented(cfg, TEST_KEY_PREFIXES, EngineError)
     method = cfg.DATA.ENSEMBLE_METHOD
     if method not in AGGREGATIONS:
         raise EngineError(f"DATA.ENSEMBLE_METHOD must be one of {sorted(AGGREGATIONS)}, got {method!r}")

@@ -74,11 +74,10 @@ def predict_videos(
 ) -> list[dict[str, Any]]:
     """One dict per video: ``path`` and ``top`` (list of {id, name, score}) or ``error``."""
     from tada.checkpoint import load_checkpoint
+    from tada.config_schema import TEST_KEY_PREFIXES, multi_view_protocol, require_implemented
     from tada.data import build_dataset
     from tada.engine.metrics import AGGREGATIONS, aggregate_views
     from tada.models import build_model
-
-    from tada.config_schema import multi_view_protocol, unimplemented_settings
 
     for v in videos:
         if not Path(v).is_file():
@@ -87,9 +86,7 @@ def predict_videos(
         raise EngineError(f"checkpoint not found: {checkpoint}" + (" (a folder)" if Path(checkpoint).is_dir() else ""))
     if topk < 1:
         raise EngineError(f"--topk must be >= 1, got {topk}")
-    unsupported = unimplemented_settings(cfg, ("TASK_TYPE", "TEST.", "DATA.", "VIDEO.", "BN."))
-    if unsupported:
-        raise EngineError(f"not supported by the tada engine: {'; '.join(unsupported)}")
+    require_implemented(cfg, TEST_KEY_PREFIXES, EngineError)
     if backend == "onnxruntime":  # an exported model; its sidecar fixes frames, sampling, crop, mean/std
         from tada.serving import onnx_backend
 

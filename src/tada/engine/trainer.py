@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tada.config import Config, save_config
+from tada.config import Config, save_config, walk_dotted
 from tada.checkpoint import CheckpointError
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import (
@@ -153,11 +153,9 @@ def _select(batch: dict, keep: torch.Tensor) -> dict:
 
 def check_train_config(cfg: Config, world_size: int) -> None:
     """Reject settings this engine does not implement, before anything heavy happens."""
-    from tada.config_schema import unimplemented_settings
+    from tada.config_schema import require_implemented
 
-    unsupported = unimplemented_settings(cfg)
-    if unsupported:
-        raise EngineError(f"not supported by the tada engine: {'; '.join(unsupported)}")
+    require_implemented(cfg, ("",), EngineError)
     if cfg.TRAIN.BATCH_SIZE % world_size:
         raise EngineError(
             f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (the global batch) is not divisible by {world_size} processes"
@@ -226,26 +224,16 @@ def _refuse_foreign_checkpoints(cfg: Config, out: Path) -> None:
         )
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
     """Warn about config keys that differ from the ones the checkpoint was trained with."""
     if not isinstance(saved_cfg, str):
         return
     try:
-        before = _flatten(json.loads(saved_cfg))
+        before = dict(walk_dotted(json.loads(saved_cfg)))
     except (json.JSONDecodeError, AttributeError):
         log.warning("%s: its stored config is not readable JSON; config changes are not checked", path)
         return
-    now = _flatten(cfg.to_dict())
+    now = dict(walk_dotted(cfg.to_dict()))
     # Keys both know: an official checkpoint's config lacks tada's own keys, which are not changes.
     changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in sorted(set(before) & set(now)) if before[k] != now[k]]
     if changed:

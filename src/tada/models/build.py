@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tada.config import ConfigError
-from tada.config_schema import unimplemented_settings
+from tada.config_schema import require_implemented
 from tada.models.resnet import VideoResNet, video_resnet
 
 __all__ = ["build_model", "model_kwargs_from_cfg"]
@@ -21,9 +21,7 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     """
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
-    unsupported = unimplemented_settings(cfg, ("VIDEO.", "BN."))
-    if unsupported:
-        raise ConfigError(f"model settings tada does not implement: {'; '.join(unsupported)}")
+    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
     if bb.META_ARCH != "ResNet3D":
         raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
     if bb.STEM.NAME != "Base2DStem":
