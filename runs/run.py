@@ -2,7 +2,7 @@
 
 import sys
 
-from tada.cli import main
+from tada.cli import entry_point
 
 if __name__ == "__main__":
-    raise SystemExit(main(["train", *sys.argv[1:]]))
+    entry_point(["train", *sys.argv[1:]])

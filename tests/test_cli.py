@@ -72,3 +72,41 @@ def test_model_settings_errors_are_clear_errors(extra: list[str], message: str, 
 def test_a_directory_as_config_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["flops", "--cfg", str(tmp_path)]) == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+_FINALIZE_PROBE = """
+import atexit, sys
+import tada.cli as cli
+atexit.register(print, "python finalized")
+if sys.argv[1] == "raise":
+    def boom(argv=None):
+        raise ZeroDivisionError("boom")
+    cli.main = boom
+cli.entry_point(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_entry_point_exit_status_and_finalization(worker: bool) -> None:
+    """A worker of a multi-process run skips interpreter finalization (gloo threads of a DDP process group
+    outlive it and abort the process there) but keeps the status and flushed output of a normal exit."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE")}
+    if worker:
+        env.update(LOCAL_RANK="1", WORLD_SIZE="2")
+
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", _FINALIZE_PROBE, *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    finalized = "python finalized" in probe("ok", "synth", "--help").stdout
+    assert finalized is not worker
+    ok = probe("ok", "synth", "--help")
+    assert ok.returncode == 0 and "tada synth" in ok.stdout
+    bad_arg = probe("ok", "synth", "--no-such-flag")
+    assert bad_arg.returncode == 2 and "tada synth: error:" in bad_arg.stderr
+    unknown = probe("ok", "no-such-command")
+    assert unknown.returncode == 2
+    crashed = probe("raise")
+    assert crashed.returncode == 1 and "ZeroDivisionError: boom" in crashed.stderr

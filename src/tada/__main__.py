@@ -1,6 +1,6 @@
 """`python -m tada` is the same as the `tada` command."""
 
-from tada.cli import main
+from tada.cli import entry_point
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point()

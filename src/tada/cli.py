@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+import traceback
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, NoReturn, Sequence
 
 from tada.errors import TadaError
 
@@ -79,5 +82,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _exit_code(exc: SystemExit) -> int:
+    """The status ``sys.exit(value)`` gives: None is 0, an int itself, anything else printed and 1."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _one_of_several_workers() -> bool:
+    """True in a process that torchrun (or `tada train` with NUM_GPUS > 1) started as one of several."""
+    return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def run_and_exit(program: Callable[[], int | None]) -> NoReturn:
+    """Run ``program`` and exit with its status: the end of every `tada` process and of user scripts.
+
+    A worker of a multi-process run exits without interpreter finalization. torch keeps the process
+    group of a DistributedDataParallel model alive after ``destroy_process_group``, so its gloo
+    threads outlive the program; one that releases the last tensor of a collective while Python
+    finalizes aborts the process ("terminate called without an active exception", SIGABRT), and
+    torchrun then reports a run that finished as failed. Output and log files are flushed first.
+    """
+    if not _one_of_several_workers():
+        raise SystemExit(program())
+    try:
+        code = int(program() or 0)
+    except SystemExit as exc:  # argparse errors and --help
+        code = _exit_code(exc)
+    except KeyboardInterrupt:
+        code = 130
+    except Exception:  # the traceback Python would print, then the same status
+        traceback.print_exc()
+        code = 1
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry_point(argv: Sequence[str] | None = None) -> NoReturn:
+    """The `tada` program: :func:`main`, then :func:`run_and_exit`'s exit."""
+    run_and_exit(lambda: main(argv))
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point()

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg  # noqa: E402
 
+from tada.cli import run_and_exit  # noqa: E402
 from tada.engine import run_pipeline  # noqa: E402
 
 
@@ -34,4 +35,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_and_exit(main)
