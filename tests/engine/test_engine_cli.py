@@ -100,3 +100,25 @@ def test_seed_init_method_maps_to_a_static_rendezvous():
                               master_port=None, rdzv_endpoint=None, rdzv_backend=None, rdzv_id=None)
     rdzv = _rendezvous(args, cfg)
     assert (rdzv["nnodes"], rdzv["node_rank"], rdzv["master_addr"], rdzv["master_port"]) == (2, 1, "10.0.0.5", 9999)
+
+
+def test_predict_reports_an_undecodable_video_once(synthetic, tmp_path, capsys, caplog):
+    """A broken file among good ones: its own line, one decode warning (not one per view), exit status 1."""
+    from tada.checkpoint import save_checkpoint
+    from tada.config import load_config
+    from tada.models import build_model
+
+    root, manifest = synthetic
+    opts = _opts(root, manifest, tmp_path)
+    ckpt = save_checkpoint(tmp_path / "random.pyth", model=build_model(load_config(CONFIG, opts)), epoch=0)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    good = str(root / "videos" / "test" / "grows_0000.mp4")
+    capsys.readouterr()
+    code = cli.main(["predict", good, str(broken), "--checkpoint", str(ckpt), "--views", "2x3", "--device", "cpu",
+                     "--cfg", str(CONFIG), *opts])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert printed.count("  1. ") == 1 and printed.count("cannot decode") == 1
+    warnings = [r for r in caplog.records if "cannot decode" in r.getMessage()]
+    assert len(warnings) == 1 and "broken.mp4" in warnings[0].getMessage()

@@ -126,10 +126,13 @@ def predict_videos(
         out = []
         n = dataset.num_views
         for video_index, path in enumerate(videos):
-            items = [dataset[video_index * n + v] for v in range(n)]
-            bad = [it["error"] for it in items if it["failed"]]
-            if bad:
-                out.append({"path": path, "error": bad[0]})
+            items = []
+            for v in range(n):  # a video that fails stops at its first view: one warning, not one per view
+                items.append(dataset[video_index * n + v])
+                if items[-1]["failed"]:
+                    break
+            if items[-1]["failed"]:
+                out.append({"path": path, "error": items[-1]["error"]})
                 continue
             batch = torch.stack([it["video"] for it in items]).to(dev)
             pad = (-len(items)) % static_batch if static_batch else 0
