@@ -279,3 +279,20 @@ def test_seed_command_without_data_or_gpu_says_what_to_set(capsys):
     assert cli.main(["test", "--cfg", cfg]) == 2
     assert "DATA.DATA_ROOT_DIR" in capsys.readouterr().err
     assert not math.isnan(0.0)
+
+
+def test_checkpoint_and_validation_epochs_follow_spec_2_2(tmp_path):
+    """Every period, the last epoch, and every epoch of the last 11; KEEP_LAST 0 keeps them all."""
+    from tada.engine.checkpointing import list_checkpoints
+    from tada.engine.trainer import scheduled_epoch
+
+    assert [e for e in range(1, 101) if scheduled_epoch(e, 5, 100)] == [*range(5, 90, 5), *range(90, 101)]
+    assert [e for e in range(1, 8) if scheduled_epoch(e, 5, 7)] == [*range(1, 8)]  # short runs: every epoch
+
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.MAX_EPOCH", "14", "TRAIN.CHECKPOINT_PERIOD", "2",
+                   "TRAIN.EVAL_PERIOD", "3", "TRAIN.KEEP_LAST", "0", "LOG_PERIOD", "100")
+    train(cfg, dataset_fn=dataset_fn_factory(), model_fn=NoBNNet)
+    saved = [c.epochs_done for c in list_checkpoints(tmp_path) if c.is_epoch_end]
+    assert saved == [2, *range(3, 15)]
+    records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["_type"] == "val_epoch"] == [*range(3, 15)]

@@ -525,6 +525,14 @@ def train(
             shutdown(ctx)
 
 
+def scheduled_epoch(epochs_done: int, period: int, max_epoch: int) -> bool:
+    """Spec 2.2: whether epoch ``epochs_done`` (1-based) is a checkpoint (or evaluation) epoch.
+
+    Every ``period`` epochs, the last one, and every one of the last 11 (best.pyth is picked there).
+    """
+    return epochs_done % max(period, 1) == 0 or epochs_done == max_epoch or epochs_done >= max_epoch - 10
+
+
 def _train(
     cfg: Config,
     ctx: DistContext,
@@ -764,8 +772,7 @@ def _train(
 
         is_best = False
         val_record = None
-        # Spec 2.2: every EVAL_PERIOD epochs, and every epoch of the last 11 (best.pyth is picked there).
-        if val_loader is not None and (epochs_done % eval_period == 0 or epochs_done >= max_epoch - 10):
+        if val_loader is not None and scheduled_epoch(epochs_done, eval_period, max_epoch):
             # The plain module: a DDP forward broadcasts buffers, a collective that would hang when
             # ranks hold different numbers of val batches. Rank 0's BN statistics go to every rank first.
             broadcast_buffers(ctx, model)
@@ -786,7 +793,7 @@ def _train(
         stats.write("train_epoch", train_record, step=pos.global_step)
         if val_record is not None:
             stats.write("val_epoch", val_record, step=pos.global_step)
-        checkpoint_epoch = epochs_done % max(int(cfg.TRAIN.CHECKPOINT_PERIOD), 1) == 0 or epochs_done == max_epoch
+        checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), max_epoch)
         if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
             last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best)
 
