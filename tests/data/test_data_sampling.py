@@ -23,6 +23,15 @@ def test_interval_span_is_normalised_by_fps():
     np.testing.assert_array_equal(idx, np.linspace(start, start + 31, 8).astype(np.int64))
 
 
+def test_minus_interval_ends_one_sampling_interval_early():
+    # DATA.MINUS_INTERVAL true: the span is start .. start + clip_len - rate (not - 1), i.e. 118 .. 174.
+    idx = interval_indices(300, 30.0, view=0, num_views=1, minus_interval=True, **K400)
+    np.testing.assert_array_equal(idx, 118 + 8 * np.arange(8))
+    # at 15 fps the rate stays in the video's frames of the config: clip_len 32, end start + 32 - 8
+    idx = interval_indices(300, 15.0, view=0, num_views=1, minus_interval=True, **K400)
+    np.testing.assert_array_equal(idx, np.linspace(134, 134 + 24, 8).astype(np.int64))
+
+
 def test_interval_multi_view_reaches_first_and_last_frame():
     views = [interval_indices(300, 30.0, view=v, num_views=10, **K400) for v in range(10)]
     assert views[0][0] == 0 and views[-1][-1] == 299

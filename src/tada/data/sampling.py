@@ -71,7 +71,8 @@ def interval_indices(
         start = max_start / 2
     else:
         start = max_start * view / (num_views - 1)
-    end = start + clip_len - 1 - (1 if minus_interval else 0)
+    # MINUS_INTERVAL: the span ends one sampling interval (not one frame) before start + clip_len
+    end = start + clip_len - (sampling_rate if minus_interval else 1)
     idx = np.linspace(start, end, num_input_frames)
     return np.clip(idx, 0, num_frames - 1).astype(np.int64)
 
