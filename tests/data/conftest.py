@@ -52,4 +52,8 @@ def media(tmp_path_factory) -> dict[str, Path]:
     out["cut_mkv"] = remux_without_first_packets(gops, d / "cut.mkv", 5)
     out["cut_mp4"] = remux_without_first_packets(out["gop_mp4"], d / "cut.mp4", 5)
     out["cover_art"] = write_audio_with_cover(d / "song.mp4")
+    # AVI has no reordering timestamps: with B-frames its packets count in decode order
+    out["bframes_avi"] = write_video(d / "bframes.avi", coded_frames(36, 32, 48, seed=9), options=X264_BFRAMES)
+    out["bframes_mpeg4_avi"] = write_video(d / "bframes_mpeg4.avi", coded_frames(36, 32, 48, seed=10), codec="mpeg4",
+                                           options={"bf": "2", "g": "12"})
     return out

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from media_helpers import sequential_decode
+import av
+
+from media_helpers import coded_frames, sequential_decode, write_video
 from tada.data.decode import DecodeError, PyAVReader, open_video
 
 
 @pytest.mark.parametrize("name", ["gop_mp4", "x264_defaults", "odd_webm", "vfr_mp4", "portrait_mp4", "raw_h264",
-                                  "edit_list_mp4", "cut_mkv", "cut_mp4"])
+                                  "edit_list_mp4", "cut_mkv", "cut_mp4", "bframes_avi", "bframes_mpeg4_avi"])
 def test_frames_equal_a_full_sequential_decode(media, name):
     path = media[name]
     full = sequential_decode(path)
@@ -32,10 +34,27 @@ def test_fps_and_length(media):
     with open_video(media["odd_webm"]) as r:  # webm stores milliseconds; the rate stays exact
         assert r.num_frames == 40 and r.fps == 24.0
         assert (r.height, r.width) == (37, 51)
-    with open_video(media["vfr_mp4"]) as r:  # variable rate: the mean over the stream
+    with open_video(media["vfr_mp4"]) as r:  # variable rate: the declared mean, frames / duration (as decord)
         span_s = sum(33 if i % 3 else 80 for i in range(29)) / 1000  # the timestamps of conftest
         assert r.num_frames == 30
-        assert r.fps == pytest.approx(29 / span_s, rel=1e-3)
+        with av.open(str(media["vfr_mp4"])) as c:
+            assert r.fps == float(c.streams.video[0].average_rate)
+        assert r.fps == pytest.approx(29 / span_s, rel=0.1) and r.fps != pytest.approx(29 / span_s, rel=1e-3)
+
+
+@pytest.mark.parametrize("ext", ["mkv", "webm", "mp4"])
+def test_a_declared_rate_far_from_the_timestamps_is_not_trusted(tmp_path, ext):
+    """Frames 100 ms apart in a file whose header says 30 fps (mkv, webm): the timestamps' 10 fps wins."""
+    frames = coded_frames(20, 32, 48)
+    codec = "libvpx-vp9" if ext == "webm" else "libx264"
+    path = write_video(tmp_path / f"slow.{ext}", frames, fps=30, codec=codec, pts_ms=[100 * i for i in range(20)])
+    with av.open(str(path)) as c:
+        declared = float(c.streams.video[0].average_rate)
+    with open_video(path) as r:
+        if abs(declared - 10) > 2.5:
+            assert declared == 30 and r.fps == pytest.approx(10.0)
+        else:  # mp4 declares frames / duration, close to 10: kept, as decord reports it
+            assert r.fps == declared
 
 
 def test_stream_without_timestamps_is_counted_by_decoding(media):

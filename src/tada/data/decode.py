@@ -10,8 +10,8 @@ the presentation timestamps give the exact frame count and each frame's position
 flags say where decoding may start. ``get_frames`` then seeks to the keyframe before each wanted
 frame and decodes forward, so 8 frames of a long video cost a few GOPs, never the whole file, and
 the frames returned are exactly the frames a full sequential decode yields at those positions.
-Containers without usable timestamps (no pts, duplicates) fall back to counting frames by
-decoding, which is slow but exact.
+Containers without usable timestamps (no pts, duplicates, or decode-order pts of B-frames in AVI)
+fall back to reading frames in output order, which is slow but exact.
 
 Every failure (missing file, not a video, no video stream, no frames, frames that cannot be
 decoded) raises :class:`DecodeError` naming the file and the reason; nothing returns None.
@@ -220,9 +220,12 @@ class PyAVReader(_Closing):
             del pts[-1], durations[-1]
             keys = [k for k in keys if k in set(pts)]
         self._valid_pts = set(pts) if self.truncated else None
+        # A container without reordering timestamps (H.264 with B-frames in AVI) numbers packets in
+        # decode order while the decoder outputs display order: a pts then names no shown frame.
+        decode_order = len(pts) > 1 and bool(stream.codec_context.has_b_frames) and bool(np.all(np.diff(pts) > 0))
         order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
         self._pts = np.asarray(pts, dtype=np.int64)[order]
-        self._exact = len(self._pts) > 0 and bool(np.all(np.diff(self._pts) > 0))
+        self._exact = len(self._pts) > 0 and bool(np.all(np.diff(self._pts) > 0)) and not decode_order
         if self._exact:
             self._pts_to_index = {int(p): i for i, p in enumerate(self._pts)}
             key_set = set(keys)
@@ -240,12 +243,13 @@ class PyAVReader(_Closing):
             self._entry_points = set(self._keyframes)
             self.num_frames = len(self._pts)
         else:
-            # No usable timestamps: count by decoding once (exact, slow, rare).
+            # No usable timestamps: frames are read in output order; counted by decoding once
+            # (exact, slow, rare) unless every packet is a shown frame of a decode-order stream.
             self._pts_to_index = {}
             self._keyframes = [0]
             self._entry_points = {0}
             self._hidden_key_entries = set()
-            self.num_frames = self._count_by_decoding()
+            self.num_frames = len(self._pts) if decode_order and not hidden else self._count_by_decoding()
         if self.num_frames == 0:
             raise DecodeError(self.path, "the video stream holds no frames")
         self._precise_seek = True  # cleared when a seek lands before the target's keyframe
@@ -257,17 +261,22 @@ class PyAVReader(_Closing):
             raise DecodeError(self.path, f"invalid frame size {self.width}x{self.height}")
 
     def _average_fps(self, durations: np.ndarray | None) -> float:
-        """Frames per second over the whole stream: exact for constant rate, the mean for variable."""
+        """The stream's declared average rate, as decord reports it (spec 4.2): a variable-rate mp4
+        declares frames / duration. Measured from the timestamps when no rate is declared, or when
+        the declared one is more than 25% off the timestamps' mean rate (a broken header)."""
         tb = self._stream.time_base
+        measured = None
         if self._exact and self.num_frames >= 2 and tb is not None:
             span = float((self._pts[-1] - self._pts[0]) * tb)
             if span > 0:
                 measured = (self.num_frames - 1) / span
-                declared = self._stream.average_rate
-                if declared is not None and abs(float(declared) - measured) <= 1e-3 * measured:
-                    return float(declared)  # the same rate, without timestamp rounding (webm: ms)
-                return measured
-        for rate in (self._stream.average_rate, self._stream.guessed_rate, self._stream.base_rate):
+        declared = self._stream.average_rate
+        if declared is not None and float(declared) > 0:
+            if measured is None or abs(float(declared) - measured) <= 0.25 * measured:
+                return float(declared)
+        if measured is not None:
+            return measured
+        for rate in (self._stream.guessed_rate, self._stream.base_rate):
             if rate is not None and float(rate) > 0:
                 return float(rate)
         if durations is not None and tb is not None and durations.size and durations[0] > 0:
