@@ -127,5 +127,6 @@ def entry_point(argv: Sequence[str] | None = None) -> NoReturn:
     """The `tada` program: :func:`main`, then :func:`run_and_exit`'s exit."""
     run_and_exit(lambda: main(argv))
 
+
 if __name__ == "__main__":
     entry_point()
