@@ -135,3 +135,11 @@ def test_unknown_and_missing_backends(media):
             full = sequential_decode(media["gop_mp4"])
             assert reader.num_frames == len(full)
             np.testing.assert_array_equal(reader.get_frames([3, 40]), full[[3, 40]])
+
+
+def test_decode_order_timestamps_are_confirmed_by_decoding(media):
+    """Only a stream whose decoder output goes back in pts is read in output order: a reordering codec
+    whose packets merely arrive in pts order (no B-frames used) keeps the fast indexed path."""
+    with PyAVReader(media["bframes_avi"]) as avi, PyAVReader(media["gop_mp4"]) as mp4:
+        assert avi._output_is_reordered() and not avi._exact and avi.num_frames == 36
+        assert not mp4._output_is_reordered() and mp4._exact

@@ -222,7 +222,9 @@ class PyAVReader(_Closing):
         self._valid_pts = set(pts) if self.truncated else None
         # A container without reordering timestamps (H.264 with B-frames in AVI) numbers packets in
         # decode order while the decoder outputs display order: a pts then names no shown frame.
-        decode_order = len(pts) > 1 and bool(stream.codec_context.has_b_frames) and bool(np.all(np.diff(pts) > 0))
+        # Suspected when a reordering codec's packets arrive in pts order; confirmed by decoding.
+        decode_order = (len(pts) > 1 and bool(stream.codec_context.has_b_frames)
+                        and bool(np.all(np.diff(pts) > 0)) and self._output_is_reordered())
         order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
         self._pts = np.asarray(pts, dtype=np.int64)[order]
         self._exact = len(self._pts) > 0 and bool(np.all(np.diff(self._pts) > 0)) and not decode_order
@@ -282,6 +284,19 @@ class PyAVReader(_Closing):
         if durations is not None and tb is not None and durations.size and durations[0] > 0:
             return 1.0 / float(durations[0] * tb)
         raise DecodeError(self.path, "cannot determine the frame rate")
+
+    def _output_is_reordered(self, frames: int = 64) -> bool:
+        """Whether the first ``frames`` decoded frames come out with decreasing timestamps."""
+        self._seek_start()
+        last = None
+        for n, frame in enumerate(self._decode()):
+            if frame.pts is not None:
+                if last is not None and frame.pts < last:
+                    return True
+                last = frame.pts
+            if n + 1 >= frames:
+                break
+        return False
 
     def _count_by_decoding(self) -> int:
         self._seek_start()
