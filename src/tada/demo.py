@@ -147,9 +147,9 @@ def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest
 
 def _current_protocol(results_path: Path) -> bool:
     """Results tested the way this tada tests (else `tada train` re-tests the finished run)."""
-    from tada.engine.evaluate import TEST_PROTOCOL_VERSION
+    from tada.engine.evaluate import tested_as_now
 
-    return json.loads(results_path.read_text()).get("test_protocol_version") == TEST_PROTOCOL_VERSION
+    return tested_as_now(json.loads(results_path.read_text()))
 
 
 def _same_config(run_dir: Path, cfg: Config) -> bool:

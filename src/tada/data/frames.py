@@ -110,7 +110,8 @@ def read_meta(folder: str | os.PathLike) -> dict:
         with open(path, encoding="utf-8") as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise DecodeError(folder, f"no {META_NAME}: not a finished frame folder (extract it again: tada extract-frames --overwrite)") from None
+        raise DecodeError(folder, f"no {META_NAME}: not a finished frame folder "
+                          "(extract it again: tada extract-frames --overwrite)") from None
     except (OSError, ValueError) as exc:
         raise DecodeError(folder, f"unreadable {META_NAME}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != META_FORMAT:

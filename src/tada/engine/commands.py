@@ -128,7 +128,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     ``reuse_finished`` skips a protocol whose results.json was computed from the same checkpoint
     file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
     """
-    from tada.engine.evaluate import TEST_PROTOCOL_VERSION, checkpoint_identity, resolve_test_checkpoint, test, test_dir
+    from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir, tested_as_now
 
     own = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
@@ -145,7 +145,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
                 old = json.loads(previous.read_text())
                 # the same checkpoint file and the same config (test scale, views, aggregation, ...)
                 if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
-                        and old.get("test_protocol_version") == TEST_PROTOCOL_VERSION):
+                        and tested_as_now(old)):
                     old = None
             # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
             old = all_gather_objects(ctx, old)[0]

@@ -35,12 +35,19 @@ from tada.engine.reporting import (
 from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
 from tada.engine.sampling import EvalSampler
 
-__all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir"]
+__all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir",
+           "tested_as_now"]
 
 # Bumped whenever the frames or crops a test reads change for the same config, so that saved
 # results of an older tada are not reused (2: SSv2 / segment multi-view positions as the official;
 # 3: a video with non-finite scores counts as wrong).
 TEST_PROTOCOL_VERSION = 3
+
+
+def tested_as_now(results: dict[str, Any]) -> bool:
+    """Whether saved test results were computed the way this tada tests (else they are recomputed)."""
+    return results.get("test_protocol_version") == TEST_PROTOCOL_VERSION
+
 
 log = logging.getLogger(__name__)
 

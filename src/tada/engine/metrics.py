@@ -124,7 +124,8 @@ def summarise_videos(
 
     A video is scored only if all its views decoded; otherwise it is listed in ``failed_videos``
     with the reasons. A scored video whose scores are not finite (the model overflowed) counts as
-    wrong and is listed in ``nonfinite_videos``. Each video must have been seen exactly ``num_views`` times, once per view.
+    wrong and is listed in ``nonfinite_videos``. Each video must have been seen exactly
+    ``num_views`` times, once per view.
     """
     if len(agg.videos) != num_videos:
         missing = sorted(set(range(num_videos)) - set(agg.videos))[:10]

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
 from tada.engine.distributed import EngineError
 
 __all__ = ["EvalSampler", "SeededDataset", "TrainSampler", "mix_seed"]

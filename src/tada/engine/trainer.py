@@ -31,8 +31,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from tada.config import Config, save_config, walk_dotted
 from tada.checkpoint import CheckpointError
+from tada.config import Config, save_config, walk_dotted
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import (
     DistContext,
