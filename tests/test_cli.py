@@ -34,6 +34,18 @@ def test_every_subcommand_explains_itself(name: str, capsys) -> None:
     assert f"tada {name}" in capsys.readouterr().out
 
 
+def test_version_is_the_package_version(capsys) -> None:
+    import importlib.metadata
+
+    import tada
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tada {tada.__version__}"
+    assert importlib.metadata.version("tada") == tada.__version__  # single-sourced in pyproject
+
+
 def test_python_dash_m_is_the_same_command() -> None:
     out = run_cli("-m", "tada", "--help")
     assert out.returncode == 0 and "train" in out.stdout and "demo" in out.stdout

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
 
+import tada
 from tada.errors import TadaError
 
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tada",
         description="Temporally-adaptive video recognition: train, test, export TAda2D (TAdaConv).",
     )
+    parser.add_argument("--version", action="version", version=f"tada {tada.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         sub.add_parser(command.name, help=command.help, add_help=False)
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     names = {c.name: c for c in COMMANDS}
     if not argv or argv[0] not in names:
-        parser.parse_args(argv or ["--help"])  # prints help, or an error for an unknown command
+        parser.parse_args(argv or ["--help"])  # prints help or the version, or an error for an unknown command
         return 2
     command = names[argv[0]]
     module = importlib.import_module(command.module)
