@@ -288,3 +288,29 @@ def test_official_style_base_path_relative_to_the_working_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="_BASE file not found"):
         load_config(tmp_path / "sub" / "x.yaml")
+
+
+def test_packaged_configs_resolve_by_name_from_any_directory(tmp_path, monkeypatch) -> None:
+    from tada.config import packaged_config_names, resolve_config_path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here: names resolve inside the package
+    names = packaged_config_names()
+    assert "tada/k400/tada2d_8x8" in names and "tada/synthetic/tada2d" in names
+    by_name = load_config("k400/tada2d_8x8")
+    by_official_path = load_config("configs/projects/tada/k400/tada2d_8x8.yaml")
+    assert by_name.dump() == by_official_path.dump()
+    assert by_name.VIDEO.HEAD.NUM_CLASSES == 400
+    assert resolve_config_path("synthetic/tada2d").name == "tada2d.yaml"
+
+
+def test_config_names_that_match_nothing_or_several_are_errors(tmp_path, monkeypatch) -> None:
+    from tada.config import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found: k400/nope"):
+        resolve_config_path("k400/nope")
+    import tada.config
+
+    monkeypatch.setattr(tada.config, "packaged_config_names", lambda: ["a/k400/x", "b/k400/x", "b/ssv2/x"])
+    with pytest.raises(ConfigError, match="ambiguous: it names a/k400/x, b/k400/x"):
+        resolve_config_path("k400/x")

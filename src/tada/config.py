@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.resources
 import os
 import re
 from pathlib import Path
@@ -28,7 +29,10 @@ from tada.config_schema import NONE, SCHEMA, Key
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
-__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted"]
+__all__ = [
+    "Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted",
+    "packaged_config_dir", "packaged_config_names", "resolve_config_path",
+]
 
 _INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
 
@@ -436,9 +440,46 @@ def parse_overrides(tokens: Sequence[Any]) -> list[tuple[str, Any]]:
     return items
 
 
+def packaged_config_dir() -> Path:
+    """The config tree shipped inside the package (the repository's ``configs/``)."""
+    return Path(str(importlib.resources.files("tada") / "configs"))
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the packaged project configs, relative to ``projects/`` without ``.yaml``."""
+    projects = packaged_config_dir() / "projects"
+    return sorted(p.relative_to(projects).with_suffix("").as_posix() for p in projects.rglob("*.yaml"))
+
+
+def resolve_config_path(name: str | os.PathLike) -> Path:
+    """A config file path, or the packaged config a short name names.
+
+    An existing file wins. Otherwise ``name`` is looked up among the packaged configs: a path
+    below ``configs/`` (``projects/tada/k400/tada2d_8x8.yaml``), or the trailing part of a project
+    config's name (``k400/tada2d_8x8``, ``synthetic/tada2d``), which must match exactly one file.
+    """
+    path = Path(os.path.expanduser(name))
+    if path.exists():  # a file, or something else read_yaml names in its error
+        return path
+    root = packaged_config_dir()
+    text = path.as_posix().removeprefix("./").removeprefix("configs/")
+    if (root / text).is_file():
+        return root / text
+    stem = text.removesuffix(".yaml")
+    matches = [n for n in packaged_config_names() if n == stem or n.endswith("/" + stem)]
+    if len(matches) == 1:
+        return root / "projects" / f"{matches[0]}.yaml"
+    if matches:
+        raise ConfigError(f"config {str(name)!r} is ambiguous: it names {', '.join(matches)}; give more of the name")
+    raise ConfigError(f"config file not found: {name} (not a file, nor a packaged config; `tada configs` lists them)")
+
+
 def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None) -> Config:
-    """Load a YAML config with inheritance, apply overrides, validate everything, return a Config."""
-    data = _merge(_schema_defaults(), _resolve_file(Path(path)))
+    """Load a YAML config with inheritance, apply overrides, validate everything, return a Config.
+
+    ``path`` is a file or the name of a packaged config (:func:`resolve_config_path`).
+    """
+    data = _merge(_schema_defaults(), _resolve_file(resolve_config_path(path)))
     for dotted, value in parse_overrides(overrides or []):
         _set_dotted(data, dotted, value, where="command line")
     return Config(data)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tada.config import Config, load_config
+from tada.config import Config, load_config, packaged_config_dir
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "projects" / "tada" / "synthetic"
+CONFIG_DIR = packaged_config_dir() / "projects" / "tada" / "synthetic"
 RUNS = (("TSN", "tsn.yaml"), ("TAda2D", "tada2d.yaml"))
 
 
