@@ -288,3 +288,52 @@ def test_official_style_base_path_relative_to_the_working_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="_BASE file not found"):
         load_config(tmp_path / "sub" / "x.yaml")
+
+
+@pytest.mark.parametrize("key", ["AUGMENTATION.CUTMIX.MINMAX", "TRAIN.BATCH_SIZE"])
+def test_alias_bombs_are_refused_before_they_expand(tmp_path: Path, key: str) -> None:
+    lines = ['    - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 6):  # 10**6 strings once expanded
+        lines.append(f"    - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    *sections, leaf = key.split(".")
+    indent = "  " * len(sections)
+    head = "".join(f"{'  ' * d}{name}:\n" for d, name in enumerate(sections))
+    text = head + f"{indent}{leaf}:\n" + "\n".join(lines) + "\n"
+    assert len(text) < 1000
+    path = write(tmp_path / "bomb.yaml", text)
+    with pytest.raises(ConfigError, match="aliases expand") as err:
+        load_config(path)
+    assert str(path) in str(err.value) and len(str(err.value)) < 500
+    with pytest.raises(ConfigError, match="aliases expand"):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", [key, "[" + ", ".join(line[6:] for line in lines) + "]"])
+
+
+def test_small_aliases_and_merge_keys_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "DATA:\n  MEAN: &norm [0.5, 0.5, 0.5]\n  STD: *norm\n"
+                 "TRAIN: &train\n  BATCH_SIZE: 4\nTEST:\n  BATCH_SIZE: 8\n")
+    cfg = load_config(path)
+    assert cfg.DATA.STD == [0.5, 0.5, 0.5] and cfg.TRAIN.BATCH_SIZE == 4 and cfg.TEST.BATCH_SIZE == 8
+
+
+def test_recursive_aliases_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "AUGMENTATION:\n  CUTMIX:\n    MINMAX: &loop [1, *loop]\n")
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(path)
+
+
+def test_type_errors_quote_long_values_briefly(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "TRAIN:\n  BATCH_SIZE: [" + ", ".join(["123456789"] * 5000) + "]\n")
+    with pytest.raises(ConfigError, match=r"TRAIN\.BATCH_SIZE.*expects int") as err:
+        load_config(path)
+    assert len(str(err.value)) < 400
+
+
+def test_non_utf8_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("TRAIN:\n  BATCH_SIZE: 4\nDATA:\n  DATA_ROOT_DIR: /data/vid\xe9os\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"{path}:4: not UTF-8"):
+        load_config(path)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("\ufeffTRAIN:\n  BATCH_SIZE: 4\nDATA:\n  DATA_ROOT_DIR: /data/vidéos\n".encode("utf-8"))
+    cfg = load_config(bom)
+    assert cfg.TRAIN.BATCH_SIZE == 4 and cfg.DATA.DATA_ROOT_DIR == "/data/vidéos"

@@ -19,6 +19,7 @@ import copy
 import difflib
 import os
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -47,7 +48,14 @@ class _LinedDict(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with line-numbered mappings, YAML 1.2 scalars and bounded alias expansion."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_alias_expansion(self.name, node)  # before constructing: the check sees aliases as shared nodes
+        return self.construct_document(node)
 
 
 _FLOAT_RE = re.compile(
@@ -87,6 +95,62 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LinedDict:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# Aliases (``*name``) may repeat a node; what they add to the document when expanded is bounded,
+# so a few hundred bytes of nested aliases (a "billion laughs" file) cannot become gigabytes in
+# the config, its error messages or the copy a checkpoint stores.
+MAX_ALIAS_EXPANSION = 10_000  # nodes aliases may add beyond those written in the file
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], budget: int) -> int:
+    """Nodes of ``node`` with every alias expanded (memoised per node; stops past ``budget``)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError(f"{node.start_mark.name}:{node.start_mark.line + 1}: an alias refers to a node that "
+                          "contains it (a recursive structure)")
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes, budget)
+        if total > budget:
+            break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def _check_alias_expansion(name: str, root: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+    written = sum(1 for _ in _distinct_nodes(root))
+    expanded = _expanded_size(root, sizes, set(), budget=written + MAX_ALIAS_EXPANSION)
+    if expanded > written + MAX_ALIAS_EXPANSION:
+        raise ConfigError(
+            f"{name}: YAML aliases expand {written} written nodes to more than {written + MAX_ALIAS_EXPANSION} "
+            f"(at most {MAX_ALIAS_EXPANSION} added nodes are allowed); write the values out instead"
+        )
+
+
+def _distinct_nodes(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Each node of the composed document once, however many aliases name it."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+
 
 def _parse_yaml_value(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
@@ -94,11 +158,17 @@ def _parse_yaml_value(text: str) -> Any:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as err:  # a directory, no permission, ...
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")  # YAML files are UTF-8 (a byte-order mark is allowed)
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as "
+                          "UTF-8") from None
     try:
         loader = _Loader(text)
         loader.name = str(path)
@@ -108,6 +178,8 @@ def _read_yaml(path: Path) -> dict:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         data = _LinedDict()
         data.lines = {}
@@ -161,6 +233,17 @@ def _unknown_key_error(where: str, dotted: str) -> ConfigError:
     close = _closest_keys(dotted)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"{where}: unknown config key '{dotted}'{hint}")
+
+
+MAX_REPR = 200  # characters of a value an error message shows
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a bounded length (errors quote values a user wrote, of any size)."""
+    brief = reprlib.Repr()  # a local instance: Python 3.11 has no keyword constructor
+    brief.maxlevel, brief.maxlist, brief.maxdict, brief.maxstring, brief.maxother = 3, 8, 8, 80, 80
+    text = brief.repr(value)
+    return text if len(text) <= MAX_REPR else text[:MAX_REPR - 3] + "..."
 
 
 def _type_name(types: Iterable[type]) -> str:
@@ -219,10 +302,10 @@ def _coerce(where: str, dotted: str, value: Any, leaf: Any) -> Any:
         ok = False
     if not ok:
         raise ConfigError(
-            f"{where}: key '{dotted}' expects {_type_name(types)}, got {type(value).__name__} {value!r}"
+            f"{where}: key '{dotted}' expects {_type_name(types)}, got {type(value).__name__} {short_repr(value)}"
         )
     if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {short_repr(value)}")
     return value
 
 
@@ -243,7 +326,7 @@ def _coerce_list(where: str, dotted: str, value: list, default: list) -> list:
             good = isinstance(item, type(proto))
         if not good:
             raise ConfigError(
-                f"{where}: key '{dotted}' expects a list of {type(proto).__name__}, got {value!r}"
+                f"{where}: key '{dotted}' expects a list of {type(proto).__name__}, got {short_repr(value)}"
             )
         out.append(item)
     return out
@@ -347,7 +430,7 @@ def _validate_file(path: Path, data: dict, prefix: str = "", schema: dict = SCHE
     for key, value in data.items():
         where = f"{path}:{lines[key]}" if key in lines else str(path)
         if not isinstance(key, str):
-            raise ConfigError(f"{where}: keys must be strings, got {key!r}")
+            raise ConfigError(f"{where}: keys must be strings, got {short_repr(key)}")
         dotted = f"{prefix}{key}"
         if not prefix and key in _INHERIT_KEYS:
             continue
@@ -419,7 +502,7 @@ def parse_overrides(tokens: Sequence[Any]) -> list[tuple[str, Any]]:
     while i < len(tokens):
         token = tokens[i]
         if not isinstance(token, str):
-            raise ConfigError(f"override: expected a key, got {token!r}")
+            raise ConfigError(f"override: expected a key, got {short_repr(token)}")
         if "=" in token and not token.startswith("-"):
             key, text = token.split("=", 1)
             value: Any = _parse_yaml_value(text) if text != "" else ""
