@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -337,3 +338,55 @@ def test_non_utf8_yaml_names_the_file_and_line(tmp_path: Path) -> None:
     bom.write_bytes("\ufeffTRAIN:\n  BATCH_SIZE: 4\nDATA:\n  DATA_ROOT_DIR: /data/vidéos\n".encode("utf-8"))
     cfg = load_config(bom)
     assert cfg.TRAIN.BATCH_SIZE == 4 and cfg.DATA.DATA_ROOT_DIR == "/data/vidéos"
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("DATA.SAMPLING_RATE", "0", ">= 1"),
+        ("DATA.SAMPLING_RATE", "-2", ">= 1"),
+        ("TRAIN.BATCH_SIZE", "0", ">= 1"),
+        ("TEST.BATCH_SIZE", "0", ">= 1"),
+        ("DATA.TARGET_FPS", "0", "> 0"),
+        ("DATA.TARGET_FPS", ".nan", "> 0"),
+        ("DATA.TRAIN_CROP_SIZE", "0", ">= 1"),
+        ("DATA_LOADER.NUM_WORKERS", "-1", ">= 0"),
+        ("TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "0", ">= 1"),
+        ("TEST.MULTI_VIEW_SPATIAL_CROPS", "2", "one of 1, 3"),
+        ("DATA.TEST_SCALE", "100000", "<= 4096"),
+        ("DATA.TRAIN_JITTER_SCALES", "[0, 320]", "every element must be >= 1"),
+        ("DATA.MAX_FAILURE_RATIO", "1.5", "<= 1"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_the_key(tmp_path: Path, key: str, value: str,
+                                                         expected: str) -> None:
+    with pytest.raises(ConfigError, match=rf"command line: key '{key}' .*{re.escape(expected)}"):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", [key, value])
+    section, leaf = key.split(".")
+    path = write(tmp_path / "t.yaml", f"{section}:\n  {leaf}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:2: key '{key}' .*{re.escape(expected)}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["DATA.TEST_SCALE", "200"], "DATA.TEST_CROP_SIZE 256 must be <= DATA.TEST_SCALE 200"),
+        (["DATA.TRAIN_JITTER_SCALES", "[340, 224]"], "needs [min, max] with min <= max"),
+        (["DATA.TRAIN_CROP_SIZE", "256"], "DATA.TRAIN_CROP_SIZE 256 must be <= the smallest"),
+        (["NUM_SHARDS", "2", "SHARD_ID", "2"], "SHARD_ID 2 must be < NUM_SHARDS 2"),
+    ],
+)
+def test_inconsistent_keys_fail_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", overrides)
+    cfg = load_config(ZOO / "k400" / "tada2d_8x8.yaml")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cfg.with_overrides(overrides)
+
+
+def test_every_shipped_config_is_in_range() -> None:
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        load_config(path)

@@ -25,9 +25,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
-from tada.config_schema import NONE, SCHEMA, Key
+from tada.config_schema import NONE, RANGES, SCHEMA, Key
 from tada.errors import TadaError
-from tada.fileio import atomic_open
+from tada.fileio import atomic_open, read_utf8_text
 
 __all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted"]
 
@@ -158,17 +158,11 @@ def _parse_yaml_value(text: str) -> Any:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = path.read_bytes()
+        text = read_utf8_text(path, error=ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as err:  # a directory, no permission, ...
         raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
-    try:
-        text = raw.decode("utf-8-sig")  # YAML files are UTF-8 (a byte-order mark is allowed)
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as "
-                          "UTF-8") from None
     try:
         loader = _Loader(text)
         loader.name = str(path)
@@ -306,7 +300,20 @@ def _coerce(where: str, dotted: str, value: Any, leaf: Any) -> Any:
         )
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {short_repr(value)}")
+    _check_range(where, dotted, value)
     return value
+
+
+def _check_range(where: str, dotted: str, value: Any) -> None:
+    bound = RANGES.get(dotted)
+    if bound is None or value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool) and not bound.contains(v)]
+    if bad:
+        what = f"every element must be {bound.describe()}" if isinstance(value, list) else \
+            f"must be {bound.describe()}"
+        raise ConfigError(f"{where}: key '{dotted}' {what}, got {short_repr(value)}")
 
 
 def _coerce_list(where: str, dotted: str, value: list, default: list) -> list:
@@ -388,6 +395,7 @@ class Config:
         items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides)
         for dotted, value in items:
             _set_dotted(data, dotted, value, where="override")
+        _check_consistency(data, where="override")
         return Config(data)
 
     def require(self, dotted: str, why: str = "") -> Any:
@@ -524,7 +532,25 @@ def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None)
     data = _merge(_schema_defaults(), _resolve_file(Path(path)))
     for dotted, value in parse_overrides(overrides or []):
         _set_dotted(data, dotted, value, where="command line")
+    _check_consistency(data, where=f"{path} (with its overrides)" if overrides else str(path))
     return Config(data)
+
+
+def _check_consistency(data: dict, *, where: str) -> None:
+    """Relations between keys, checked once every file and override is applied."""
+    d = data["DATA"]
+    scales = d["TRAIN_JITTER_SCALES"]
+    if len(scales) != 2 or scales[0] > scales[1]:
+        raise ConfigError(f"{where}: DATA.TRAIN_JITTER_SCALES needs [min, max] with min <= max, got "
+                          f"{short_repr(scales)}")
+    if d["TRAIN_CROP_SIZE"] > scales[0]:
+        raise ConfigError(f"{where}: DATA.TRAIN_CROP_SIZE {d['TRAIN_CROP_SIZE']} must be <= the smallest "
+                          f"DATA.TRAIN_JITTER_SCALES {scales[0]}")
+    if d["TEST_CROP_SIZE"] > d["TEST_SCALE"]:
+        raise ConfigError(f"{where}: DATA.TEST_CROP_SIZE {d['TEST_CROP_SIZE']} must be <= DATA.TEST_SCALE "
+                          f"{d['TEST_SCALE']}")
+    if data["SHARD_ID"] >= data["NUM_SHARDS"]:
+        raise ConfigError(f"{where}: SHARD_ID {data['SHARD_ID']} must be < NUM_SHARDS {data['NUM_SHARDS']}")
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
