@@ -296,3 +296,22 @@ def test_checkpoint_and_validation_epochs_follow_spec_2_2(tmp_path):
     assert saved == [2, *range(3, 15)]
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["_type"] == "val_epoch"] == [*range(3, 15)]
+
+
+@pytest.mark.parametrize("epoch", [None, "two", -1])
+def test_an_official_file_without_a_valid_epoch_stops_auto_resume_clearly(finished_run, tmp_path, epoch):
+    _, ref = finished_run
+    state = read_checkpoint(ref.last_checkpoint)
+    official = {"model_state": state["model_state"], "optimizer_state": state["optimizer_state"]}
+    if epoch is not None:
+        official["epoch"] = epoch
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(official, tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.MAX_EPOCH", "3")
+    with pytest.raises(EngineError, match=r"cannot auto-resume from .*checkpoint_epoch_00002.pyth: it has (no 'epoch'|"
+                                          r"'epoch' .*not an index).*TRAIN.FINE_TUNE true"):
+        train(cfg, dataset_fn=dataset_fn_factory())
+    official["epoch"] = 1  # the same file with its epoch continues at epoch 3
+    torch.save(official, tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    result = train(cfg, dataset_fn=dataset_fn_factory(), stop_after_steps=1)
+    assert "official file: epoch 2" in result.start

@@ -241,6 +241,21 @@ def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
                     "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""))
 
 
+def _official_epoch(state: dict[str, Any], path: Path) -> int:
+    """The ``epoch`` of an official-layout checkpoint (index of its last completed epoch), checked."""
+    epoch = state.get("epoch")
+    if isinstance(epoch, torch.Tensor) and epoch.numel() == 1 and not epoch.is_floating_point():
+        epoch = int(epoch.item())
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+        return epoch
+    found = "has no 'epoch'" if epoch is None else f"has 'epoch' {str(epoch)[:40]!r}, not an index >= 0"
+    raise EngineError(
+        f"cannot auto-resume from {path}: it {found} (official checkpoints record the index of the last "
+        f"completed epoch there), so where to continue is unknown. To train from its weights, set "
+        f"TRAIN.CHECKPOINT_FILE_PATH to it with TRAIN.FINE_TUNE true and use a new OUTPUT_DIR"
+    )
+
+
 def _start(
     cfg: Config,
     model: nn.Module,
@@ -279,7 +294,8 @@ def _start(
             ) from err
         extra = state.get("tada")
         if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
-            pos = _Position(epoch=int(state["epoch"]) + 1, global_step=(int(state["epoch"]) + 1) * iters_per_epoch)
+            epoch = _official_epoch(state, latest.path)
+            pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
             pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
             log.info("%s", pos.start)
             return pos, None
