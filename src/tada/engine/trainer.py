@@ -43,6 +43,7 @@ from tada.engine.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from tada.engine.interrupt import StopSignals
 from tada.engine.metrics import topk_correct
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
@@ -531,7 +532,8 @@ def train(
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
     try:
-        return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps)
+        with StopSignals() as stops:  # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
+            return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
     finally:
         stats.close()
         undo_logging()
@@ -558,6 +560,7 @@ def _train(
     stats: StatsWriter,
     show_bar: bool,
     stop_after_steps: int | None,
+    stops: StopSignals,
 ) -> TrainResult:
     out = Path(cfg.OUTPUT_DIR)
     device = ctx.device
@@ -706,8 +709,20 @@ def _train(
             window.reset()
             return record
 
+        def stop_here(signum: int) -> Exception:
+            """Save a resumable checkpoint at this position (unless just written) and say how to resume."""
+            nonlocal last_path
+            flush()  # the NaN check guards the file
+            if bar is not None:
+                bar.close()
+            pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
+            if last_path != ckpt.checkpoint_path(out, pos.epoch, pos.iteration):
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            return StopSignals.interrupted(signum, where=f"epoch {epoch + 1}, iteration {pos.iteration}/{ipe}",
+                                           checkpoint=last_path, auto_resume=cfg.TRAIN.AUTO_RESUME)
+
         fetch_start = time.perf_counter()
-        for batch in loader:
+        for batch in _batches(loader, stops):
             # Data wait is the time the loader kept the step waiting. The device copy and, with
             # AUGMENTATION.USE_GPU, the GPU decode/resize are device work queued behind the last
             # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
@@ -751,6 +766,10 @@ def _train(
                 flush()  # the NaN check guards the file
                 pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
                 last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            if not epoch_end and (not ctx.distributed or pos.iteration % log_period == 0):
+                signum = stops.agreed(ctx)  # ranks agree where they already synchronise
+                if signum:
+                    raise stop_here(signum)
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                 flush()
                 if bar is not None:
@@ -760,6 +779,8 @@ def _train(
             fetch_start = time.perf_counter()
         if bar is not None:
             bar.close()
+        if pos.iteration != ipe and stops.signum is not None:  # its workers got the signal too
+            raise stop_here(stops.signum)
         if pos.iteration != ipe:
             raise EngineError(
                 f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (the loader stopped early)"
@@ -812,6 +833,12 @@ def _train(
         checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), max_epoch)
         if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
             last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best)
+        signum = stops.agreed(ctx) if epochs_done < max_epoch else None
+        if signum:
+            if last_path != ckpt.checkpoint_path(out, epochs_done):
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            raise StopSignals.interrupted(signum, where=f"the end of epoch {epochs_done}", checkpoint=last_path,
+                                          auto_resume=cfg.TRAIN.AUTO_RESUME)
 
     if ctx.is_master:
         summary = {
@@ -830,6 +857,22 @@ def _train(
     log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
              _hms(time.perf_counter() - session_start))
     return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _batches(loader: Any, stops: StopSignals):
+    """The loader's batches. After a stop request, a loader whose worker processes died of the same
+    signal ends instead of failing: the step before was complete, the loop saves there."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stops.signum is None:
+                raise
+            return
+        yield batch
 
 
 def _terminal_width() -> int:
