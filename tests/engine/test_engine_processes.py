@@ -134,3 +134,23 @@ def test_a_signal_saves_a_resumable_checkpoint_and_says_how_to_resume(finished_r
     a = read_checkpoint(ref.last_checkpoint)["model_state"]
     b = read_checkpoint(tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+@pytest.mark.slow
+def test_sigint_to_two_torchrun_processes_stops_both_at_one_step(tmp_path):
+    """Ctrl-C reaches torchrun and both workers: the ranks agree on the step, rank 0 saves once, both
+    report it, and the same command continues from that checkpoint to the end."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
+           "--nobn", "--train-only", "--delay", "0.05", str(tmp_path), "LOG_PERIOD", "2"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for_record(tmp_path, "train_iter", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    saved = sorted((tmp_path / "checkpoints").glob("checkpoint_epoch_*.pyth"))
+    assert len(saved) == 1 and "_iter_" in saved[0].name, err[-3000:]
+    assert err.count(f"training stopped by SIGINT at epoch 1") == 2 and err.count(f"saved {saved[0]}") == 2
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"auto-resume from {saved[0]}" in done.stderr
+    assert (tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth").is_file()

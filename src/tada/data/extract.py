@@ -185,7 +185,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     import av
     import simplejpeg
 
-    from tada.data.decode import DecodeError, PyAVReader
+    from tada.data.decode import DecodeError, PyAVReader, check_frame_size
 
     written = total = count = 0
     # The reader's own frames: the count, order and skipped packets the video route uses.
@@ -196,6 +196,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
             for count, frame in enumerate(reader.iter_frames(), 1):
                 if (count - 1) % settings.step:
                     continue
+                check_frame_size(source, frame.height, frame.width)  # the stream may change size mid-way
                 if settings.short_side:
                     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
                 else:

@@ -3,8 +3,10 @@
 While :class:`StopSignals` is active, the first SIGINT or SIGTERM only records the request; the
 training loop reads it after an optimizer step (a safe point: weights, optimizer and schedule
 position agree), writes a resumable checkpoint there and raises :class:`TrainingInterrupted`, whose
-message says how to resume and whose ``exit_code`` is the shell's 128 + signal number. A second
-SIGINT interrupts at once (KeyboardInterrupt), for a loop that is stuck.
+message says how to resume and whose ``exit_code`` is the shell's 128 + signal number. In a
+single process a second SIGINT interrupts at once (KeyboardInterrupt), for a loop that is stuck;
+in a launched worker it does not: torchrun passes the signal on to its workers after they got it
+from the terminal, and kills them itself when they take too long.
 
 Several processes agree on the request with an all-reduce at the loop's logging points, so all
 ranks stop after the same step. DataLoader workers forked while the handler is active inherit it
@@ -54,8 +56,9 @@ class StopSignals:
     signals keep their usual effect.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, escalate: bool = True) -> None:
         self.signum: int | None = None
+        self.escalate = escalate  # a second SIGINT raises KeyboardInterrupt
         self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
@@ -74,7 +77,7 @@ class StopSignals:
         if os.getpid() != self._pid:
             return  # a forked DataLoader worker: the training process decides
         if self.signum is not None:
-            if signum == signal.SIGINT:
+            if signum == signal.SIGINT and self.escalate:
                 raise KeyboardInterrupt
             return
         self.signum = signum
@@ -82,8 +85,9 @@ class StopSignals:
         # workers may have got the same signal: the loop finishes its step and saves instead.
         if hasattr(signal, "SIGCHLD") and signal.SIGCHLD not in self._previous:
             self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
-        log.warning("%s received: stopping after this iteration and saving a checkpoint to resume from "
-                    "(Ctrl-C again stops at once, without saving)", signal.Signals(signum).name)
+        again = " (Ctrl-C again stops at once, without saving)" if self.escalate else ""
+        log.warning("%s received: stopping after this iteration and saving a checkpoint to resume from%s",
+                    signal.Signals(signum).name, again)
 
     def agreed(self, ctx: DistContext) -> int | None:
         """The signal that asked this run to stop, agreed by every rank (all ranks must call together)."""
