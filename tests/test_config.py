@@ -153,6 +153,8 @@ def test_missing_base_file_and_cycles_are_clear(tmp_path: Path) -> None:
 def test_override_parsing_errors() -> None:
     with pytest.raises(ConfigError, match="no value"):
         parse_overrides(["TRAIN.BATCH_SIZE"])
+    with pytest.raises(ConfigError, match=r"override: the value '\[1,' is not valid YAML"):
+        parse_overrides(["TRAIN.BATCH_SIZE", "[1,"])
     assert parse_overrides(["A=1", "B", "[1, 2]", "C=x=y"]) == [("A", 1), ("B", [1, 2]), ("C", "x=y")]
 
 

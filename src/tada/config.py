@@ -153,7 +153,18 @@ def _distinct_nodes(root: yaml.Node) -> Iterator[yaml.Node]:
 
 
 def _parse_yaml_value(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """An override's value, read as YAML with the file rules (aliases bounded alike)."""
+    loader = _Loader(text)
+    loader.name = "override"
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override: the value {short_repr(text)} is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"override: the value {short_repr(text)} is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> dict:

@@ -566,7 +566,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="class names file (one per line, or SSv2 labels JSON); default DATA.CLASS_NAMES_FILE")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip running the written file against the eager model")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| allowed, times (1 + |logit|) (default 1e-4)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="max |logit difference| allowed, times (1 + |logit|) (default 1e-4)")
     add_cfg_arguments(parser)
 
 

@@ -144,8 +144,8 @@ class VideoLoader(DataLoader):
                 stats.failures.extend(f"{p}: {e}" for p, e, f in zip(batch["path"], batch["error"], failed) if f)
             if split == "train" and stats.replaced > budget:
                 raise DataFailureError(
-                    f"{name}/train: {stats.replaced} of {stats.items} clips met a video that failed to decode, more than "
-                    f"DATA.MAX_FAILURE_RATIO={self.max_failure_ratio} of the {expected} clips of this epoch. "
+                    f"{name}/train: {stats.replaced} of {stats.items} clips met a video that failed to decode (more "
+                    f"than DATA.MAX_FAILURE_RATIO={self.max_failure_ratio} of the {expected} clips of this epoch). "
                     f"First failures: {stats.failures[:5]}"
                 )
             yield batch

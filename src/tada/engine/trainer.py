@@ -532,7 +532,8 @@ def train(
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
     try:
-        with StopSignals(escalate=not ctx.distributed) as stops:  # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
+        # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
+        with StopSignals(escalate=not ctx.distributed) as stops:
             return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
     finally:
         stats.close()
