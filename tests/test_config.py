@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,8 @@ def test_missing_base_file_and_cycles_are_clear(tmp_path: Path) -> None:
 def test_override_parsing_errors() -> None:
     with pytest.raises(ConfigError, match="no value"):
         parse_overrides(["TRAIN.BATCH_SIZE"])
+    with pytest.raises(ConfigError, match=r"override: the value '\[1,' is not valid YAML"):
+        parse_overrides(["TRAIN.BATCH_SIZE", "[1,"])
     assert parse_overrides(["A=1", "B", "[1, 2]", "C=x=y"]) == [("A", 1), ("B", [1, 2]), ("C", "x=y")]
 
 
@@ -314,3 +317,103 @@ def test_config_names_that_match_nothing_or_several_are_errors(tmp_path, monkeyp
     monkeypatch.setattr(tada.config, "packaged_config_names", lambda: ["a/k400/x", "b/k400/x", "b/ssv2/x"])
     with pytest.raises(ConfigError, match="ambiguous: it names a/k400/x, b/k400/x"):
         resolve_config_path("k400/x")
+
+@pytest.mark.parametrize("key", ["AUGMENTATION.CUTMIX.MINMAX", "TRAIN.BATCH_SIZE"])
+def test_alias_bombs_are_refused_before_they_expand(tmp_path: Path, key: str) -> None:
+    lines = ['    - &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 6):  # 10**6 strings once expanded
+        lines.append(f"    - &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    *sections, leaf = key.split(".")
+    indent = "  " * len(sections)
+    head = "".join(f"{'  ' * d}{name}:\n" for d, name in enumerate(sections))
+    text = head + f"{indent}{leaf}:\n" + "\n".join(lines) + "\n"
+    assert len(text) < 1000
+    path = write(tmp_path / "bomb.yaml", text)
+    with pytest.raises(ConfigError, match="aliases expand") as err:
+        load_config(path)
+    assert str(path) in str(err.value) and len(str(err.value)) < 500
+    with pytest.raises(ConfigError, match="aliases expand"):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", [key, "[" + ", ".join(line[6:] for line in lines) + "]"])
+
+
+def test_small_aliases_and_merge_keys_still_load(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "DATA:\n  MEAN: &norm [0.5, 0.5, 0.5]\n  STD: *norm\n"
+                 "TRAIN: &train\n  BATCH_SIZE: 4\nTEST:\n  BATCH_SIZE: 8\n")
+    cfg = load_config(path)
+    assert cfg.DATA.STD == [0.5, 0.5, 0.5] and cfg.TRAIN.BATCH_SIZE == 4 and cfg.TEST.BATCH_SIZE == 8
+
+
+def test_recursive_aliases_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "AUGMENTATION:\n  CUTMIX:\n    MINMAX: &loop [1, *loop]\n")
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(path)
+
+
+def test_type_errors_quote_long_values_briefly(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.yaml", "TRAIN:\n  BATCH_SIZE: [" + ", ".join(["123456789"] * 5000) + "]\n")
+    with pytest.raises(ConfigError, match=r"TRAIN\.BATCH_SIZE.*expects int") as err:
+        load_config(path)
+    assert len(str(err.value)) < 400
+
+
+def test_non_utf8_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("TRAIN:\n  BATCH_SIZE: 4\nDATA:\n  DATA_ROOT_DIR: /data/vid\xe9os\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"{path}:4: not UTF-8"):
+        load_config(path)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes("\ufeffTRAIN:\n  BATCH_SIZE: 4\nDATA:\n  DATA_ROOT_DIR: /data/vidéos\n".encode("utf-8"))
+    cfg = load_config(bom)
+    assert cfg.TRAIN.BATCH_SIZE == 4 and cfg.DATA.DATA_ROOT_DIR == "/data/vidéos"
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("DATA.SAMPLING_RATE", "0", ">= 1"),
+        ("DATA.SAMPLING_RATE", "-2", ">= 1"),
+        ("TRAIN.BATCH_SIZE", "0", ">= 1"),
+        ("TEST.BATCH_SIZE", "0", ">= 1"),
+        ("DATA.TARGET_FPS", "0", "> 0"),
+        ("DATA.TARGET_FPS", ".nan", "> 0"),
+        ("DATA.TRAIN_CROP_SIZE", "0", ">= 1"),
+        ("DATA_LOADER.NUM_WORKERS", "-1", ">= 0"),
+        ("TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "0", ">= 1"),
+        ("TEST.MULTI_VIEW_SPATIAL_CROPS", "2", "one of 1, 3"),
+        ("DATA.TEST_SCALE", "100000", "<= 4096"),
+        ("DATA.TRAIN_JITTER_SCALES", "[0, 320]", "every element must be >= 1"),
+        ("DATA.MAX_FAILURE_RATIO", "1.5", "<= 1"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_the_key(tmp_path: Path, key: str, value: str,
+                                                         expected: str) -> None:
+    with pytest.raises(ConfigError, match=rf"command line: key '{key}' .*{re.escape(expected)}"):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", [key, value])
+    section, leaf = key.split(".")
+    path = write(tmp_path / "t.yaml", f"{section}:\n  {leaf}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"{path}:2: key '{key}' .*{re.escape(expected)}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["DATA.TEST_SCALE", "200"], "DATA.TEST_CROP_SIZE 256 must be <= DATA.TEST_SCALE 200"),
+        (["DATA.TRAIN_JITTER_SCALES", "[340, 224]"], "needs [min, max] with min <= max"),
+        (["DATA.TRAIN_CROP_SIZE", "256"], "DATA.TRAIN_CROP_SIZE 256 must be <= the smallest"),
+        (["NUM_SHARDS", "2", "SHARD_ID", "2"], "SHARD_ID 2 must be < NUM_SHARDS 2"),
+    ],
+)
+def test_inconsistent_keys_fail_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(ZOO / "k400" / "tada2d_8x8.yaml", overrides)
+    cfg = load_config(ZOO / "k400" / "tada2d_8x8.yaml")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        cfg.with_overrides(overrides)
+
+
+def test_every_shipped_config_is_in_range() -> None:
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    assert len(configs) >= 4
+    for path in configs:
+        load_config(path)

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except TadaError as exc:
         print(f"tada {command.name}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # a run stopped by a signal: 128 + its number, as the shell reports it
 
 
 def _exit_code(exc: SystemExit) -> int:

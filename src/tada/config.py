@@ -20,14 +20,15 @@ import difflib
 import importlib.resources
 import os
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
-from tada.config_schema import NONE, SCHEMA, Key
+from tada.config_schema import NONE, RANGES, SCHEMA, Key
 from tada.errors import TadaError
-from tada.fileio import atomic_open
+from tada.fileio import atomic_open, read_utf8_text
 
 __all__ = [
     "Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted",
@@ -51,7 +52,14 @@ class _LinedDict(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader with line-numbered mappings, YAML 1.2 scalars and bounded alias expansion."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_alias_expansion(self.name, node)  # before constructing: the check sees aliases as shared nodes
+        return self.construct_document(node)
 
 
 _FLOAT_RE = re.compile(
@@ -91,14 +99,81 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LinedDict:
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
+# Aliases (``*name``) may repeat a node; what they add to the document when expanded is bounded,
+# so a few hundred bytes of nested aliases (a "billion laughs" file) cannot become gigabytes in
+# the config, its error messages or the copy a checkpoint stores.
+MAX_ALIAS_EXPANSION = 10_000  # nodes aliases may add beyond those written in the file
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], budget: int) -> int:
+    """Nodes of ``node`` with every alias expanded (memoised per node; stops past ``budget``)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ConfigError(f"{node.start_mark.name}:{node.start_mark.line + 1}: an alias refers to a node that "
+                          "contains it (a recursive structure)")
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes, budget)
+        if total > budget:
+            break
+    open_nodes.discard(id(node))
+    sizes[id(node)] = total
+    return total
+
+
+def _check_alias_expansion(name: str, root: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+    written = sum(1 for _ in _distinct_nodes(root))
+    expanded = _expanded_size(root, sizes, set(), budget=written + MAX_ALIAS_EXPANSION)
+    if expanded > written + MAX_ALIAS_EXPANSION:
+        raise ConfigError(
+            f"{name}: YAML aliases expand {written} written nodes to more than {written + MAX_ALIAS_EXPANSION} "
+            f"(at most {MAX_ALIAS_EXPANSION} added nodes are allowed); write the values out instead"
+        )
+
+
+def _distinct_nodes(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Each node of the composed document once, however many aliases name it."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+
 
 def _parse_yaml_value(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """An override's value, read as YAML with the file rules (aliases bounded alike)."""
+    loader = _Loader(text)
+    loader.name = "override"
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override: the value {short_repr(text)} is not valid YAML ({problem})") from None
+    except RecursionError:
+        raise ConfigError(f"override: the value {short_repr(text)} is nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text()
+        text = read_utf8_text(path, error=ConfigError)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except OSError as err:  # a directory, no permission, ...
@@ -112,6 +187,8 @@ def _read_yaml(path: Path) -> dict:
             loader.dispose()
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         data = _LinedDict()
         data.lines = {}
@@ -165,6 +242,17 @@ def _unknown_key_error(where: str, dotted: str) -> ConfigError:
     close = _closest_keys(dotted)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"{where}: unknown config key '{dotted}'{hint}")
+
+
+MAX_REPR = 200  # characters of a value an error message shows
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a bounded length (errors quote values a user wrote, of any size)."""
+    brief = reprlib.Repr()  # a local instance: Python 3.11 has no keyword constructor
+    brief.maxlevel, brief.maxlist, brief.maxdict, brief.maxstring, brief.maxother = 3, 8, 8, 80, 80
+    text = brief.repr(value)
+    return text if len(text) <= MAX_REPR else text[:MAX_REPR - 3] + "..."
 
 
 def _type_name(types: Iterable[type]) -> str:
@@ -223,11 +311,24 @@ def _coerce(where: str, dotted: str, value: Any, leaf: Any) -> Any:
         ok = False
     if not ok:
         raise ConfigError(
-            f"{where}: key '{dotted}' expects {_type_name(types)}, got {type(value).__name__} {value!r}"
+            f"{where}: key '{dotted}' expects {_type_name(types)}, got {type(value).__name__} {short_repr(value)}"
         )
     if choices is not None and value not in choices:
-        raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{where}: key '{dotted}' must be one of {list(choices)}, got {short_repr(value)}")
+    _check_range(where, dotted, value)
     return value
+
+
+def _check_range(where: str, dotted: str, value: Any) -> None:
+    bound = RANGES.get(dotted)
+    if bound is None or value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool) and not bound.contains(v)]
+    if bad:
+        what = f"every element must be {bound.describe()}" if isinstance(value, list) else \
+            f"must be {bound.describe()}"
+        raise ConfigError(f"{where}: key '{dotted}' {what}, got {short_repr(value)}")
 
 
 def _coerce_list(where: str, dotted: str, value: list, default: list) -> list:
@@ -247,7 +348,7 @@ def _coerce_list(where: str, dotted: str, value: list, default: list) -> list:
             good = isinstance(item, type(proto))
         if not good:
             raise ConfigError(
-                f"{where}: key '{dotted}' expects a list of {type(proto).__name__}, got {value!r}"
+                f"{where}: key '{dotted}' expects a list of {type(proto).__name__}, got {short_repr(value)}"
             )
         out.append(item)
     return out
@@ -309,6 +410,7 @@ class Config:
         items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides)
         for dotted, value in items:
             _set_dotted(data, dotted, value, where="override")
+        _check_consistency(data, where="override")
         return Config(data)
 
     def require(self, dotted: str, why: str = "") -> Any:
@@ -351,7 +453,7 @@ def _validate_file(path: Path, data: dict, prefix: str = "", schema: dict = SCHE
     for key, value in data.items():
         where = f"{path}:{lines[key]}" if key in lines else str(path)
         if not isinstance(key, str):
-            raise ConfigError(f"{where}: keys must be strings, got {key!r}")
+            raise ConfigError(f"{where}: keys must be strings, got {short_repr(key)}")
         dotted = f"{prefix}{key}"
         if not prefix and key in _INHERIT_KEYS:
             continue
@@ -423,7 +525,7 @@ def parse_overrides(tokens: Sequence[Any]) -> list[tuple[str, Any]]:
     while i < len(tokens):
         token = tokens[i]
         if not isinstance(token, str):
-            raise ConfigError(f"override: expected a key, got {token!r}")
+            raise ConfigError(f"override: expected a key, got {short_repr(token)}")
         if "=" in token and not token.startswith("-"):
             key, text = token.split("=", 1)
             value: Any = _parse_yaml_value(text) if text != "" else ""
@@ -482,7 +584,25 @@ def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None)
     data = _merge(_schema_defaults(), _resolve_file(resolve_config_path(path)))
     for dotted, value in parse_overrides(overrides or []):
         _set_dotted(data, dotted, value, where="command line")
+    _check_consistency(data, where=f"{path} (with its overrides)" if overrides else str(path))
     return Config(data)
+
+
+def _check_consistency(data: dict, *, where: str) -> None:
+    """Relations between keys, checked once every file and override is applied."""
+    d = data["DATA"]
+    scales = d["TRAIN_JITTER_SCALES"]
+    if len(scales) != 2 or scales[0] > scales[1]:
+        raise ConfigError(f"{where}: DATA.TRAIN_JITTER_SCALES needs [min, max] with min <= max, got "
+                          f"{short_repr(scales)}")
+    if d["TRAIN_CROP_SIZE"] > scales[0]:
+        raise ConfigError(f"{where}: DATA.TRAIN_CROP_SIZE {d['TRAIN_CROP_SIZE']} must be <= the smallest "
+                          f"DATA.TRAIN_JITTER_SCALES {scales[0]}")
+    if d["TEST_CROP_SIZE"] > d["TEST_SCALE"]:
+        raise ConfigError(f"{where}: DATA.TEST_CROP_SIZE {d['TEST_CROP_SIZE']} must be <= DATA.TEST_SCALE "
+                          f"{d['TEST_SCALE']}")
+    if data["SHARD_ID"] >= data["NUM_SHARDS"]:
+        raise ConfigError(f"{where}: SHARD_ID {data['SHARD_ID']} must be < NUM_SHARDS {data['NUM_SHARDS']}")
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -210,6 +210,85 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key accepts: ``low <= value <= high`` (``low < value`` when ``low_open``), or one of
+    ``values``. For a list key, every element. None (where a key allows it) is not a number: unchecked."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    values: tuple[int, ...] | None = None
+
+    def describe(self) -> str:
+        if self.values is not None:
+            return "one of " + ", ".join(map(str, self.values))
+        low = "" if self.low is None else f"{'>' if self.low_open else '>='} {self.low}"
+        high = "" if self.high is None else f"<= {self.high}"
+        return " and ".join(part for part in (low, high) if part)
+
+    def contains(self, value: Any) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.values is not None:
+            return value in self.values
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+MAX_IMAGE_SIDE = 4096  # pixels: the largest resize/crop size a config may ask for (sizes beyond it only exhaust memory)
+_SIDE = Range(1, MAX_IMAGE_SIDE)
+_COUNT = Range(1)  # a count of at least one
+_NON_NEGATIVE = Range(0)
+_FRACTION = Range(0, 1)
+
+# Checked at load, naming the key: values outside these ranges would crash a run late (a batch of 0,
+# a crop of 0 px) or silently change its meaning (a sampling rate of 0 or below).
+RANGES: dict[str, Range] = {
+    "NUM_GPUS": _NON_NEGATIVE,
+    "NUM_SHARDS": _COUNT,
+    "SHARD_ID": _NON_NEGATIVE,
+    "LOG_PERIOD": _COUNT,
+    "TRAIN.BATCH_SIZE": _COUNT,
+    "TRAIN.EVAL_PERIOD": _NON_NEGATIVE,
+    "TRAIN.CHECKPOINT_PERIOD": _NON_NEGATIVE,
+    "TRAIN.CHECKPOINT_ITER_PERIOD": _NON_NEGATIVE,
+    "TRAIN.KEEP_LAST": _NON_NEGATIVE,
+    "TEST.BATCH_SIZE": _COUNT,
+    "TEST.NUM_ENSEMBLE_VIEWS": _COUNT,
+    "TEST.NUM_SPATIAL_CROPS": Range(values=(1, 3)),
+    "TEST.MULTI_VIEW_ENSEMBLE_VIEWS": _COUNT,
+    "TEST.MULTI_VIEW_SPATIAL_CROPS": Range(values=(1, 3)),
+    "DATA.DECODER_THREADS": _COUNT,
+    "DATA.MAX_FAILURE_RATIO": _FRACTION,
+    "DATA.NUM_INPUT_FRAMES": _COUNT,
+    "DATA.NUM_INPUT_CHANNELS": _COUNT,
+    "DATA.SAMPLING_RATE": _COUNT,
+    "DATA.TARGET_FPS": Range(0, low_open=True),
+    "DATA.FPS": Range(0, low_open=True),
+    "DATA.TRAIN_JITTER_SCALES": _SIDE,
+    "DATA.TRAIN_CROP_SIZE": _SIDE,
+    "DATA.TEST_SCALE": _SIDE,
+    "DATA.TEST_CROP_SIZE": _SIDE,
+    "DATA.STD": Range(0, low_open=True),
+    "VIDEO.HEAD.NUM_CLASSES": _COUNT,
+    "VIDEO.HEAD.DROPOUT_RATE": _FRACTION,
+    "OPTIMIZER.BASE_LR": _NON_NEGATIVE,
+    "OPTIMIZER.MAX_EPOCH": _COUNT,
+    "OPTIMIZER.MOMENTUM": _NON_NEGATIVE,
+    "OPTIMIZER.WEIGHT_DECAY": _NON_NEGATIVE,
+    "OPTIMIZER.WARMUP_EPOCHS": _NON_NEGATIVE,
+    "OPTIMIZER.WARMUP_START_LR": _NON_NEGATIVE,
+    "OPTIMIZER.COSINE_END_LR": _NON_NEGATIVE,
+    "BN.EPS": Range(0, low_open=True),
+    "BN.MOMENTUM": _FRACTION,
+    "DATA_LOADER.NUM_WORKERS": _NON_NEGATIVE,
+    "DATA_LOADER.PREFETCH_FACTOR": _COUNT,
+    "AUGMENTATION.LABEL_SMOOTHING": _FRACTION,
+}
+
+
 # Official keys a config may carry that tada does not implement, with the only value it honours.
 # Any other value is an error naming the key (``unimplemented_settings``), never silently ignored.
 # Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, COLOR_P, ...) are not listed.

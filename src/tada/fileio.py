@@ -54,3 +54,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def read_utf8_text(path: str | os.PathLike, *, error: type[Exception] = ValueError) -> str:
+    """The text of a file a user wrote (a list, a config): UTF-8, a leading byte-order mark dropped.
+
+    Other encodings are refused, not guessed: ``error`` names the file, the line and the byte
+    (Latin-1 text is valid input to no decoder that also reads UTF-8 reliably). OSError passes
+    through for the caller to word.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{os.fspath(path)}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as "
+                    "UTF-8") from None

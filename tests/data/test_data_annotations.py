@@ -101,3 +101,37 @@ def test_ssv2_split_preprocessed_and_original(tmp_path):
     raw.write_text("[{\"id\": 1,}]")
     with pytest.raises(AnnotationError, match="invalid JSON"):
         read_ssv2_split(raw, root="", extension=".webm", num_classes=2, labels=labels)
+
+
+def test_a_plain_class_list_whose_first_name_starts_with_0_is_not_numbered(tmp_path):
+    f = tmp_path / "classes.txt"
+    f.write_text("0 to 60 sprint\nabseiling\n1 mile run\n")
+    assert read_class_names(f) == ["0 to 60 sprint", "abseiling", "1 mile run"]
+
+
+def test_a_byte_order_mark_keeps_the_first_entry(tmp_path):
+    bom = "\ufeff"
+    f = tmp_path / "list.txt"
+    f.write_text(f"{bom}a/first.mp4 0\nb/second.mp4 1\n", encoding="utf-8")
+    entries = read_video_list(f, root="/data", num_classes=2)
+    assert [e.path for e in entries] == ["/data/a/first.mp4", "/data/b/second.mp4"]
+    c = tmp_path / "list.csv"
+    c.write_text(f"{bom}path,label\na/first.mp4,0\n", encoding="utf-8")
+    assert [e.path for e in read_video_list(c, root="", num_classes=2)] == ["a/first.mp4"]
+    n = tmp_path / "classes.txt"
+    n.write_text(f"{bom}abseiling\nyoga\n", encoding="utf-8")
+    assert read_class_names(n) == ["abseiling", "yoga"]
+    j = tmp_path / "labels.json"
+    j.write_text(bom + json.dumps({"Pushing something": "0"}), encoding="utf-8")
+    assert read_ssv2_labels(j) == ["Pushing something"]
+
+
+def test_latin1_annotation_files_fail_naming_file_and_line(tmp_path):
+    f = tmp_path / "list.txt"
+    f.write_bytes("a.mp4 0\ncaf\xe9/b.mp4 1\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=rf"{f}:2: not UTF-8 text \(byte 0xe9\)"):
+        read_video_list(f, root="", num_classes=2)
+    n = tmp_path / "classes.txt"
+    n.write_bytes("abseiling\n\ncaf\xe9 talk\n".encode("latin-1"))
+    with pytest.raises(AnnotationError, match=rf"{n}:3: not UTF-8"):
+        read_class_names(n)

@@ -112,11 +112,32 @@ def test_train_failures_are_replaced_logged_and_counted(tmp_path, synth, broken_
     assert "replaced by another random video" in caplog.text and "bad.mp4" in caplog.text
     loader = build_loader(cfg, "train")
     (batch,) = list(loader)
-    assert sum(len(f) for f in batch["failures"]) == loader.last_stats.replaced >= 2
+    assert sum(1 for f in batch["failures"] if f) == loader.last_stats.replaced >= 2
     assert any("missing.mp4: file not found" in f for f in loader.last_stats.failures)
     strict = build_loader(cfg.with_overrides(["DATA.MAX_FAILURE_RATIO", 0.05]), "train")
     with pytest.raises(DataFailureError, match="MAX_FAILURE_RATIO=0.05"):
         list(strict)
+
+
+def test_the_failure_ratio_counts_each_clip_once_not_each_failed_replacement(tmp_path, synth, broken_root):
+    """13 of 25 videos broken: a pass meets each once (52%), under a ratio of 0.9; failed replacements
+    of the same clip (each broken clip tries ~1 more broken video on average) do not count again."""
+    for i in range(13):
+        (broken_root / "videos" / f"bad_{i}.mp4").write_text("not a video")
+    good = [f"videos/train/grows_{i:04d}.mp4 0" for i in range(2)] + \
+           [f"videos/train/shrinks_{i:04d}.mp4 1" for i in range(2)]
+    _list(broken_root, "train.txt", good * 3 + [f"videos/bad_{i}.mp4 0" for i in range(13)])
+    cfg = make_cfg(tmp_path, broken_root, "list", "VIDEO.HEAD.NUM_CLASSES", 2, "DATA.TRAIN_LIST", "train.txt",
+                   "DATA.MAX_FAILURE_RATIO", 0.9, "TRAIN.BATCH_SIZE", 25)
+    torch.manual_seed(0)
+    loader = build_loader(cfg, "train")
+    (batch,) = list(loader)
+    stats = loader.last_stats
+    assert stats.items == 25 and stats.replaced == 13 and stats.failure_ratio == pytest.approx(0.52)
+    assert len(stats.failures) > 13  # every failed attempt is still listed
+    with pytest.raises(DataFailureError, match=r"of \d+ clips met a video that failed.*MAX_FAILURE_RATIO=0.5"):
+        torch.manual_seed(0)
+        list(build_loader(cfg.with_overrides(["DATA.MAX_FAILURE_RATIO", 0.5]), "train"))
 
 
 def test_test_failures_are_flagged_not_replaced(tmp_path, broken_root):

@@ -92,6 +92,30 @@ def test_never_overwrites_a_folder_it_did_not_write(tmp_path):
     assert (tmp_path / "train_list.txt").read_text() == "abseiling/clip.mp4 0\n"
 
 
+@pytest.mark.parametrize("manifest", ['{"version": 3, "files": ["clip.mp4"]}\n', "not json at all\n"])
+def test_refuses_a_folder_whose_manifest_someone_else_wrote(tmp_path, manifest):
+    from tada.errors import TadaError
+
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"user data")
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(TadaError, match="holds no synthetic dataset.*manifest.json it did not write"):
+        generate_dataset(tmp_path, **TINY)
+    with pytest.raises(TadaError, match="holds no synthetic dataset"):
+        ensure_dataset(tmp_path, **TINY)
+    assert (tmp_path / "videos" / "clip.mp4").read_bytes() == b"user data"
+    assert (tmp_path / "manifest.json").read_text() == manifest
+
+
+def test_regenerates_its_own_folder_identified_by_its_manifest(tmp_path):
+    """A folder whose marker was lost (copied without hidden files) is still recognised by its manifest."""
+    m = generate_dataset(tmp_path, seed=1, **TINY)
+    assert m["generator"] == "tada.data.synthetic"
+    (tmp_path / ".tada-synthetic").unlink()
+    assert generate_dataset(tmp_path, seed=2, **TINY)["params"]["seed"] == 2
+    assert (tmp_path / ".tada-synthetic").is_file()
+
+
 def test_class_sets_and_errors(tmp_path):
     m = generate_dataset(tmp_path, classes=("moves left to right", "moves right to left", "static cross"), **TINY)
     assert m["pairs"] == [[0, 1]] and m["appearance_classes"] == [2]

@@ -355,3 +355,67 @@ def test_extraction_keeps_exactly_the_readers_frames(media, tmp_path: Path, name
     assert meta["num_frames"] == len(expected)
     frames = open_frames(tmp_path / "f").get_frames(range(len(expected)))
     assert np.abs(frames.astype(int) - expected.astype(int)).mean() < 2  # JPEG at quality 100
+
+
+# --------------------------------------------------------------------------------------------
+# a frame folder is tied to its video
+# --------------------------------------------------------------------------------------------
+def test_a_replaced_video_is_extracted_again(tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    make_video(root / "a" / "clip.mp4", frames=20, seed=3)
+    videos, out = [("a/clip.mp4", 0)], tmp_path / "frames"
+    assert extract_videos(videos, root=root, out=out, name="t", progress=False).results[0].status == "done"
+    meta = read_meta(out / "a" / "clip")
+    assert meta["source"] == "a/clip.mp4" and meta["source_size"] == (root / "a" / "clip.mp4").stat().st_size
+    assert extract_videos(videos, root=root, out=out, name="t", progress=False).results[0].status == "skipped"
+    make_video(root / "a" / "clip.mp4", frames=30, seed=4)  # another video under the same name
+    report = extract_videos(videos, root=root, out=out, name="t", progress=False)
+    assert report.results[0].status == "done" and open_frames(out / "a" / "clip").num_frames == 30
+    with PyAVReader(str(root / "a" / "clip.mp4")) as video:
+        want = video.get_frames([7])
+    assert np.abs(open_frames(out / "a" / "clip").get_frames([7]).astype(int) - want.astype(int)).mean() < 3
+    # replaced by a broken file: the stale frames go, so they are never read as this video
+    (root / "a" / "clip.mp4").write_bytes(b"not a video any more")
+    report = extract_videos(videos, root=root, out=out, name="t", progress=False)
+    assert report.results[0].status == "failed" and "earlier version were removed" in report.results[0].reason
+    assert not (out / "a" / "clip").exists()
+
+
+def test_a_folder_of_another_video_with_the_same_stem_is_an_error(video_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "videos"
+    shutil.copytree(video_root / "class_a", root / "class_a")
+    shutil.copy(video_root / "class_b" / "v1.mp4", root / "class_a" / "v0.mkv")
+    out = tmp_path / "frames"
+    extract_videos([("class_a/v0.mp4", 0)], root=root, out=out, name="train", progress=False)
+    report = extract_videos([("class_a/v0.mkv", 0)], root=root, out=out, name="val", progress=False)
+    (result,) = report.results
+    assert result.status == "failed"
+    assert "holds the frames of 'class_a/v0.mp4', not of 'class_a/v0.mkv'" in result.reason
+    assert read_frame_list(out / "val.frames.txt") == []
+
+
+def test_two_lists_of_one_run_never_share_a_folder(video_root: Path, tmp_path: Path, capsys) -> None:
+    from tada.cli import main
+
+    root = tmp_path / "videos"
+    shutil.copytree(video_root / "class_a", root / "class_a")
+    shutil.copy(video_root / "class_b" / "v1.mp4", root / "class_a" / "v0.mkv")
+    (root / "kinetics400_train_list.txt").write_text("class_a/v0.mp4 0\n")
+    (root / "kinetics400_val_list.txt").write_text("class_a/v0.mkv 1\n")
+    cfg = tmp_path / "k400.yaml"
+    cfg.write_text("TRAIN: {DATASET: kinetics400}\nTEST: {DATASET: kinetics400}\nVIDEO: {HEAD: {NUM_CLASSES: 2}}\n")
+    rc = main(["extract-frames", "--cfg", str(cfg), "--splits", "train,val", "--workers", "1", "--no-progress",
+               "DATA.DATA_ROOT_DIR", str(root)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'class_a/v0.mp4' (train list) and 'class_a/v0.mkv' (val list) would share the frame folder" in err
+    assert not (root / "frames" / "class_a").exists()  # refused before anything was extracted
+
+
+def test_video_lists_with_a_byte_order_mark_or_latin1(tmp_path: Path) -> None:
+    listing = tmp_path / "list.txt"
+    listing.write_text("\ufeffa/first.mp4 0\nb.mp4 1\n", encoding="utf-8")
+    assert read_video_list(listing) == [("a/first.mp4", 0), ("b.mp4", 1)]
+    listing.write_bytes("a.mp4 0\ncaf\xe9.mp4 1\n".encode("latin-1"))
+    with pytest.raises(TadaError, match=rf"{listing}:2: not UTF-8"):
+        read_video_list(listing)

@@ -224,3 +224,49 @@ def test_ssv2_and_generic_lists_read_frame_folders(tmp_path: Path, kind: str) ->
             b = frames_ds[i]
             assert a["label"] == b["label"] and not a["failed"] and not b["failed"]
             assert (a["video"] - b["video"]).abs().mean().item() * 0.225 * 255 < 2.0
+
+
+def _claim_size(jpeg: bytes, height: int, width: int) -> bytes:
+    """The JPEG with its frame header (SOF0/SOF2) claiming another size; the pixel data stays small."""
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        at = jpeg.find(marker)
+        if at >= 0:
+            return jpeg[:at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9:]
+    raise AssertionError("no SOF marker")
+
+
+@pytest.mark.parametrize("side", [9000, 65500])
+def test_a_jpeg_claiming_a_huge_size_is_a_failed_item_not_an_allocation(k400_root: Path, extracted: Path,
+                                                                        tmp_path: Path, side: int) -> None:
+    """65500x65500 would be 12 GiB a frame: refused from the header, before anything is allocated."""
+    import shutil
+
+    from tada.data.decode import DecodeError
+    from tada.data.frames import open_frames
+
+    frames_dir = tmp_path / "frames"
+    shutil.copytree(extracted, frames_dir)
+    folder = frames_dir / "val" / "v2"
+    for jpg in folder.glob("img_*.jpg"):
+        jpg.write_bytes(_claim_size(jpg.read_bytes(), side, side))
+    with pytest.raises(DecodeError, match=f"frame 1: frame size {side}x{side} is above the limit"):
+        open_frames(folder).get_frames([0, 1])
+    with pytest.raises(DecodeError, match="above the limit"):
+        open_frames(folder).get_jpeg_bytes([0])
+    ds = build_dataset(_cfg(k400_root, "DATA.FORMAT", "frames", "DATA.FRAMES_DIR", str(frames_dir)), "val")
+    item = ds[0]
+    assert item["failed"] and f"{side}x{side} is above the limit" in item["error"]
+    assert not ds[1]["failed"]
+
+
+def test_a_video_above_the_frame_size_limit_is_a_failed_item(k400_root: Path, monkeypatch) -> None:
+    """The same bound for video files, from the stream header (a real 8192+ px video is too slow to make
+    here, so the limit is lowered below the test video's 64x48)."""
+    from tada.data import decode
+
+    monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    ds = build_dataset(_cfg(k400_root), "val")
+    item = ds[0]
+    assert item["failed"] and "frame size 64x48 is above the limit of 3071 pixels" in item["error"]
+    monkeypatch.setattr(decode, "MAX_FRAME_PIXELS", 64 * 48)
+    assert not build_dataset(_cfg(k400_root), "val")[0]["failed"]

@@ -15,6 +15,7 @@ from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg  # noqa: E402
 
 from tada.cli import run_and_exit  # noqa: E402
 from tada.engine import run_pipeline  # noqa: E402
+from tada.errors import TadaError  # noqa: E402
 
 
 def main() -> int:
@@ -30,7 +31,11 @@ def main() -> int:
     fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
     if args.nobn:
         fns["model_fn"] = NoBNNet
-    run_pipeline(cfg, **fns)
+    try:
+        run_pipeline(cfg, **fns)
+    except TadaError as exc:  # as `tada train` reports it
+        print(f"error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
     return 0
 
 

@@ -94,3 +94,63 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path):
     a = read_checkpoint(one / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
     b = read_checkpoint(two / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+
+
+def _wait_for_record(out: Path, kind: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until stats.jsonl holds a ``kind`` record: the run is demonstrably inside its training loop."""
+    deadline = time.monotonic() + timeout
+    while not ((out / "stats.jsonl").is_file() and f'"_type": "{kind}"' in (out / "stats.jsonl").read_text()):
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker ended (code {proc.returncode}) before a {kind} record")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no {kind} record in {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_a_resumable_checkpoint_and_says_how_to_resume(finished_run, tmp_path, signum):
+    """SIGINT/SIGTERM mid-epoch: no traceback, a checkpoint at the step reached, exit 128+signum; the
+    same command then ends bit-identical to an uninterrupted run. Loader workers get the signal too
+    (as a terminal's Ctrl-C sends it to the whole process group)."""
+    _, ref = finished_run
+    cmd = [sys.executable, WORKER, "--train-only", "--delay", "0.05", str(tmp_path), "DATA_LOADER.NUM_WORKERS", "2",
+           "LOG_PERIOD", "1"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for_record(tmp_path, "train_iter", proc)
+    os.killpg(proc.pid, signum)  # the main process and its DataLoader workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert "Traceback" not in err
+    assert f"training stopped by {signal.Signals(signum).name} at epoch" in err and "run the same command again" in err
+    saved = sorted((tmp_path / "checkpoints").glob("checkpoint_epoch_*.pyth"))
+    assert saved and str(saved[-1]) in err
+    assert not (tmp_path / "train_summary.json").exists()
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"auto-resume from {saved[-1]}" in done.stderr
+    a = read_checkpoint(ref.last_checkpoint)["model_state"]
+    b = read_checkpoint(tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+
+
+@pytest.mark.slow
+def test_sigint_to_two_torchrun_processes_stops_both_at_one_step(tmp_path):
+    """Ctrl-C reaches torchrun and both workers: the ranks agree on the step, rank 0 saves once, both
+    report it, and the same command continues from that checkpoint to the end."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
+           "--nobn", "--train-only", "--delay", "0.05", str(tmp_path), "LOG_PERIOD", "2"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for_record(tmp_path, "train_iter", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    saved = sorted((tmp_path / "checkpoints").glob("checkpoint_epoch_*.pyth"))
+    assert len(saved) == 1 and "_iter_" in saved[0].name, err[-3000:]
+    assert err.count(f"training stopped by SIGINT at epoch 1") == 2 and err.count(f"saved {saved[0]}") == 2
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"auto-resume from {saved[0]}" in done.stderr
+    assert (tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth").is_file()

@@ -296,3 +296,70 @@ def test_checkpoint_and_validation_epochs_follow_spec_2_2(tmp_path):
     assert saved == [2, *range(3, 15)]
     records = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["_type"] == "val_epoch"] == [*range(3, 15)]
+
+
+@pytest.mark.parametrize("epoch", [None, "two", -1])
+def test_an_official_file_without_a_valid_epoch_stops_auto_resume_clearly(finished_run, tmp_path, epoch):
+    _, ref = finished_run
+    state = read_checkpoint(ref.last_checkpoint)
+    official = {"model_state": state["model_state"], "optimizer_state": state["optimizer_state"]}
+    if epoch is not None:
+        official["epoch"] = epoch
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(official, tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.MAX_EPOCH", "3")
+    with pytest.raises(EngineError, match=r"cannot auto-resume from .*checkpoint_epoch_00002.pyth: it has (no 'epoch'|"
+                                          r"'epoch' .*not an index).*TRAIN.FINE_TUNE true"):
+        train(cfg, dataset_fn=dataset_fn_factory())
+    official["epoch"] = 1  # the same file with its epoch continues at epoch 3
+    torch.save(official, tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")
+    result = train(cfg, dataset_fn=dataset_fn_factory(), stop_after_steps=1)
+    assert "official file: epoch 2" in result.start
+
+
+class _SignalOnItem(torch.utils.data.Dataset):
+    """The train set; reading item number ``at`` (in call order) sends ``signum`` to this process."""
+
+    def __init__(self, inner, *, at: int, signum: int) -> None:
+        self.inner, self.at, self.signum, self.calls = inner, at, signum, 0
+        self.split, self.name, self.class_names = inner.split, inner.name, inner.class_names
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, index):
+        import os
+
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.inner[index]
+
+
+def test_a_signal_stops_after_the_step_with_an_exact_checkpoint(finished_run, tmp_path):
+    """SIGTERM while batch 5 of epoch 1 loads (items 17-20 of 24): that step completes, the checkpoint
+    holds iteration 5, and the same call again ends bit-identical to the uninterrupted run."""
+    import signal
+
+    from tada.engine import TrainingInterrupted
+
+    _, ref = finished_run
+    base = dataset_fn_factory()
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false")
+    handler_before = signal.getsignal(signal.SIGTERM)
+
+    def signalling(cfg, split):
+        data = base(cfg, split)
+        return _SignalOnItem(data, at=18, signum=signal.SIGTERM) if split == "train" else data
+
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at epoch 1, iteration 5/6; saved .*"
+                                                  r"checkpoint_epoch_00000_iter_000005.pyth.*same command") as err:
+        train(cfg, dataset_fn=signalling)
+    assert err.value.exit_code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is handler_before  # restored
+    assert [p.name for p in sorted((tmp_path / "checkpoints").glob("*.pyth"))] == \
+        ["checkpoint_epoch_00000_iter_000005.pyth"]
+    result = train(cfg, dataset_fn=base)
+    assert "epoch 1, iteration 5" in result.start
+    assert_same_state(read_checkpoint(ref.last_checkpoint)["model_state"],
+                      read_checkpoint(result.last_checkpoint)["model_state"])

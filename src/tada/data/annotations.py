@@ -7,6 +7,7 @@ number) and the reason, instead of crashing a worker in the middle of an epoch (
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tada.errors import TadaError
+from tada.fileio import read_utf8_text
 
 __all__ = [
     "AnnotationError",
@@ -51,6 +53,15 @@ def _require_file(path: Path, what: str) -> None:
         raise AnnotationError(f"{what} not found: {path}")
 
 
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 annotation file's text (a byte-order mark dropped, so the first entry keeps its name)."""
+    _require_file(path, what)
+    try:
+        return read_utf8_text(path, error=AnnotationError)
+    except OSError as err:
+        raise AnnotationError(f"cannot read the {what} {path}: {err.strerror or err}") from None
+
+
 def _join(root: str, rel: str) -> str:
     return os.path.join(root, rel) if root else rel
 
@@ -67,7 +78,7 @@ def read_video_list(path: str | os.PathLike, *, root: str, num_classes: int | No
     containing spaces is allowed in the text format: the label is the last field.
     """
     path = Path(path)
-    _require_file(path, "video list")
+    text_of_file = _read_text(path, "video list")
     names = {n: i for i, n in enumerate(class_names)} if class_names else {}
 
     def label_of(where: str, text: str) -> int:
@@ -81,7 +92,7 @@ def read_video_list(path: str | os.PathLike, *, root: str, num_classes: int | No
 
     entries: list[VideoEntry] = []
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
+        with io.StringIO(text_of_file, newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
@@ -101,16 +112,15 @@ def read_video_list(path: str | os.PathLike, *, root: str, num_classes: int | No
                     raise AnnotationError(f"{where}: empty path")
                 entries.append(VideoEntry(_join(root, rel), label_of(where, row[il])))
     else:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                text = _COMMENT.sub("", line).strip()
-                if not text:
-                    continue
-                parts = text.rsplit(None, 1)
-                where = f"{path}:{lineno}"
-                if len(parts) != 2:
-                    raise AnnotationError(f"{where}: expected '<relative path> <label>', got '{text}'")
-                entries.append(VideoEntry(_join(root, parts[0]), label_of(where, parts[1])))
+        for lineno, line in enumerate(io.StringIO(text_of_file, newline=None), start=1):
+            text = _COMMENT.sub("", line).strip()
+            if not text:
+                continue
+            parts = text.rsplit(None, 1)
+            where = f"{path}:{lineno}"
+            if len(parts) != 2:
+                raise AnnotationError(f"{where}: expected '<relative path> <label>', got '{text}'")
+            entries.append(VideoEntry(_join(root, parts[0]), label_of(where, parts[1])))
     if not entries:
         raise AnnotationError(f"{path}: the list holds no videos")
     return entries
@@ -119,37 +129,34 @@ def read_video_list(path: str | os.PathLike, *, root: str, num_classes: int | No
 def read_class_names(path: str | os.PathLike) -> list[str]:
     """One class name per line in label order, as ``tada synth`` writes (blank lines and ``#``
     comment lines skipped). Lines may also be numbered, ``<index> <name>``, with indices 0, 1, ...
-    Duplicate names fail.
+    The whole file decides: it is numbered only when every line has that form, so a plain list
+    whose first name starts with a digit ("0 to 60 sprint") keeps its names. Duplicate names fail.
     """
     path = Path(path)
-    _require_file(path, "class-name file")
+    lines = [(lineno, line.strip()) for lineno, line in
+             enumerate(io.StringIO(_read_text(path, "class-name file"), newline=None), start=1)]
+    lines = [(lineno, text) for lineno, text in lines if text and not text.startswith("#")]
+    numbered = bool(lines) and all(re.fullmatch(r"\d+\s+\S.*", text) for _, text in lines)
     names: list[str] = []
-    numbered: bool | None = None  # decided by the first line: "0 <name>" means numbered lines
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            if numbered is None:
-                numbered = re.fullmatch(r"0\s+\S.*", text) is not None
-            if numbered:
-                m = re.fullmatch(r"(\d+)\s+(.+)", text)
-                if not m or int(m.group(1)) != len(names):
-                    raise AnnotationError(f"{path}:{lineno}: expected '{len(names)} <name>', got '{text}'")
-                text = m.group(2).strip()
-            if text in names:
-                raise AnnotationError(f"{path}:{lineno}: duplicate class name '{text}'")
-            names.append(text)
+    for lineno, text in lines:
+        if numbered:
+            index, name = text.split(None, 1)
+            if int(index) != len(names):
+                raise AnnotationError(f"{path}:{lineno}: expected '{len(names)} <name>' (the file numbers its "
+                                      f"lines), got '{text}'")
+            text = name.strip()
+        if text in names:
+            raise AnnotationError(f"{path}:{lineno}: duplicate class name '{text}'")
+        names.append(text)
     if not names:
         raise AnnotationError(f"{path}: no class names")
     return names
 
 
 def _load_json(path: Path, what: str):
-    _require_file(path, what)
+    text = _read_text(path, what)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
 

@@ -14,7 +14,8 @@ Containers without usable timestamps (no pts, duplicates, or decode-order pts of
 fall back to reading frames in output order, which is slow but exact.
 
 Every failure (missing file, not a video, no video stream, no frames, frames that cannot be
-decoded) raises :class:`DecodeError` naming the file and the reason; nothing returns None.
+decoded, frames larger than :data:`MAX_FRAME_PIXELS`) raises :class:`DecodeError` naming the file
+and the reason; nothing returns None.
 """
 
 from __future__ import annotations
@@ -33,9 +34,15 @@ __all__ = [
     "DecordReader",
     "TorchCodecReader",
     "open_video",
+    "MAX_FRAME_PIXELS",
+    "check_frame_size",
 ]
 
 BACKENDS = ("pyav", "decord", "torchcodec")
+# The largest frame a reader decodes: 8192 x 8192 pixels (192 MiB as RGB), above 8K video. A header
+# that claims more (a corrupt or hostile file: 65500 x 65500 is 12 GiB a frame) fails that item
+# before anything is allocated.
+MAX_FRAME_PIXELS = 8192 * 8192
 
 
 class DecodeError(RuntimeError):
@@ -76,6 +83,15 @@ def _stack(path: str, frames: list[np.ndarray]) -> np.ndarray:
     if len(shapes) != 1:
         raise DecodeError(path, f"the frame size changes inside the video: {sorted(shapes)}")
     return np.stack(frames)
+
+
+def check_frame_size(path: str, height: int, width: int) -> None:
+    """Raise :class:`DecodeError` for a frame size that is not positive or above :data:`MAX_FRAME_PIXELS`."""
+    if height <= 0 or width <= 0:
+        raise DecodeError(path, f"invalid frame size {width}x{height}")
+    if height * width > MAX_FRAME_PIXELS:
+        raise DecodeError(path, f"frame size {width}x{height} is above the limit of {MAX_FRAME_PIXELS} pixels; "
+                          "refusing to decode it")
 
 
 def _check_path(path: str) -> None:
@@ -259,8 +275,7 @@ class PyAVReader(_Closing):
         self.fps = self._average_fps(np.asarray(durations, dtype=np.int64)[order] if self._exact else None)
         cc = stream.codec_context
         self.height, self.width = int(cc.height), int(cc.width)
-        if self.height <= 0 or self.width <= 0:
-            raise DecodeError(self.path, f"invalid frame size {self.width}x{self.height}")
+        check_frame_size(self.path, self.height, self.width)
 
     def _average_fps(self, durations: np.ndarray | None) -> float:
         """The stream's declared average rate, as decord reports it (spec 4.2): a variable-rate mp4
@@ -348,6 +363,7 @@ class PyAVReader(_Closing):
             raise DecodeError(self.path, f"decoding failed: {exc}") from exc
 
     def _to_rgb(self, frame) -> np.ndarray:
+        check_frame_size(self.path, frame.height, frame.width)  # the stream may change size mid-way
         return frame.to_ndarray(format="rgb24")
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
@@ -508,6 +524,7 @@ class DecordReader(_Closing):
             raise DecodeError(self.path, "the video stream holds no frames")
         self.fps = float(self._vr.get_avg_fps())
         self.height, self.width = (int(s) for s in self._vr[0].shape[:2])
+        check_frame_size(self.path, self.height, self.width)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         import decord
@@ -546,6 +563,7 @@ class TorchCodecReader(_Closing):
             raise DecodeError(self.path, "the video stream holds no frames")
         self.fps = float(meta.average_fps)
         self.height, self.width = int(meta.height), int(meta.width)
+        check_frame_size(self.path, self.height, self.width)
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         idx = _check_indices(self.path, indices, self.num_frames)

@@ -9,6 +9,10 @@ Hence:
 - a killed extraction leaves no half-written folder under a real name; re-running the command
   skips finished folders (their ``meta.json`` must record the same settings, else the video is
   reported, never silently mixed) and redoes the rest;
+- each folder is tied to its video: ``meta.json`` records its relative path, size and
+  modification time (ns). A video replaced since is extracted again; a folder written for
+  another video (``a.mp4`` and ``a.mkv`` drop to one name) is an error naming both, and two
+  videos of one run that would share a folder are refused before anything is extracted;
 - a video that cannot be decoded is reported with its reason in ``<name>.failed.txt`` and the
   summary, and the command exits with status 1; its folder is not created, so the dataset
   treats it as a failed item by path, as it would the broken video file.
@@ -26,6 +30,7 @@ rate of the stored frames = source fps / step, label -1 when the input has none)
 from __future__ import annotations
 
 import argparse
+import io
 import multiprocessing as mp
 import os
 import shutil
@@ -45,6 +50,7 @@ from tada.data.frames import (
     write_meta,
 )
 from tada.errors import TadaError
+from tada.fileio import read_utf8_text
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -152,6 +158,20 @@ def _settings_of(meta: dict) -> dict:
     return {k: meta.get(k) for k in ("short_side", "quality", "step", "template", "subsampling")}
 
 
+def _source_identity(source: str) -> dict | None:
+    """What ties a frame folder to its video: the file's size and modification time (ns); None when
+    the video is absent (its folder, extracted earlier, is then kept as it is)."""
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def _posix(relpath: str) -> str:
+    return os.path.normpath(relpath).replace(os.sep, "/")
+
+
 def _resized(height: int, width: int, short_side: int) -> tuple[int, int]:
     if short_side == 0:
         return height, width
@@ -165,7 +185,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     import av
     import simplejpeg
 
-    from tada.data.decode import DecodeError, PyAVReader
+    from tada.data.decode import DecodeError, PyAVReader, check_frame_size
 
     written = total = count = 0
     # The reader's own frames: the count, order and skipped packets the video route uses.
@@ -176,6 +196,7 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
             for count, frame in enumerate(reader.iter_frames(), 1):
                 if (count - 1) % settings.step:
                     continue
+                check_frame_size(source, frame.height, frame.width)  # the stream may change size mid-way
                 if settings.short_side:
                     rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
                 else:
@@ -204,30 +225,54 @@ def _write_frames(source: str, tmp: str, settings: ExtractSettings, threads: int
     }
 
 
+def _check_finished(folder: str, settings: ExtractSettings, relpath: str,
+                    identity: dict | None) -> tuple[str, str, dict] | None:
+    """The outcome for a folder that exists (skipped or failed), or None when it must be extracted
+    again because its video changed (size or modification time) or it predates that record."""
+    from tada.data.decode import DecodeError
+
+    try:
+        meta = read_meta(folder)
+    except DecodeError as exc:
+        return "failed", f"{folder} exists but is not a finished frame folder ({exc.reason}); " \
+                         "delete it or pass --overwrite", {}
+    if _settings_of(meta) != _settings_of(vars(settings)):
+        return "failed", f"{folder} was extracted with {_settings_of(meta)}, not " \
+                         f"{_settings_of(vars(settings))}; delete it or pass --overwrite", {}
+    if _posix(str(meta.get("source", ""))) != _posix(relpath):
+        return "failed", f"{folder} holds the frames of '{meta.get('source')}', not of '{relpath}' (one path " \
+                         "without extension names both); rename one of the videos", {}
+    if identity is not None and {k: meta.get(k) for k in identity} != identity:
+        return None
+    try:  # the reader's own completeness check: a folder it would refuse is not finished
+        open_frames(folder).close()
+    except DecodeError as exc:
+        return "failed", f"{folder} is damaged ({exc.reason}); pass --overwrite to extract it again", {}
+    return "skipped", "", meta
+
+
 def extract_video(source: str | os.PathLike, folder: str | os.PathLike, *, settings: ExtractSettings,
                   relpath: str = "", overwrite: bool = False, threads: int = 1) -> tuple[str, str, dict]:
     """Extract one video into ``folder``: returns (status, reason, meta), status done/skipped/failed.
 
-    Failures (undecodable video, a different finished folder in the way, disk errors) are
-    returned, not raised, so one bad video never stops a dataset's extraction.
+    A finished folder is reused when its ``meta.json`` records these settings and this video
+    (relative path, size, modification time); a folder of another video is a failure, one of an
+    older version of this video is extracted again (and removed if that fails, so stale frames
+    are never read as the new video). Failures (undecodable video, a different finished folder in
+    the way, disk errors) are returned, not raised, so one bad video never stops a dataset's
+    extraction.
     """
     from tada.data.decode import DecodeError
 
     source, folder = os.fspath(source), os.path.normpath(os.fspath(folder))
+    relpath = relpath or os.path.basename(source)
+    identity = _source_identity(source)
+    stale = False
     if os.path.isdir(folder) and not overwrite:
-        try:
-            meta = read_meta(folder)
-        except DecodeError as exc:
-            return "failed", f"{folder} exists but is not a finished frame folder ({exc.reason}); " \
-                             "delete it or pass --overwrite", {}
-        if _settings_of(meta) != _settings_of(vars(settings)):
-            return "failed", f"{folder} was extracted with {_settings_of(meta)}, not " \
-                             f"{_settings_of(vars(settings))}; delete it or pass --overwrite", {}
-        try:  # the reader's own completeness check: a folder it would refuse is not finished
-            open_frames(folder).close()
-        except DecodeError as exc:
-            return "failed", f"{folder} is damaged ({exc.reason}); pass --overwrite to extract it again", {}
-        return "skipped", "", meta
+        outcome = _check_finished(folder, settings, relpath, identity)
+        if outcome is not None:
+            return outcome
+        stale = True
     parent, name = os.path.split(folder)
     tmp = os.path.join(parent, f".{name}.partial")
     try:
@@ -236,14 +281,17 @@ def extract_video(source: str | os.PathLike, folder: str | os.PathLike, *, setti
             shutil.rmtree(tmp)  # left by a killed run
         os.mkdir(tmp)
         meta = _write_frames(source, tmp, settings, threads)
-        meta["source"] = relpath or os.path.basename(source)
+        meta.update(source=relpath, **(identity or {}))
         write_meta(tmp, meta)
-        if os.path.isdir(folder):  # overwrite: replace the old folder only now that the new one is complete
+        if os.path.isdir(folder):  # replace the old folder only now that the new one is complete
             shutil.rmtree(folder)
         os.rename(tmp, folder)
     except (DecodeError, OSError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         reason = exc.reason if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            reason += " (the frames of its earlier version were removed)"
         return "failed", reason, {}
     return "done", "", read_meta(folder)
 
@@ -366,10 +414,10 @@ def read_video_list(path: str | os.PathLike) -> list[tuple[str, int]]:
     path = os.fspath(path)
     videos = []
     try:
-        f = open(path, encoding="utf-8")
+        text = read_utf8_text(path, error=TadaError)
     except OSError as err:
         raise TadaError(f"cannot read the video list {path}: {err.strerror or err}") from None
-    with f:
+    with io.StringIO(text, newline=None) as f:
         for n, line in enumerate(f, 1):
             fields = line.strip().rsplit(maxsplit=1)  # the path may hold spaces; a label is last
             if not fields:
@@ -412,6 +460,19 @@ def _videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
+def _refuse_shared_folders(jobs: Sequence[tuple[str, list[tuple[str, int]], str, str]]) -> None:
+    """Two different videos of one run (any lists) must not map to one frame folder: the second
+    would be scored with the first one's frames. Checked before anything is extracted."""
+    owner: dict[str, tuple[str, str]] = {}  # folder -> (list name, video relpath)
+    for name, videos, _, out in jobs:
+        for rel, _ in videos:
+            folder = os.path.normpath(folder_for_video(out, rel))
+            first = owner.setdefault(folder, (name, rel))
+            if _posix(first[1]) != _posix(rel):
+                raise TadaError(f"'{first[1]}' ({first[0]} list) and '{rel}' ({name} list) would share the frame "
+                                f"folder {folder} (same path without extension); rename one")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Decode videos once into JPEG frame folders (img_00001.jpg ..., MMAction2 layout) for "
@@ -489,6 +550,7 @@ def run(args: argparse.Namespace) -> int:
         jobs.append((name, videos, args.root, args.out))
     if args.workers < 1:
         raise TadaError(f"--workers must be >= 1, got {args.workers}")
+    _refuse_shared_folders(jobs)
     status = 0
     most = max(len(videos) for _, videos, _, _ in jobs)
     pool = mp.get_context("spawn").Pool(min(args.workers, most)) if args.workers > 1 and most > 1 else None

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tada.data.annotations import AnnotationError
-from tada.data.decode import DecodeError
+from tada.data.decode import DecodeError, check_frame_size
 
 __all__ = [
     "META_NAME",
@@ -143,6 +143,7 @@ class FrameFolderReader:
             fps = meta["fps"] if fps is None else fps
             template = meta["template"] if template is None else template
             if isinstance(meta.get("height"), int) and isinstance(meta.get("width"), int):
+                check_frame_size(self.path, meta["height"], meta["width"])
                 self._size = (meta["height"], meta["width"])
         elif not os.path.isdir(self.path):
             raise DecodeError(self.path, "frame folder not found" if not os.path.exists(self.path) else "not a folder")
@@ -192,6 +193,10 @@ class FrameFolderReader:
             h, w, _, _ = simplejpeg.decode_jpeg_header(data)
         except ValueError as exc:
             raise DecodeError(self.path, f"frame {index + 1}: not a JPEG ({exc})") from exc
+        try:  # before anything the size of the frame is allocated
+            check_frame_size(self.path, int(h), int(w))
+        except DecodeError as exc:
+            raise DecodeError(self.path, f"frame {index + 1}: {exc.reason}") from None
         return int(h), int(w)
 
     @property

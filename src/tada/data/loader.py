@@ -5,8 +5,9 @@ that failed to decode in each pass over the data. Failures travel inside the bat
 (``batch["failures"]``: per item, the "path: reason" of each video replaced before it;
 ``batch["failed"]``: items that could not be decoded at val/test), so counting works with any
 number of worker processes. After a pass, ``loader.last_stats`` holds the counts; a training pass
-stops with :class:`~tada.data.datasets.DataFailureError` as soon as the failed videos exceed
-``DATA.MAX_FAILURE_RATIO`` of the pass.
+stops with :class:`~tada.data.datasets.DataFailureError` as soon as the clips that met a broken
+video exceed ``DATA.MAX_FAILURE_RATIO`` of the pass (a clip counts once, however many of its
+random replacements failed too, so the ratio estimates the share of broken videos).
 
 With ``AUGMENTATION.USE_GPU`` the workers only decode and cut the uint8 source region of each
 crop; :func:`gpu_transform` resizes and normalises the batch on the device.
@@ -108,7 +109,8 @@ class PassStats:
 
     items: int = 0
     failed_items: int = 0          # val/test: items with failed=True (excluded, never replaced)
-    replaced: int = 0              # train: failed videos replaced by other random videos
+    replaced: int = 0              # train: clips whose video failed and was replaced (once per clip, however
+                                   # many of its replacements failed too)
     failures: list[str] = field(default_factory=list)  # "path: reason" of each failure
 
     @property
@@ -134,7 +136,7 @@ class VideoLoader(DataLoader):
         for batch in super().__iter__():
             stats.items += len(batch["index"])
             for per_item in batch["failures"]:
-                stats.replaced += len(per_item)
+                stats.replaced += bool(per_item)
                 stats.failures.extend(per_item)
             failed = batch["failed"]
             if bool(failed.any()):
@@ -142,8 +144,8 @@ class VideoLoader(DataLoader):
                 stats.failures.extend(f"{p}: {e}" for p, e, f in zip(batch["path"], batch["error"], failed) if f)
             if split == "train" and stats.replaced > budget:
                 raise DataFailureError(
-                    f"{name}/train: {stats.replaced} videos failed to decode after {stats.items} clips, more than "
-                    f"DATA.MAX_FAILURE_RATIO={self.max_failure_ratio} of the {expected} clips of this epoch. "
+                    f"{name}/train: {stats.replaced} of {stats.items} clips met a video that failed to decode (more "
+                    f"than DATA.MAX_FAILURE_RATIO={self.max_failure_ratio} of the {expected} clips of this epoch). "
                     f"First failures: {stats.failures[:5]}"
                 )
             yield batch

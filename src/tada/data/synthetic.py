@@ -24,10 +24,13 @@ Layout of the output folder::
     videos/{train,val,test}/<class-slug>_<i>.mp4
     {train,val,test}_list.txt      "<relative path> <label>" lines
     classes.txt                    one class name per line, in label order
-    manifest.json                  generator version, parameters, classes, pairs, counts
+    manifest.json                  generator name and version, parameters, classes, pairs, counts
+    .tada-synthetic                owner marker
 
 ``manifest.json`` is written last: a folder with a manifest whose version and parameters match
-is complete and is reused by :func:`ensure_dataset`.
+is complete and is reused by :func:`ensure_dataset`. The generator replaces ``videos/`` and the
+list files only in an empty folder or one it wrote (its marker, or a manifest naming it as
+``generator``); any other non-empty folder is refused.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ __all__ = [
     "run",
 ]
 
+GENERATOR = "tada.data.synthetic"  # the manifest's "generator": who wrote the folder
 GENERATOR_VERSION = 1
-OWNER_MARKER = ".tada-synthetic"  # marks a folder this generator may rewrite
+OWNER_MARKER = ".tada-synthetic"  # marks a folder this generator may rewrite (written before anything else)
 SPLITS = ("train", "val", "test")
 
 
@@ -251,6 +255,28 @@ def _params_dict(seed: int, counts: dict[str, int], classes: Sequence[str], leng
             "lengths": list(lengths), "fps": list(fps), "sizes": list(sizes), "crf": crf}
 
 
+def _check_ownership(out: Path) -> None:
+    """Refuse to replace the contents of a non-empty folder this generator did not write.
+
+    Ours: the owner marker is there (written first, so a killed generation's folder stays ours)
+    or ``manifest.json`` names this generator. Any other ``manifest.json`` is someone else's.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise TadaError(f"{out} exists and is not a folder; choose a new or empty folder for the synthetic dataset")
+    if not any(out.iterdir()) or (out / OWNER_MARKER).is_file():
+        return
+    if read_manifest(out) is not None:
+        return
+    manifest_path = out / "manifest.json"
+    found = "a manifest.json it did not write" if manifest_path.is_file() else "no manifest.json"
+    raise TadaError(
+        f"{out} is not empty and holds no synthetic dataset ({found}, no {OWNER_MARKER} marker): refusing to "
+        "replace its videos/ and list files; choose a new or empty folder"
+    )
+
+
 def _make_one(job: tuple) -> None:
     path, cls_name, seed_key, lengths, fps, sizes, crf = job
     rng = np.random.default_rng(seed_key)
@@ -280,14 +306,9 @@ def generate_dataset(
     resolved = _resolve_classes(list(classes))
     pairs, appearance = _class_groups(resolved)
     out = Path(out_dir)
-    marker = out / OWNER_MARKER  # written before anything is replaced: a killed run's folder stays ours
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file() and not marker.is_file():
-        raise TadaError(
-            f"{out} is not empty and holds no synthetic dataset (no manifest.json): refusing to replace its "
-            f"videos/ and list files; choose a new or empty folder"
-        )
+    _check_ownership(out)
     out.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    (out / OWNER_MARKER).write_text(f"{GENERATOR} writes this folder; it replaces videos/ and the list files\n")
     (out / "manifest.json").unlink(missing_ok=True)  # incomplete until written again
     shutil.rmtree(out / "videos", ignore_errors=True)
     jobs, lists = [], {s: [] for s in SPLITS}
@@ -311,6 +332,7 @@ def generate_dataset(
         (out / f"{split}_list.txt").write_text("".join(lists[split]))
     (out / "classes.txt").write_text("".join(f"{c.name}\n" for c in resolved))
     manifest = {
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "params": _params_dict(seed, counts, classes, lengths, fps, sizes, crf),
         "classes": [c.name for c in resolved],
@@ -326,12 +348,16 @@ def generate_dataset(
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
-    """The manifest of a complete dataset folder, or None if there is none."""
+    """The manifest of a complete dataset folder this generator wrote, or None if there is none
+    (no ``manifest.json``, or one that is not valid JSON or names another writer)."""
     path = Path(out_dir) / "manifest.json"
     if not path.is_file():
         return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("generator") == GENERATOR else None
 
 
 def ensure_dataset(out_dir: str | os.PathLike, **kwargs) -> dict:

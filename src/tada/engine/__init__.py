@@ -10,6 +10,7 @@ from tada.engine.checkpointing import latest_checkpoint, list_checkpoints
 from tada.engine.commands import run_pipeline, run_tests
 from tada.engine.distributed import DistContext, EngineError, init_distributed
 from tada.engine.evaluate import resolve_test_checkpoint, test
+from tada.engine.interrupt import TrainingInterrupted
 from tada.engine.metrics import VideoAggregator, topk_correct
 from tada.engine.optim import build_optimizer, lr_at, lr_from_config, param_groups
 from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler
@@ -23,6 +24,7 @@ __all__ = [
     "SeededDataset",
     "TrainResult",
     "TrainSampler",
+    "TrainingInterrupted",
     "VideoAggregator",
     "build_optimizer",
     "init_distributed",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     preflight(cfg, args.command)
     rdzv = _rendezvous(args, cfg)
     if not in_launched_worker() and (cfg.NUM_GPUS > 1 or rdzv["nnodes"] > 1):
+        from torch.distributed.elastic.multiprocessing.api import SignalException
         from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
         try:
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         except ChildFailedError as err:
             print(f"tada {args.command}: a worker process failed; its error is above. ({err.name})", file=sys.stderr)
             return 1
+        except SignalException as err:  # the workers got it too: what they saved is reported above
+            print(f"tada {args.command}: stopped by {signal.Signals(err.sigval).name}", file=sys.stderr)
+            return 128 + int(err.sigval)
         return 0
     ctx = init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
     try:

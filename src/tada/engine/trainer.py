@@ -43,6 +43,7 @@ from tada.engine.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from tada.engine.interrupt import StopSignals
 from tada.engine.metrics import topk_correct
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
@@ -241,6 +242,21 @@ def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
                     "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""))
 
 
+def _official_epoch(state: dict[str, Any], path: Path) -> int:
+    """The ``epoch`` of an official-layout checkpoint (index of its last completed epoch), checked."""
+    epoch = state.get("epoch")
+    if isinstance(epoch, torch.Tensor) and epoch.numel() == 1 and not epoch.is_floating_point():
+        epoch = int(epoch.item())
+    if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+        return epoch
+    found = "has no 'epoch'" if epoch is None else f"has 'epoch' {str(epoch)[:40]!r}, not an index >= 0"
+    raise EngineError(
+        f"cannot auto-resume from {path}: it {found} (official checkpoints record the index of the last "
+        f"completed epoch there), so where to continue is unknown. To train from its weights, set "
+        f"TRAIN.CHECKPOINT_FILE_PATH to it with TRAIN.FINE_TUNE true and use a new OUTPUT_DIR"
+    )
+
+
 def _start(
     cfg: Config,
     model: nn.Module,
@@ -279,7 +295,8 @@ def _start(
             ) from err
         extra = state.get("tada")
         if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
-            pos = _Position(epoch=int(state["epoch"]) + 1, global_step=(int(state["epoch"]) + 1) * iters_per_epoch)
+            epoch = _official_epoch(state, latest.path)
+            pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
             pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
             log.info("%s", pos.start)
             return pos, None
@@ -515,7 +532,9 @@ def train(
     undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
     stats = StatsWriter(out, enabled=ctx.is_master)
     try:
-        return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps)
+        # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
+        with StopSignals(escalate=not ctx.distributed) as stops:
+            return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
     finally:
         stats.close()
         undo_logging()
@@ -542,6 +561,7 @@ def _train(
     stats: StatsWriter,
     show_bar: bool,
     stop_after_steps: int | None,
+    stops: StopSignals,
 ) -> TrainResult:
     out = Path(cfg.OUTPUT_DIR)
     device = ctx.device
@@ -690,8 +710,20 @@ def _train(
             window.reset()
             return record
 
+        def stop_here(signum: int) -> Exception:
+            """Save a resumable checkpoint at this position (unless just written) and say how to resume."""
+            nonlocal last_path
+            flush()  # the NaN check guards the file
+            if bar is not None:
+                bar.close()
+            pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
+            if last_path != ckpt.checkpoint_path(out, pos.epoch, pos.iteration):
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            return StopSignals.interrupted(signum, where=f"epoch {epoch + 1}, iteration {pos.iteration}/{ipe}",
+                                           checkpoint=last_path, auto_resume=cfg.TRAIN.AUTO_RESUME)
+
         fetch_start = time.perf_counter()
-        for batch in loader:
+        for batch in _batches(loader, stops):
             # Data wait is the time the loader kept the step waiting. The device copy and, with
             # AUGMENTATION.USE_GPU, the GPU decode/resize are device work queued behind the last
             # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
@@ -735,6 +767,10 @@ def _train(
                 flush()  # the NaN check guards the file
                 pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
                 last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            if not epoch_end and (not ctx.distributed or pos.iteration % log_period == 0):
+                signum = stops.agreed(ctx)  # ranks agree where they already synchronise
+                if signum:
+                    raise stop_here(signum)
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:
                 flush()
                 if bar is not None:
@@ -744,6 +780,8 @@ def _train(
             fetch_start = time.perf_counter()
         if bar is not None:
             bar.close()
+        if pos.iteration != ipe and stops.signum is not None:  # its workers got the signal too
+            raise stop_here(stops.signum)
         if pos.iteration != ipe:
             raise EngineError(
                 f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (the loader stopped early)"
@@ -796,6 +834,12 @@ def _train(
         checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), max_epoch)
         if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
             last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best)
+        signum = stops.agreed(ctx) if epochs_done < max_epoch else None
+        if signum:
+            if last_path != ckpt.checkpoint_path(out, epochs_done):
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+            raise StopSignals.interrupted(signum, where=f"the end of epoch {epochs_done}", checkpoint=last_path,
+                                          auto_resume=cfg.TRAIN.AUTO_RESUME)
 
     if ctx.is_master:
         summary = {
@@ -814,6 +858,22 @@ def _train(
     log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
              _hms(time.perf_counter() - session_start))
     return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _batches(loader: Any, stops: StopSignals):
+    """The loader's batches. After a stop request, a loader whose worker processes died of the same
+    signal ends instead of failing: the step before was complete, the loop saves there."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stops.signum is None:
+                raise
+            return
+        yield batch
 
 
 def _terminal_width() -> int:
