@@ -46,4 +46,4 @@ def test_registry_and_errors():
     with pytest.raises(ValueError, match="widths one longer"):
         image_resnet(layers=(1, 1), widths=(8, 8))
     zero = image_resnet(block="basic", layers=(1, 1), widths=(8, 8, 16), zero_init_residual=True)
-    assert float(zero.layer1[0].bn2.weight.abs().sum()) == 0.0
+    assert float(zero.layer1[0].bn2.weight.detach().abs().sum()) == 0.0
