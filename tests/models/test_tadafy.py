@@ -12,6 +12,7 @@ from torch import nn
 from tada.models import create_image_model, tadafy
 from tada.models.tadafy import TAdaConvBlock, TAdaVideoModel, select_convs
 from tada.ops import TAdaConv2d, TAdaConv3d
+
 from tadafy_nets import ConvNeXtLike, GroupedDilatedNet, MobileNetLike, R2Plus1DLike, randomize_norms
 
 B, T, S = 2, 4, 32
@@ -72,7 +73,8 @@ def test_features_and_head_follow_the_timm_contract():
     with torch.no_grad():
         feats = video.forward_features(x)
         per_frame = reference.forward_features(x.transpose(1, 2).reshape(B * T, 3, S, S))
-        torch.testing.assert_close(feats, per_frame.view(B, T, *per_frame.shape[1:]).transpose(1, 2), rtol=0, atol=1e-10)
+        expected = per_frame.view(B, T, *per_frame.shape[1:]).transpose(1, 2)
+        torch.testing.assert_close(feats, expected, rtol=0, atol=1e-10)
         torch.testing.assert_close(video.forward_head(feats), video(x), rtol=0, atol=0)
         pooled = video.forward_head(feats, pre_logits=True)
     assert pooled.shape == (B, reference.num_features)
@@ -119,9 +121,20 @@ def test_every_image_weight_is_kept_in_place(cal_dim):
     assert len(own) == len(before) + len(new)
     assert {n.split(".")[-2] + "." + n.split(".")[-1] for n in new} >= {"g.weight", "a.weight", "b.weight",
                                                                         "pool_bn.weight", "pool_bn.bias"}
+
+
+def test_output_channel_calibration_also_starts_exact():
+    torch.manual_seed(0)
+    image = randomize_norms(GroupedDilatedNet().double())
+    reference = copy.deepcopy(image).eval()
+    video = tadafy(image, num_frames=T, classifier="fc", cal_dim="cout").eval()
+    assert video.net.transition.rf.b.out_channels == 48  # Cout calibrations from the Cin=32 input
+    clip = randomize_norms(R2Plus1DLike().double())
+    clip_ref = copy.deepcopy(clip).eval()
+    clip_video = tadafy(clip, num_frames=T, cal_dim="cout").eval()
     with torch.no_grad():
-        x = _clip()
-        torch.testing.assert_close(video.eval()(x), video.eval()(x), rtol=0, atol=0)
+        torch.testing.assert_close(video(_clip()), _frame_average(reference, _clip()), rtol=0, atol=1e-10)
+        torch.testing.assert_close(clip_video(_clip(frames=5)), clip_ref(_clip(frames=5)), rtol=0, atol=1e-10)
 
 
 def _train_steps(video: TAdaVideoModel, steps: int, seed: int = 0) -> None:
@@ -149,7 +162,7 @@ def test_new_parameters_learn_and_break_frame_order_invariance(name):
     new = {n: p for n, p in video.named_parameters() if ".rf." in n or ".pool_bn." in n}
     assert new
     for n, p in new.items():
-        if n.endswith("rf.bn.weight") or n.endswith("rf.bn.bias"):
+        if n.endswith(("rf.bn.weight", "rf.bn.bias")):
             continue  # behind a ReLU: may be zero where no unit is active
         assert p.grad is not None and p.grad.abs().sum() > 0, n
     with torch.no_grad():

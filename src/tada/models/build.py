@@ -8,7 +8,7 @@ from torch import nn
 
 from tada.config import ConfigError
 from tada.config_schema import SCHEMA, require_implemented
-from tada.models.resnet import VideoResNet, video_resnet
+from tada.models.resnet import video_resnet
 
 __all__ = ["build_model", "model_kwargs_from_cfg", "tadafy_kwargs_from_cfg"]
 

@@ -379,7 +379,8 @@ class TAdaVideoModel(nn.Module):
         if self.timm_contract:
             feats = self.net.forward_features(frames)
             if feats.dim() != 4:
-                raise ValueError(f"net.forward_features must return (N, C, h, w) feature maps, got {tuple(feats.shape)}")
+                raise ValueError(f"net.forward_features must return (N, C, h, w) feature maps, "
+                                 f"got {tuple(feats.shape)}")
             return frames_to_video(feats, t)
         out = self.net(frames)
         return out.reshape(b, t, *out.shape[1:]).movedim(1, 2)
