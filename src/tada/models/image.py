@@ -233,5 +233,8 @@ def resnet50(**kwargs: Any) -> ImageResNet:
 
 @register_image_model
 def resnet10_w16(**kwargs: Any) -> ImageResNet:
-    """A small ResNet for CPU experiments: one basic block per stage, widths 16-32-64-128 (0.31 M parameters)."""
+    """A small ResNet for CPU experiments: one basic block per stage, widths 16-32-64-128.
+
+    0.31 M parameters before the classifier.
+    """
     return image_resnet(block="basic", layers=(1, 1, 1, 1), widths=(16, 16, 32, 64, 128), **kwargs)
