@@ -69,9 +69,14 @@ def torch_weights(path: Path, out_dir: Path) -> Path:
     if path.suffix != ".safetensors":
         return path
     import torch
-    from safetensors.torch import load_file
 
     from tada.fileio import atomic_open
+
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise SystemExit(f"{path}: reading .safetensors needs the safetensors package (timm installs it): "
+                         f"pip install safetensors") from None
 
     target = out_dir / (path.stem + ".pth")
     with atomic_open(target, "wb") as fh:
