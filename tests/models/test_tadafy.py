@@ -307,3 +307,18 @@ def test_timm_models_where_installed():
                                        per_frame.view(B, T, *per_frame.shape[1:]).transpose(1, 2), rtol=0, atol=1e-8)
             if linear_head:
                 torch.testing.assert_close(video(x), _frame_average(reference, x), rtol=0, atol=1e-8)
+
+
+def test_conv3d_with_replicate_padding_and_dilation_starts_exact():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv3d(3, 8, (1, 3, 3), padding=(0, 1, 1)),
+        nn.Conv3d(8, 8, 3, padding=2, dilation=(2, 1, 1), padding_mode="replicate", bias=True),
+        nn.Conv3d(8, 8, (3, 1, 1), stride=(2, 1, 1), padding="valid"),
+    ).double()
+    reference = copy.deepcopy(net)
+    video = tadafy(net, num_frames=T)
+    assert video.net[1].pre_pad is not None and isinstance(video.net[1].conv, TAdaConv3d)
+    x = _clip(frames=7)
+    with torch.no_grad():
+        torch.testing.assert_close(video(x), reference(x), rtol=0, atol=1e-10)
