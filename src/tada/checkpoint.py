@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
-from tada.models.convert import official_filter, resnet50_2d_filter
+from tada.models.convert import official_filter, resnet50_2d_filter, strip_prefixes
 
 __all__ = [
     "CheckpointError",
@@ -229,6 +229,9 @@ _IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
 def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
     """Initialise the backbone from a local torchvision or timm ResNet state-dict file (spec 2.3).
 
+    A tadafied model (:func:`tada.models.tadafy`) takes the state dict of its own 2-D backbone
+    instead (any architecture), by ``model.load_image_state_dict``.
+
     The classifier (``fc``) is dropped; routing functions, temporal-pool BNs and the head keep
     their initialisation (so every TAda block starts as the ImageNet bottleneck). Every other
     backbone key must come from the file, with a matching shape: a wrong file (another depth, not
@@ -239,6 +242,12 @@ def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
     obj = read_checkpoint(path)
     state, _ = _split_state(obj, path)
     target = _unwrap(model)
+    if callable(getattr(target, "load_image_state_dict", None)):  # a tadafied 2-D backbone: its own names
+        try:
+            loaded, missing, dropped = target.load_image_state_dict(strip_prefixes(state))
+        except ValueError as err:
+            raise CheckpointError(f"{path}: {err}") from err
+        return InitReport(path=str(path), loaded=loaded, missing=missing, dropped=dropped)
     own = target.state_dict()
     try:
         converted, dropped = resnet50_2d_filter(state, {k: tuple(v.shape) for k, v in own.items()})

@@ -59,8 +59,10 @@ SCHEMA: dict[str, Any] = {
         "CHECKPOINT_FILE_PATH": "",
         "CHECKPOINT_ITER_PERIOD": Key(0, (int,), doc="tada: also save every K iterations (0 = off)"),
         "KEEP_LAST": Key(3, (int,), doc="tada: periodic checkpoints kept (the best is kept too)"),
-        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet ResNet-50 from TRAIN.IN1K_WEIGHTS"),
-        "IN1K_WEIGHTS": Key("", (str,), doc="tada: local torchvision/timm ResNet-50 state-dict file"),
+        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet ResNet-50 from TRAIN.IN1K_WEIGHTS "
+                                                   "(a tadafied model: its 2-D backbone's weights)"),
+        "IN1K_WEIGHTS": Key("", (str,), doc="tada: local torchvision/timm ResNet-50 state-dict file (a tadafied "
+                                            "model: the state dict of its 2-D backbone)"),
         "FINE_TUNE": True,
         "ONLY_LINEAR": False,
         "LR_REDUCE": False,
@@ -145,6 +147,23 @@ SCHEMA: dict[str, Any] = {
                 "POOL_K": [3, 1, 1],
             },
             "NONLOCAL": {"ENABLE": False},
+        },
+        # tada: a 2-D image backbone made temporally adaptive by tada.models.tadafy (used instead of
+        # VIDEO.BACKBONE, which must then keep its defaults, when BACKBONE is set)
+        "TADAFY": {
+            "BACKBONE": Key("", (str,), doc="tada: a registered 2-D backbone (tada.models.list_image_models()) "
+                                            "or 'timm:<name>'; '' = the VIDEO.BACKBONE network"),
+            "CLASSIFIER": Key("", (str,), doc="tada: the backbone's classifier module when it lacks timm's "
+                                              "forward_features/forward_head (torchvision: fc, classifier)"),
+            "CONVS": Key("spatial", (str,), ("spatial", "all", "none"),
+                         doc="tada: which convs become TAdaConvs: kernel > 1, every conv, none (frame average)"),
+            "STEM": Key(False, (bool,), doc="tada: the stem (first conv) too"),
+            "INCLUDE": Key([], (list,), doc="tada: only convs whose module name matches one of these patterns"),
+            "EXCLUDE": Key([], (list,), doc="tada: not the convs whose module name matches one of these patterns"),
+            "ROUTE_FUNC_R": 4,
+            "ROUTE_FUNC_K": [3, 3],
+            "POOL_K": Key(3, (int,), doc="tada: temporal average-pool branch kernel (1 = no branch)"),
+            "CAL_DIM": Key("cin", (str,), ("cin", "cout")),
         },
         "HEAD": {
             "NAME": "BaseHead",

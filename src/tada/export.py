@@ -35,6 +35,8 @@ from torch import Tensor, nn
 import tada
 from tada.config_schema import multi_view_protocol
 from tada.errors import TadaError
+from tada.models.tadafy import TAdaConvBlock
+from tada.ops.tadaconv import TAdaConv2d
 from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ExportReport",
     "ExportRouteFunc",
     "ExportTAda2DBlock",
+    "ExportTAdaConvBlock",
     "add_arguments",
     "export_from_config",
     "export_model",
@@ -198,6 +201,36 @@ class ExportTAda2DBlock(nn.Module):
         return self.c_bn(self.c(self.b_relu(z)))
 
 
+class ExportTAdaConvBlock(TAdaConvBlock):
+    """A tadafied conv on frames (:class:`tada.models.TAdaConvBlock`) in plain ops, sharing its weights.
+
+    A subclass of the block, so that the video model still sets its frame count. The routing
+    function becomes :class:`ExportRouteFunc` and the temporal pool one AveragePool, for the
+    reasons given in :class:`ExportTAda2DBlock`.
+    """
+
+    def __init__(self, source: TAdaConvBlock) -> None:
+        nn.Module.__init__(self)  # the source's modules, not new ones
+        self.conv, self.rf, self.pool_bn = source.conv, ExportRouteFunc(source.rf), source.pool_bn
+        self.pool, self.pre_pad, self.num_frames = source.pool, source.pre_pad, source.num_frames
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        alpha = self.rf(x, self.num_frames)
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad[0], mode=self.pre_pad[1])
+        weight = conv.weight.reshape(conv.weight.shape[2:])
+        if conv.cal_dim == "cin":
+            z = F.conv2d(x * alpha, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            z = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups) * alpha
+        if conv.bias is not None:
+            z = z + conv.bias.reshape(1, -1, 1, 1)
+        if self.pool_bn is not None:
+            z = z + self.pool_bn(_temporal_avg_pool(z, self.num_frames, self.pool.kernel_size))
+        return z
+
+
 def _swap_tada_blocks(model: nn.Module) -> int:
     from tada.models.resnet import TAda2DBlock
 
@@ -206,6 +239,9 @@ def _swap_tada_blocks(model: nn.Module) -> int:
         for name, child in list(owner.named_children()):
             if isinstance(child, TAda2DBlock):
                 setattr(owner, name, ExportTAda2DBlock(child))
+                swapped += 1
+            elif type(child) is TAdaConvBlock and child.num_frames is not None and isinstance(child.conv, TAdaConv2d):
+                setattr(owner, name, ExportTAdaConvBlock(child))
                 swapped += 1
     return swapped
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tada.config import ConfigError
-from tada.config_schema import require_implemented
-from tada.models.resnet import VideoResNet, video_resnet
+from torch import nn
 
-__all__ = ["build_model", "model_kwargs_from_cfg"]
+from tada.config import ConfigError
+from tada.config_schema import SCHEMA, require_implemented
+from tada.models.resnet import video_resnet
+
+__all__ = ["build_model", "model_kwargs_from_cfg", "tadafy_kwargs_from_cfg"]
 
 _DEPTHS = (26, 50, 101, 152)
 
@@ -63,11 +65,78 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     )
 
 
-def build_model(cfg: Any) -> VideoResNet:
+def _schema_leaf_defaults(node: dict, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, leaf in node.items():
+        if isinstance(leaf, dict):
+            out.update(_schema_leaf_defaults(leaf, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = getattr(leaf, "default", leaf)
+    return out
+
+
+def tadafy_kwargs_from_cfg(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(image-model keywords, tadafy keywords) from VIDEO.TADAFY.*, VIDEO.HEAD.*, BN.* and DATA.NUM_INPUT_FRAMES.
+
+    VIDEO.BACKBONE.* describes the ResNet3D family and means nothing to a tadafied backbone: any of
+    it set away from its default (NUM_INPUT_CHANNELS excepted, which is the input's channels) is an
+    error, never ignored.
+    """
+    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
+    td = cfg.VIDEO.TADAFY
+    ignored = [
+        f"VIDEO.BACKBONE.{k}={cfg.get('VIDEO.BACKBONE.' + k)!r}"
+        for k, default in _schema_leaf_defaults(SCHEMA["VIDEO"]["BACKBONE"], "").items()
+        if k != "NUM_INPUT_CHANNELS" and cfg.get("VIDEO.BACKBONE." + k) != default
+    ]
+    if ignored:
+        raise ConfigError(f"VIDEO.TADAFY.BACKBONE is set ({td.BACKBONE!r}): these VIDEO.BACKBONE settings have no "
+                          f"effect on a tadafied backbone; remove them: {'; '.join(ignored)}")
+    for key in ("INCLUDE", "EXCLUDE"):
+        patterns = td.get(key)
+        if not all(isinstance(p, str) for p in patterns):
+            raise ConfigError(f"VIDEO.TADAFY.{key} must be a list of module-name patterns, got {patterns!r}")
+    if len(td.ROUTE_FUNC_K) != 2:
+        raise ConfigError(f"VIDEO.TADAFY.ROUTE_FUNC_K must be two temporal kernel sizes, got {td.ROUTE_FUNC_K}")
+    image = dict(num_classes=cfg.VIDEO.HEAD.NUM_CLASSES, in_channels=cfg.VIDEO.BACKBONE.NUM_INPUT_CHANNELS,
+                 drop_rate=float(cfg.VIDEO.HEAD.DROPOUT_RATE))
+    tada = dict(
+        num_frames=cfg.DATA.NUM_INPUT_FRAMES, convs=td.CONVS, stem=td.STEM, include=tuple(td.INCLUDE),
+        exclude=tuple(td.EXCLUDE), route_ratio=td.ROUTE_FUNC_R, route_kernels=tuple(td.ROUTE_FUNC_K),
+        pool_kernel=td.POOL_K, cal_dim=td.CAL_DIM, classifier=td.CLASSIFIER,
+        bn_eps=float(cfg.BN.EPS), bn_momentum=float(cfg.BN.MOMENTUM),
+    )
+    return image, tada
+
+
+def _build_tadafied(cfg: Any) -> nn.Module:
+    from tada.models.image import create_image_model
+    from tada.models.tadafy import tadafy
+
+    image_kwargs, tada_kwargs = tadafy_kwargs_from_cfg(cfg)
+    try:
+        net = create_image_model(cfg.VIDEO.TADAFY.BACKBONE, **image_kwargs)
+        model = tadafy(net, **tada_kwargs)
+    except (KeyError, ValueError, TypeError, ImportError) as err:
+        raise ConfigError(f"VIDEO.TADAFY: the model cannot be built: {err}") from err
+    model.channels_last = bool(cfg.TRAIN.CHANNELS_LAST)
+    return model
+
+
+def build_model(cfg: Any) -> nn.Module:
     """Build the model a config describes (random init; weights are loaded by the caller).
 
-    VIDEO.HEAD.ACTIVATION is not applied: the model returns logits, the evaluator applies softmax.
+    VIDEO.TADAFY.BACKBONE set: a 2-D backbone made temporally adaptive (:func:`tada.models.tadafy`);
+    otherwise the ResNet3D family of VIDEO.BACKBONE. VIDEO.HEAD.ACTIVATION is not applied: the
+    model returns logits, the evaluator applies softmax.
     """
+    if cfg.VIDEO.TADAFY.BACKBONE:
+        return _build_tadafied(cfg)
+    unused = [f"VIDEO.TADAFY.{k}" for k, default in _schema_leaf_defaults(SCHEMA["VIDEO"]["TADAFY"], "").items()
+              if cfg.get("VIDEO.TADAFY." + k) != default]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} set, but VIDEO.TADAFY.BACKBONE is empty: name the 2-D backbone "
+                          f"to tadafy, or remove them")
     kwargs = model_kwargs_from_cfg(cfg)
     try:
         return video_resnet(**kwargs)
