@@ -97,3 +97,27 @@ class NoBNNet(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+
+
+class NoBNNet64(NoBNNet):
+    """NoBNNet in float64: for comparing runs that sum in different orders (1 vs N processes).
+
+    In float32, a pre-activation within one rounding step of 0 lands on either side of the ReLU
+    under another summation order and switches a whole term of the conv gradient, so two correct
+    runs differ by ~1e-4 after a few steps on some CPUs. In float64 they agree to ~1e-15, far below
+    what a wrong shard, a missing division by the world size or a doubled LR change (~1e-2).
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.double()
+
+    def forward(self, x):
+        return super().forward(x.double())
+
+
+def max_weight_difference(a: dict, b: dict) -> float:
+    """The largest |a - b| over two state dicts, relative to the largest |a| of that tensor."""
+    if a.keys() != b.keys():
+        raise AssertionError(f"different keys: {sorted(set(a) ^ set(b))}")
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-30)) for k in a)

@@ -1,36 +1,100 @@
 """A training process for the engine tests (SIGKILL resume, torchrun), on the in-memory stand-ins.
 
-    python tests/engine/engine_worker.py [--delay S] [--nobn] [--train-only] OUT_DIR [KEY VALUE ...]
+    python tests/engine/engine_worker.py [--delay S] [--model M] [--train-only] [--bug-runs DIR] OUT_DIR [KEY VALUE ...]
+
+``--bug-runs DIR`` then trains the same config again, in the same process group, once per
+deliberate distributed bug (:data:`BUGS`), each into ``DIR/<bug>``: the tests prove with them that
+their comparison of an N-process run with a 1-process run would catch that bug.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
+from unittest import mock
+
+import torch
+import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg  # noqa: E402
+from engine_standins import NoBNNet, NoBNNet64, dataset_fn_factory, tiny_cfg  # noqa: E402
 
 from tada.cli import run_and_exit  # noqa: E402
-from tada.engine import run_pipeline  # noqa: E402
+from tada.engine import run_pipeline, train  # noqa: E402
+from tada.engine import trainer as trainer_module  # noqa: E402
+from tada.engine.distributed import init_distributed, shutdown  # noqa: E402
+
+MODELS = {"tada": None, "nobn": NoBNNet, "nobn64": NoBNNet64}
+
+
+def _sum_without_division(state, bucket):
+    """A DDP communication hook that all-reduces the gradients without dividing by the world size."""
+    fut = dist.all_reduce(bucket.buffer(), async_op=True).get_future()
+    return fut.then(lambda done: done.value()[0])
+
+
+class _SummingDDP(torch.nn.parallel.DistributedDataParallel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_comm_hook(None, _sum_without_division)
+
+
+@contextlib.contextmanager
+def _undivided() -> Iterator[list[str]]:
+    with mock.patch.object(torch.nn.parallel, "DistributedDataParallel", _SummingDDP):
+        yield []
+
+
+@contextlib.contextmanager
+def _same_shard_everywhere() -> Iterator[list[str]]:
+    real = trainer_module.TrainSampler
+
+    def rank0_sampler(*args, **kwargs):
+        return real(*args, **{**kwargs, "rank": 0})
+
+    with mock.patch.object(trainer_module, "TrainSampler", rank0_sampler):
+        yield []
+
+
+@contextlib.contextmanager
+def _double_lr() -> Iterator[list[str]]:
+    yield ["OPTIMIZER.BASE_LR", "0.1"]  # tiny_cfg's 0.05, doubled
+
+
+BUGS: dict[str, Callable[[], contextlib.AbstractContextManager[list[str]]]] = {
+    "undivided_gradients": _undivided,
+    "same_shard_on_every_rank": _same_shard_everywhere,
+    "doubled_lr": _double_lr,
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per item (to make a kill land mid-epoch)")
-    parser.add_argument("--nobn", action="store_true", help="use the BN-free stand-in model")
+    parser.add_argument("--model", choices=sorted(MODELS), default="tada", help="the stand-in model")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--bug-runs", help="then train once per deliberate bug, into this folder")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     extra = ["TEST.ENABLE", "false"] if args.train_only else []
     cfg = tiny_cfg(args.out, *extra, *args.opts)
     fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
-    if args.nobn:
-        fns["model_fn"] = NoBNNet
-    run_pipeline(cfg, **fns)
+    if MODELS[args.model] is not None:
+        fns["model_fn"] = MODELS[args.model]
+    ctx = init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
+    try:
+        run_pipeline(cfg, ctx=ctx, **fns)
+        for name, bug in BUGS.items() if args.bug_runs else ():
+            with bug() as bug_opts:
+                bug_cfg = tiny_cfg(Path(args.bug_runs) / name, "TEST.ENABLE", "false", *args.opts, *bug_opts)
+                train(bug_cfg, ctx=ctx, **fns)
+    finally:
+        shutdown(ctx)
     return 0
 
 

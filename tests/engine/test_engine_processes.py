@@ -14,7 +14,7 @@ import torch
 from tada.engine import run_pipeline
 from tada.engine.checkpointing import read_checkpoint
 
-from engine_standins import REPO, NoBNNet, dataset_fn_factory, tiny_cfg
+from engine_standins import REPO, NoBNNet64, dataset_fn_factory, max_weight_difference, tiny_cfg
 
 WORKER = str(Path(__file__).resolve().parent / "engine_worker.py")
 
@@ -71,26 +71,54 @@ def _files(out: Path) -> set[str]:
     return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "tensorboard" not in p.parts}
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path):
+# After 12 steps, the 1- and 2-process float64 runs (different summation orders) differ by ~2e-16
+# relative to each tensor's largest weight; the same runs in float32 by ~2e-5 (a flipped ReLU).
+# Each deliberate bug moves the weights by ~0.3.
+SAME_RUN_TOLERANCE = 1e-12
+BUG_MARGIN = 1e8  # a bug must move the weights by more than 1e-4
+
+
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory):
+    """One process vs two gloo processes with the same global batch, then the two-process job
+    retrained once per deliberate bug (engine_worker.BUGS)."""
     # 9 val clips in batches of 2 per rank: the ranks run 2 and 3 val batches (no collective may hang).
     opts = ["OPTIMIZER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "4", "TEST.BATCH_SIZE", "4"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    run_pipeline(tiny_cfg(one, *opts), model_fn=NoBNNet, dataset_fn=dataset_fn_factory(num_val=9, num_test=5))
+    root = tmp_path_factory.mktemp("gloo")
+    one, two, bugs = root / "one", root / "two", root / "bugs"
+    run_pipeline(tiny_cfg(one, *opts), model_fn=NoBNNet64, dataset_fn=dataset_fn_factory(num_val=9, num_test=5))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
-           "--nobn", str(two), *opts]
+           "--model", "nobn64", "--bug-runs", str(bugs), str(two), *opts]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
+    return one, two, bugs
 
+
+def _final_weights(out: Path) -> dict:
+    return read_checkpoint(out / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_with_the_same_global_batch(gloo_runs):
+    one, two, _ = gloo_runs
     losses = [[r["loss"] for r in _records(out, "train_iter")] for out in (one, two)]
     assert len(losses[0]) == len(losses[1]) == 6  # rank 1 wrote nothing: no duplicated lines
-    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)  # the loss itself is float32
     vals = [[(r["top1"], r["num_clips"]) for r in _records(out, "val_epoch")] for out in (one, two)]
     assert vals[0] == vals[1]
     results = [json.loads((out / "results.json").read_text()) for out in (one, two)]
     assert results[1]["world_size"] == 2 and results[1]["num_videos"] == results[0]["num_videos"] == 5
     assert results[1]["top1"] == results[0]["top1"] and results[1]["confusion_matrix"] == results[0]["confusion_matrix"]
     assert _files(two) == _files(one)
-    a = read_checkpoint(one / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
-    b = read_checkpoint(two / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    a, b = _final_weights(one), _final_weights(two)
+    assert all(v.dtype == torch.float64 for v in a.values())
+    assert max_weight_difference(a, b) <= SAME_RUN_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bug", ["undivided_gradients", "same_shard_on_every_rank", "doubled_lr"])
+def test_the_process_comparison_catches_a_distributed_bug(gloo_runs, bug):
+    """Each bug, injected into the real two-process job, moves the weights far beyond the tolerance."""
+    one, _, bugs = gloo_runs
+    difference = max_weight_difference(_final_weights(one), _final_weights(bugs / bug))
+    assert difference > BUG_MARGIN * SAME_RUN_TOLERANCE, difference
