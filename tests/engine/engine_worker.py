@@ -1,6 +1,10 @@
 """A training process for the engine tests (SIGKILL resume, torchrun), on the in-memory stand-ins.
 
-    python tests/engine/engine_worker.py [--delay S] [--model M] [--train-only] [--bug-runs DIR] OUT_DIR [KEY VALUE ...]
+    python tests/engine/engine_worker.py [--delay S] [--model M] [--train-only] [--block-at-step N MARKER]
+        [--bug-runs DIR] OUT_DIR [KEY VALUE ...]
+
+``--block-at-step N MARKER`` writes the file MARKER and then waits forever in the N-th training
+forward pass of this process: a test kills it there, at a known step, however loaded the machine.
 
 ``--bug-runs DIR`` then trains the same config again, in the same process group, once per
 deliberate distributed bug (:data:`BUGS`), each into ``DIR/<bug>``: the tests prove with them that
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 from unittest import mock
@@ -72,12 +77,40 @@ BUGS: dict[str, Callable[[], contextlib.AbstractContextManager[list[str]]]] = {
 }
 
 
+def _blocking_at_step(model_fn: Callable | None, step: int, marker: Path) -> Callable:
+    """``model_fn`` whose model, in its ``step``-th training forward pass, writes ``marker`` and hangs.
+
+    A forward pre-hook: the state dict, the computation and the random streams stay the model's own.
+    """
+    from tada.models import build_model
+
+    def build(cfg):
+        model = (model_fn or build_model)(cfg)
+        calls = 0
+
+        def hook(module, args):
+            nonlocal calls
+            if module.training:
+                calls += 1
+                if calls == step:
+                    marker.write_text(f"blocked before training step {step}\n")
+                    while True:
+                        time.sleep(60)
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    return build
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per item (to make a kill land mid-epoch)")
     parser.add_argument("--model", choices=sorted(MODELS), default="tada", help="the stand-in model")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--block-at-step", nargs=2, metavar=("N", "MARKER"),
+                        help="write MARKER and hang in the N-th training forward pass")
     parser.add_argument("--bug-runs", help="then train once per deliberate bug, into this folder")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -86,6 +119,9 @@ def main() -> int:
     fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
     if MODELS[args.model] is not None:
         fns["model_fn"] = MODELS[args.model]
+    if args.block_at_step:
+        fns["model_fn"] = _blocking_at_step(MODELS[args.model], int(args.block_at_step[0]),
+                                            Path(args.block_at_step[1]))
     ctx = init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
     try:
         run_pipeline(cfg, ctx=ctx, **fns)

@@ -38,26 +38,30 @@ def _wait_for(path_glob: str, folder: Path, proc: subprocess.Popen, timeout: flo
 
 @pytest.mark.slow
 def test_sigkill_then_same_command_ends_bit_identical(finished_run, tmp_path):
-    """Killed mid-epoch 2 (after a validation, a best link and an iteration checkpoint).
+    """Killed in step 10 (mid-epoch 2): after a validation, a best link, an iteration checkpoint at
+    step 8 and a step 9 that no checkpoint holds.
 
     The reference ran in one process without iteration checkpoints; this run loads with two
     worker processes: neither may change a bit of the result.
     """
     _, ref = finished_run
-    cmd = [sys.executable, WORKER, "--train-only", "--delay", "0.02", str(tmp_path),
-           "TRAIN.CHECKPOINT_ITER_PERIOD", "2", "DATA_LOADER.NUM_WORKERS", "2"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for("checkpoints/checkpoint_epoch_00001_iter_000002.pyth", tmp_path, proc)
-    time.sleep(0.1)
+    out, marker = tmp_path / "run", tmp_path / "blocked"
+    cmd = [sys.executable, WORKER, "--train-only", str(out), "TRAIN.CHECKPOINT_ITER_PERIOD", "2",
+           "DATA_LOADER.NUM_WORKERS", "2"]
+    proc = subprocess.Popen([*cmd[:2], "--block-at-step", "10", str(marker), *cmd[2:]], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(marker.name, tmp_path, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (tmp_path / "train_summary.json").exists()
+    names = {p.name for p in (out / "checkpoints").glob("*.pyth")}
+    assert "checkpoint_epoch_00001_iter_000002.pyth" in names and "best.pyth" in names
+    assert not (out / "train_summary.json").exists()
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "auto-resume from" in done.stderr
+    assert "auto-resume from" in done.stderr and "epoch 2, iteration 2" in done.stderr
     a = read_checkpoint(ref.last_checkpoint)["model_state"]
-    b = read_checkpoint(tmp_path / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
+    b = read_checkpoint(out / "checkpoints" / "checkpoint_epoch_00002.pyth")["model_state"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
 
