@@ -205,10 +205,14 @@ def test_a_resume_that_does_not_fit_names_the_checkpoint_and_keeps_the_config(fi
     _, ref = finished_run
     shutil.copytree(ref.output_dir / "checkpoints", tmp_path / "checkpoints")
     (tmp_path / "config.yaml").write_text("the earlier run's config\n")
-    wider = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 256]",
-                     "VIDEO.BACKBONE.NUM_OUT_FEATURES", "256", "OPTIMIZER.MAX_EPOCH", "3")
+    wider = ["TEST.ENABLE", "false", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 256]",
+             "VIDEO.BACKBONE.NUM_OUT_FEATURES", "256", "OPTIMIZER.MAX_EPOCH", "3"]
+    with pytest.raises(EngineError, match=r"checkpoint_epoch_00002.pyth was trained with a config that differs in 2 "
+                                          r"key\(s\) a resume may not change \(VIDEO.BACKBONE.NUM_FILTERS: "):
+        train(tiny_cfg(tmp_path, *wider), dataset_fn=dataset_fn_factory())
+    assert (tmp_path / "config.yaml").read_text() == "the earlier run's config\n"
     with pytest.raises(EngineError, match=r"cannot resume from .*checkpoint_epoch_00002.pyth.*does not fit"):
-        train(wider, dataset_fn=dataset_fn_factory())
+        train(tiny_cfg(tmp_path, *wider, "TRAIN.ALLOW_CONFIG_CHANGES", "true"), dataset_fn=dataset_fn_factory())
     assert (tmp_path / "config.yaml").read_text() == "the earlier run's config\n"
     assert "NUM_FILTERS: [8, 16, 32, 64, 128] -> [8, 16, 32, 64, 256]" in caplog.text
 

@@ -39,6 +39,7 @@ from tada.engine.distributed import (
     launch,
     shutdown,
 )
+from tada.engine.ownership import describe_command, exclusive_output_dir
 
 __all__ = ["add_arguments", "preflight", "run", "run_pipeline", "run_tests"]
 
@@ -134,33 +135,34 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
     try:
         path, why = resolve_test_checkpoint(cfg)
-        ident = checkpoint_identity(path)
-        extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
-        final = None
-        for views, crops in _protocols(cfg):
-            previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
-            tested_with = previous.with_name("config.yaml")
-            old = None
-            if reuse_finished and previous.is_file() and tested_with.is_file():
-                old = json.loads(previous.read_text())
-                # the same checkpoint file and the same config (test scale, views, aggregation, ...)
-                if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
-                        and tested_as_now(old)):
-                    old = None
-            # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
-            old = all_gather_objects(ctx, old)[0]
-            if old is not None:
-                print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
-                final = old
-                continue
-            if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
-                save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
-            result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
-                          extra=extra, **fns)
-            if result is not None:
-                final = result
-        _finish(cfg, final, ctx)
-        return final
+        with exclusive_output_dir(cfg.OUTPUT_DIR, ctx, command=describe_command()):
+            ident = checkpoint_identity(path)
+            extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
+            final = None
+            for views, crops in _protocols(cfg):
+                previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
+                tested_with = previous.with_name("config.yaml")
+                old = None
+                if reuse_finished and previous.is_file() and tested_with.is_file():
+                    old = json.loads(previous.read_text())
+                    # the same checkpoint file and the same config (test scale, views, aggregation, ...)
+                    if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
+                            and tested_as_now(old)):
+                        old = None
+                # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
+                old = all_gather_objects(ctx, old)[0]
+                if old is not None:
+                    print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
+                    final = old
+                    continue
+                if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
+                    save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
+                result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
+                              extra=extra, **fns)
+                if result is not None:
+                    final = result
+            _finish(cfg, final, ctx)
+            return final
     finally:
         if own:
             shutdown(ctx)
