@@ -71,7 +71,12 @@ def dataset_fn_factory(num_train=24, num_val=8, num_test=6, fail=(), delay=0.0):
 
 def tiny_cfg(out_dir, *extra):
     """The synthetic TAda2D config shrunk to seconds: depth 26 at 1/8 width, 4 frames of 32x32."""
-    overrides = [
+    return load_config(CONFIG, tiny_overrides(out_dir, *extra))
+
+
+def tiny_overrides(out_dir, *extra) -> list[str]:
+    """The command-line overrides of :func:`tiny_cfg` (for `tada train --cfg CONFIG ...`)."""
+    return [
         "OUTPUT_DIR", str(out_dir), "DATA.DATA_ROOT_DIR", str(out_dir), "NUM_GPUS", "0",
         "VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
         "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128",
@@ -84,7 +89,6 @@ def tiny_cfg(out_dir, *extra):
         "TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "2", "TEST.MULTI_VIEW_SPATIAL_CROPS", "3",
         *extra,
     ]
-    return load_config(CONFIG, overrides)
 
 
 class NoBNNet(nn.Module):

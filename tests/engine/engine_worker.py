@@ -1,7 +1,9 @@
 """A training process for the engine tests (SIGKILL resume, torchrun), on the in-memory stand-ins.
 
-    python tests/engine/engine_worker.py [--delay S] [--model M] [--train-only] [--block-at-step N MARKER]
-        [--bug-runs DIR] OUT_DIR [KEY VALUE ...]
+    python tests/engine/engine_worker.py [--delay S] [--model M] [--real-data] [--train-only]
+        [--block-at-step N MARKER] [--bug-runs DIR] OUT_DIR [KEY VALUE ...]
+
+``--real-data`` reads the videos the config names (DATA.DATA_ROOT_DIR ...) instead of the stand-in clips.
 
 ``--block-at-step N MARKER`` writes the file MARKER and then waits forever in the N-th training
 forward pass of this process: a test kills it there, at a known step, however loaded the machine.
@@ -109,6 +111,7 @@ def main() -> int:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per item (to make a kill land mid-epoch)")
     parser.add_argument("--model", choices=sorted(MODELS), default="tada", help="the stand-in model")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--real-data", action="store_true", help="the config's videos, not the stand-in clips")
     parser.add_argument("--block-at-step", nargs=2, metavar=("N", "MARKER"),
                         help="write MARKER and hang in the N-th training forward pass")
     parser.add_argument("--bug-runs", help="then train once per deliberate bug, into this folder")
@@ -116,7 +119,7 @@ def main() -> int:
     args = parser.parse_args()
     extra = ["TEST.ENABLE", "false"] if args.train_only else []
     cfg = tiny_cfg(args.out, *extra, *args.opts)
-    fns = {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
+    fns = {} if args.real_data else {"dataset_fn": dataset_fn_factory(delay=args.delay, num_val=9, num_test=5)}
     if MODELS[args.model] is not None:
         fns["model_fn"] = MODELS[args.model]
     if args.block_at_step:
