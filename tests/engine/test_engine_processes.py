@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tada.engine import run_pipeline
+from tada.engine import run_pipeline, train
 from tada.engine.checkpointing import read_checkpoint
 
 from engine_standins import REPO, NoBNNet64, dataset_fn_factory, max_weight_difference, tiny_cfg
@@ -82,12 +83,15 @@ SAME_RUN_TOLERANCE = 1e-12
 BUG_MARGIN = 1e8  # a bug must move the weights by more than 1e-4
 
 
+# 9 val clips in batches of 2 per rank: the ranks run 2 and 3 val batches (no collective may hang).
+GLOO_OPTS = ["OPTIMIZER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "4", "TEST.BATCH_SIZE", "4"]
+
+
 @pytest.fixture(scope="module")
 def gloo_runs(tmp_path_factory):
     """One process vs two gloo processes with the same global batch, then the two-process job
     retrained once per deliberate bug (engine_worker.BUGS)."""
-    # 9 val clips in batches of 2 per rank: the ranks run 2 and 3 val batches (no collective may hang).
-    opts = ["OPTIMIZER.MAX_EPOCH", "2", "TRAIN.CHECKPOINT_ITER_PERIOD", "4", "TEST.BATCH_SIZE", "4"]
+    opts = GLOO_OPTS
     root = tmp_path_factory.mktemp("gloo")
     one, two, bugs = root / "one", root / "two", root / "bugs"
     run_pipeline(tiny_cfg(one, *opts), model_fn=NoBNNet64, dataset_fn=dataset_fn_factory(num_val=9, num_test=5))
@@ -126,3 +130,60 @@ def test_the_process_comparison_catches_a_distributed_bug(gloo_runs, bug):
     one, _, bugs = gloo_runs
     difference = max_weight_difference(_final_weights(one), _final_weights(bugs / bug))
     assert difference > BUG_MARGIN * SAME_RUN_TOLERANCE, difference
+
+
+@pytest.mark.slow
+def test_a_one_process_run_resumed_by_two_processes_continues_exactly(gloo_runs, tmp_path):
+    """Killed after step 5 (checkpoint at step 4), resumed by a 2-process job: the data order and the
+    augmentations continue as in one process (only dropout draws could not; this model has none)."""
+    one, _, _ = gloo_runs
+    out = tmp_path / "resumed"
+    fns = {"model_fn": NoBNNet64, "dataset_fn": dataset_fn_factory(num_val=9, num_test=5)}
+    train(tiny_cfg(out, *GLOO_OPTS, "TEST.ENABLE", "false"), stop_after_steps=5, **fns)
+    assert read_checkpoint(out / "checkpoints" / "checkpoint_epoch_00000_iter_000004.pyth")["tada"]["world_size"] == 1
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER,
+           "--model", "nobn64", "--train-only", str(out), *GLOO_OPTS]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "(epoch 1, iteration 4)" in done.stderr and "random states of 1 processes, this run has 2" in done.stderr
+    assert max_weight_difference(_final_weights(one), _final_weights(out)) <= SAME_RUN_TOLERANCE
+    vals = [[(r["top1"], r["num_clips"]) for r in _records(o, "val_epoch")] for o in (one, out)]
+    assert vals[0] == vals[1] and len(vals[0]) == 2
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_equal_one_process(gloo_runs, tmp_path):
+    """torchrun's multi-node flags, as documented: two "nodes" on this host meet over loopback
+    (static rendezvous at node 0's address) and train exactly what one process trains."""
+    one, _, _ = gloo_runs
+    out, port = tmp_path / "nodes", _free_port()
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+                          "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                          WORKER, "--model", "nobn64", str(out), *GLOO_OPTS],
+                         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]
+    try:
+        errors = [node.communicate(timeout=300)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+                node.wait()
+    assert [node.returncode for node in nodes] == [0, 0], [e[-3000:] for e in errors]
+    results = [json.loads((o / "results.json").read_text()) for o in (one, out)]
+    assert results[1]["world_size"] == 2 and results[1]["top1"] == results[0]["top1"]
+    assert results[1]["confusion_matrix"] == results[0]["confusion_matrix"]
+    assert [r["loss"] for r in _records(out, "train_iter")] == pytest.approx(
+        [r["loss"] for r in _records(one, "train_iter")], rel=1e-6)
+    assert _files(out) == _files(one)  # node 1 wrote nothing
+    assert max_weight_difference(_final_weights(one), _final_weights(out)) <= SAME_RUN_TOLERANCE
