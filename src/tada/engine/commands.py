@@ -20,6 +20,7 @@ node with ``--nnodes N --node_rank R --master_addr HOST --master_port PORT`` (or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -128,42 +129,45 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
 
     ``reuse_finished`` skips a protocol whose results.json was computed from the same checkpoint
     file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
+    OUTPUT_DIR is locked while the tests run (:func:`tada.engine.ownership.exclusive_output_dir`).
     """
     from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir, tested_as_now
 
     own = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
+    lock = contextlib.ExitStack()
     try:
         path, why = resolve_test_checkpoint(cfg)
-        with exclusive_output_dir(cfg.OUTPUT_DIR, ctx, command=describe_command()):
-            ident = checkpoint_identity(path)
-            extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
-            final = None
-            for views, crops in _protocols(cfg):
-                previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
-                tested_with = previous.with_name("config.yaml")
-                old = None
-                if reuse_finished and previous.is_file() and tested_with.is_file():
-                    old = json.loads(previous.read_text())
-                    # the same checkpoint file and the same config (test scale, views, aggregation, ...)
-                    if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
-                            and tested_as_now(old)):
-                        old = None
-                # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
-                old = all_gather_objects(ctx, old)[0]
-                if old is not None:
-                    print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
-                    final = old
-                    continue
-                if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
-                    save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
-                result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
-                              extra=extra, **fns)
-                if result is not None:
-                    final = result
-            _finish(cfg, final, ctx)
-            return final
+        lock.enter_context(exclusive_output_dir(cfg.OUTPUT_DIR, ctx, command=describe_command()))
+        ident = checkpoint_identity(path)
+        extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
+        final = None
+        for views, crops in _protocols(cfg):
+            previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
+            tested_with = previous.with_name("config.yaml")
+            old = None
+            if reuse_finished and previous.is_file() and tested_with.is_file():
+                old = json.loads(previous.read_text())
+                # the same checkpoint file and the same config (test scale, views, aggregation, ...)
+                if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
+                        and tested_as_now(old)):
+                    old = None
+            # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
+            old = all_gather_objects(ctx, old)[0]
+            if old is not None:
+                print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
+                final = old
+                continue
+            if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
+                save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
+            result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
+                          extra=extra, **fns)
+            if result is not None:
+                final = result
+        _finish(cfg, final, ctx)
+        return final
     finally:
+        lock.close()
         if own:
             shutdown(ctx)
 

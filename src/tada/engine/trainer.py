@@ -9,6 +9,8 @@
   TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
 - killed at any moment and restarted with the same command, a CPU run ends with weights
   bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
+- OUTPUT_DIR belongs to one run: locked while it trains, and an auto-resume with the config of
+  another run is refused (see :mod:`tada.engine.ownership`).
 
 The hot loop never waits for the device (fp32 and bf16; with fp16, GradScaler reads its inf
 check once per step): losses, accuracies and the non-finite check accumulate on the device and are
