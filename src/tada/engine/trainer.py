@@ -46,8 +46,8 @@ from tada.engine.distributed import (
     init_distributed,
 )
 from tada.engine.metrics import topk_correct
-from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
+from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
 from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
 from tada.engine.sampling import EvalSampler, TrainSampler, mix_seed
