@@ -1,4 +1,4 @@
-"""Real processes: SIGKILL at any point then the same command again; two gloo processes vs one."""
+"""Real processes: SIGKILL then the same command; 1 vs 2 gloo processes, vs two torchrun nodes, and 1 -> 2 on resume."""
 
 import json
 import os
