@@ -1,4 +1,4 @@
-"""Real processes: SIGKILL then the same command; 1 vs 2 gloo processes, vs two torchrun nodes, and 1 -> 2 on resume."""
+"""Real processes: SIGKILL then resume; 1 vs 2 gloo processes or two torchrun nodes; a 1 -> 2 process resume."""
 
 import json
 import os
