@@ -340,6 +340,20 @@ def test_export_speed_benchmark_runs_on_a_tiny_model(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the exported file lived in a temporary folder
 
 
+def _assert_same_ranking(want: list[dict], got: list[dict], *, atol: float) -> None:
+    """The same scores rank by rank, and the same class at every rank but inside a near-tie.
+
+    Two backends sum in different orders: classes whose scores differ by less than ``atol`` may
+    swap places without either backend being wrong.
+    """
+    assert len(got) == len(want)
+    scores = [x["score"] for x in want]
+    np.testing.assert_allclose([x["score"] for x in got], scores, atol=atol)
+    for rank, (w, g) in enumerate(zip(want, got)):
+        tied = [abs(scores[rank] - scores[n]) < 2 * atol for n in (rank - 1, rank + 1) if 0 <= n < len(scores)]
+        assert w["id"] == g["id"] or any(tied), f"rank {rank + 1}: class {g['id']} instead of {w['id']}"
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     """A few real H.264 videos of the synthetic dataset (with its classes.txt), and matching overrides."""
@@ -402,6 +416,5 @@ def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
         outputs[backend] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(outputs["torch"]) == 2
     for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
-        assert [x["id"] for x in t["top"]] == [x["id"] for x in o["top"]]
+        _assert_same_ranking(t["top"], o["top"], atol=1e-4)
         assert [x["name"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
-        np.testing.assert_allclose([x["score"] for x in o["top"]], [x["score"] for x in t["top"]], atol=1e-4)

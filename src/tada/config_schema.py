@@ -59,6 +59,8 @@ SCHEMA: dict[str, Any] = {
         "CHECKPOINT_FILE_PATH": "",
         "CHECKPOINT_ITER_PERIOD": Key(0, (int,), doc="tada: also save every K iterations (0 = off)"),
         "KEEP_LAST": Key(3, (int,), doc="tada: periodic checkpoints kept (the best is kept too)"),
+        "ALLOW_CONFIG_CHANGES": Key(False, (bool,), doc="tada: auto-resume even when the config differs from the "
+                                    "checkpoint's in keys a resume may not change (model, data, optimizer, ...)"),
         "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet ResNet-50 from TRAIN.IN1K_WEIGHTS "
                                                    "(a tadafied model: its 2-D backbone's weights)"),
         "IN1K_WEIGHTS": Key("", (str,), doc="tada: local torchvision/timm ResNet-50 state-dict file (a tadafied "

@@ -41,8 +41,46 @@ def test_data_benchmark_frame_rows(tmp_path: Path) -> None:
     assert [r["name"] for r in result["rows"]] == ["k400 train item", "ssv2 train item"]
     for r in result["rows"]:
         assert r["video_cpu_ms"] > 0 and r["frames_cpu_ms"] > 0 and r["ratio"] == r["frames_cpu_ms"] / r["video_cpu_ms"]
-        assert r["jpeg_bytes_cpu_ms"] < r["frames_cpu_ms"]  # the GPU route's worker only reads files
+        assert r["jpeg_bytes_cpu_ms"] > 0
     assert (tmp_path / "frames" / "k" / "meta.json").is_file() and result["frames_mb"]["k400"] > 0
     table = format_table({"rows": [], "goal_ratio": 1.3, "source_mb": {"k400": 0.1}, "iters": 2,
                           "loader_clips_per_s": {}, "frames": result})
     assert "| k400 train item |" in table and "frames <= 0.25x video" in table
+
+
+def test_the_gpu_route_worker_item_only_reads_jpeg_files(tmp_path: Path) -> None:
+    """What the benchmark's "JPEG bytes" row times: the item ships the files' bytes, decoding none."""
+    import dataclasses
+    import importlib.util
+    from unittest import mock
+
+    from tada.data.annotations import VideoEntry
+    from tada.data.benchmark import _spec
+    from tada.data.datasets import VideoDataset
+    from tada.data.extract import ExtractSettings, extract_video
+    from tada.data.frames import open_frames
+
+    spec = importlib.util.spec_from_file_location("_tada_test_frames", Path(__file__).with_name("test_frames.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    video = helpers.make_video(tmp_path / "k.mp4", frames=80, fps=30)
+    folder = tmp_path / "frames" / "k"
+    assert extract_video(video, folder, settings=ExtractSettings(quality=90))[0] != "failed"
+    gpu_spec = dataclasses.replace(_spec("k400"), gpu_resize=True, gpu_decode=True)
+    dataset = VideoDataset([VideoEntry(str(video), 0)], split="train", spec=gpu_spec,
+                           open_reader=lambda path: open_frames(folder), name="k400")
+    with mock.patch("simplejpeg.decode_jpeg", side_effect=AssertionError("a JPEG was decoded")) as decode:
+        torch.manual_seed(0)
+        item = dataset[0]
+    assert decode.call_count == 0 and not item["failed"]
+    frames = {p.read_bytes() for p in folder.glob("*.jpg")}
+    assert len(item["jpegs"]) == 8 and all(j in frames for j in item["jpegs"])
+    # the frames route's item decodes the same files on the CPU, through the patched function
+    import simplejpeg
+
+    cpu_dataset = VideoDataset([VideoEntry(str(video), 0)], split="train", spec=_spec("k400"),
+                               open_reader=lambda path: open_frames(folder), name="k400")
+    with mock.patch("simplejpeg.decode_jpeg", wraps=simplejpeg.decode_jpeg) as decode:
+        torch.manual_seed(0)
+        assert not cpu_dataset[0]["failed"]
+    assert decode.call_count == 8

@@ -71,7 +71,12 @@ def dataset_fn_factory(num_train=24, num_val=8, num_test=6, fail=(), delay=0.0):
 
 def tiny_cfg(out_dir, *extra):
     """The synthetic TAda2D config shrunk to seconds: depth 26 at 1/8 width, 4 frames of 32x32."""
-    overrides = [
+    return load_config(CONFIG, tiny_overrides(out_dir, *extra))
+
+
+def tiny_overrides(out_dir, *extra) -> list[str]:
+    """The command-line overrides of :func:`tiny_cfg` (for `tada train --cfg CONFIG ...`)."""
+    return [
         "OUTPUT_DIR", str(out_dir), "DATA.DATA_ROOT_DIR", str(out_dir), "NUM_GPUS", "0",
         "VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
         "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128",
@@ -84,7 +89,6 @@ def tiny_cfg(out_dir, *extra):
         "TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "2", "TEST.MULTI_VIEW_SPATIAL_CROPS", "3",
         *extra,
     ]
-    return load_config(CONFIG, overrides)
 
 
 class NoBNNet(nn.Module):
@@ -97,3 +101,27 @@ class NoBNNet(nn.Module):
 
     def forward(self, x):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3, 4)))
+
+
+class NoBNNet64(NoBNNet):
+    """NoBNNet in float64: for comparing runs that sum in different orders (1 vs N processes).
+
+    In float32, a pre-activation within one rounding step of 0 lands on either side of the ReLU
+    under another summation order and switches a whole term of the conv gradient, so two correct
+    runs differ by ~1e-4 after a few steps on some CPUs. In float64 they agree to ~1e-15, far below
+    what a wrong shard, a missing division by the world size or a doubled LR change (~1e-2).
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.double()
+
+    def forward(self, x):
+        return super().forward(x.double())
+
+
+def max_weight_difference(a: dict, b: dict) -> float:
+    """The largest |a - b| over two state dicts, relative to the largest |a| of that tensor."""
+    if a.keys() != b.keys():
+        raise AssertionError(f"different keys: {sorted(set(a) ^ set(b))}")
+    return max(float((a[k] - b[k]).abs().max() / a[k].abs().max().clamp_min(1e-30)) for k in a)

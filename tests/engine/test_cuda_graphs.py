@@ -33,10 +33,20 @@ def test_cuda_graphs_refused_with_several_processes(tmp_path):
         check_train_config(cfg, world_size=2)
 
 
+@pytest.fixture
+def no_tf32():
+    """TF32 off for one test (fp32 comparisons at 1e-4), then the process's settings back."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("amp", ["off", "bf16"])
-def test_graphed_steps_equal_eager_steps(amp):
+def test_graphed_steps_equal_eager_steps(amp, no_tf32):
     """Three SGD steps on different batches: losses, weights and BN statistics match eager.
 
     Only a few steps: this small network with a strong calibration amplifies rounding (on an H100
@@ -44,7 +54,6 @@ def test_graphed_steps_equal_eager_steps(amp):
     """
     from tada.engine.graphs import GraphedTrainStep
 
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda")
     torch.manual_seed(0)
     eager = create_model("tada2d_r50", num_classes=5, dropout=0.0, widths=(8, 32, 64, 128, 256),

@@ -29,7 +29,8 @@ def test_aggregation_methods(method):
     expected = {
         "prob": t.softmax(1).sum(0), "sum": t.softmax(1).sum(0), "score": t.sum(0), "max": t.softmax(1).max(0).values,
     }[method]
-    np.testing.assert_allclose(agg.videos[0].scores, expected.numpy())
+    # the views go through a float32 softmax, whose last bit differs between CPUs' exp kernels
+    np.testing.assert_allclose(agg.videos[0].scores, expected.numpy(), rtol=1e-6)
 
 
 def test_merge_across_ranks_and_summary():

@@ -13,6 +13,7 @@ from tada.engine.evaluate import resolve_test_checkpoint, test
 from tada.engine.interrupt import TrainingInterrupted
 from tada.engine.metrics import VideoAggregator, topk_correct
 from tada.engine.optim import build_optimizer, lr_at, lr_from_config, param_groups
+from tada.engine.ownership import OutputDirInUseError
 from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler
 from tada.engine.trainer import NonFiniteLossError, TrainResult, train, validate
 
@@ -21,6 +22,7 @@ __all__ = [
     "EngineError",
     "EvalSampler",
     "NonFiniteLossError",
+    "OutputDirInUseError",
     "SeededDataset",
     "TrainResult",
     "TrainSampler",

@@ -20,6 +20,7 @@ node with ``--nnodes N --node_rank R --master_addr HOST --master_port PORT`` (or
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -40,6 +41,7 @@ from tada.engine.distributed import (
     launch,
     shutdown,
 )
+from tada.engine.ownership import describe_command, exclusive_output_dir
 
 __all__ = ["add_arguments", "preflight", "run", "run_pipeline", "run_tests"]
 
@@ -132,13 +134,16 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
 
     ``reuse_finished`` skips a protocol whose results.json was computed from the same checkpoint
     file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
+    OUTPUT_DIR is locked while the tests run (:func:`tada.engine.ownership.exclusive_output_dir`).
     """
     from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir, tested_as_now
 
     own = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
+    lock = contextlib.ExitStack()
     try:
         path, why = resolve_test_checkpoint(cfg)
+        lock.enter_context(exclusive_output_dir(cfg.OUTPUT_DIR, ctx, command=describe_command()))
         ident = checkpoint_identity(path)
         extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
         final = None
@@ -167,6 +172,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
         _finish(cfg, final, ctx)
         return final
     finally:
+        lock.close()
         if own:
             shutdown(ctx)
 

@@ -9,6 +9,8 @@
   TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
 - killed at any moment and restarted with the same command, a CPU run ends with weights
   bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
+- OUTPUT_DIR belongs to one run: locked while it trains, and an auto-resume with the config of
+  another run is refused (see :mod:`tada.engine.ownership`).
 
 The hot loop never waits for the device (fp32 and bf16; with fp16, GradScaler reads its inf
 check once per step): losses, accuracies and the non-finite check accumulate on the device and are
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from tada.checkpoint import CheckpointError
-from tada.config import Config, save_config, walk_dotted
+from tada.config import Config, save_config
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import (
     DistContext,
@@ -46,6 +48,7 @@ from tada.engine.distributed import (
 from tada.engine.interrupt import StopSignals
 from tada.engine.metrics import topk_correct
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
+from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
 from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
 from tada.engine.sampling import EvalSampler, TrainSampler, mix_seed
@@ -225,23 +228,6 @@ def _refuse_foreign_checkpoints(cfg: Config, out: Path) -> None:
         )
 
 
-def _log_config_changes(cfg: Config, saved_cfg: Any, path: Path) -> None:
-    """Warn about config keys that differ from the ones the checkpoint was trained with."""
-    if not isinstance(saved_cfg, str):
-        return
-    try:
-        before = dict(walk_dotted(json.loads(saved_cfg)))
-    except (json.JSONDecodeError, AttributeError):
-        log.warning("%s: its stored config is not readable JSON; config changes are not checked", path)
-        return
-    now = dict(walk_dotted(cfg.to_dict()))
-    # Keys both know: an official checkpoint's config lacks tada's own keys, which are not changes.
-    changed = [f"{k}: {before[k]!r} -> {now[k]!r}" for k in sorted(set(before) & set(now)) if before[k] != now[k]]
-    if changed:
-        log.warning("resuming %s with %d config change(s): %s", path, len(changed),
-                    "; ".join(changed[:12]) + (" ..." if len(changed) > 12 else ""))
-
-
 def _official_epoch(state: dict[str, Any], path: Path) -> int:
     """The ``epoch`` of an official-layout checkpoint (index of its last completed epoch), checked."""
     epoch = state.get("epoch")
@@ -283,7 +269,7 @@ def _start(
                 f"move {latest.path.name} away to resume from the previous checkpoint{hint}, or set "
                 f"TRAIN.AUTO_RESUME false with a new OUTPUT_DIR"
             ) from err
-        _log_config_changes(cfg, state.get("cfg"), latest.path)
+        check_resume_config(cfg, state.get("cfg"), latest.path, strict=state.get("tada") is not None)
         try:
             model.load_state_dict(state["model_state"], strict=True)
             optimizer.load_state_dict(state["optimizer_state"])
@@ -523,21 +509,24 @@ def train(
     train_set = dataset_fn(cfg, "train")
     val_set = dataset_fn(cfg, "val") if int(cfg.TRAIN.EVAL_PERIOD) > 0 else None
     out = Path(cfg.OUTPUT_DIR)
-    _refuse_foreign_checkpoints(cfg, out)
-    if ctx.is_master:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
-        ckpt.remove_stale_temporaries(out)
-    show_bar = ctx.is_master and _terminal_width() >= 40
-    undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master, console_iterations=not show_bar)
-    stats = StatsWriter(out, enabled=ctx.is_master)
     try:
-        # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
-        with StopSignals(escalate=not ctx.distributed) as stops:
-            return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
+        with exclusive_output_dir(out, ctx, command=describe_command()):
+            _refuse_foreign_checkpoints(cfg, out)
+            if ctx.is_master:
+                ckpt.checkpoint_dir(out).mkdir(parents=True, exist_ok=True)
+                ckpt.remove_stale_temporaries(out)
+            show_bar = ctx.is_master and _terminal_width() >= 40
+            undo_logging = setup_logging(out / cfg.TRAIN.LOG_FILE, master=ctx.is_master,
+                                         console_iterations=not show_bar)
+            stats = StatsWriter(out, enabled=ctx.is_master)
+            try:
+                # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
+                with StopSignals(escalate=not ctx.distributed) as stops:
+                    return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
+            finally:
+                stats.close()
+                undo_logging()
     finally:
-        stats.close()
-        undo_logging()
         if own_ctx:
             from tada.engine.distributed import shutdown
 
