@@ -271,7 +271,7 @@ def test_sidecar_errors(tmp_path):
     sidecar_path(model_file).write_text("{not json")
     with pytest.raises(SidecarError, match=":1: invalid JSON"):
         read_sidecar(model_file)
-    sidecar_path(model_file).write_text(json.dumps({"sidecar_version": 1}))
+    sidecar_path(model_file).write_text(json.dumps({"sidecar_version": 2}))
     with pytest.raises(SidecarError, match="missing keys"):
         read_sidecar(model_file)
 
