@@ -387,5 +387,5 @@ def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
     assert len(outputs["torch"]) == 2
     for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
         assert [x["id"] for x in t["top"]] == [x["id"] for x in o["top"]]
-        assert [x["name"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
+        assert [x["label"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
         np.testing.assert_allclose([x["score"] for x in o["top"]], [x["score"] for x in t["top"]], atol=1e-4)

@@ -69,3 +69,21 @@ def test_a_sidecar_without_a_hash_is_refused(two_exports, tmp_path):
     sidecar_path(model).write_text(json.dumps(data))
     with pytest.raises(SidecarError, match="re-export"):
         OnnxPredictor(model)
+
+
+def test_predictor_from_an_onnx_export_scores_as_its_checkpoint(two_exports):
+    import numpy as np
+
+    from tada import Predictor
+
+    first, _ = two_exports
+    clip = np.random.default_rng(0).integers(0, 256, size=(12, 36, 44, 3), dtype=np.uint8)
+    served = Predictor.from_onnx(first, views=(2, 1), batch_size=3)
+    assert served.is_onnx and served.cfg.DATA.NUM_INPUT_FRAMES == 2 and served.cfg.DATA.TEST_SCALE == 32
+    cfg = load_config(SYNTH_CFG, TINY)
+    eager = Predictor(cfg, first.with_suffix(".pyth"), device="cpu", views=(2, 1))
+    ours, theirs = served.predict(clip, fps=30, topk=3), eager.predict(clip, fps=30, topk=3)
+    assert [t["id"] for t in ours] == [t["id"] for t in theirs]
+    np.testing.assert_allclose([t["score"] for t in ours], [t["score"] for t in theirs], atol=1e-4)
+    with pytest.raises(ValueError, match="logits only"):
+        served.features(torch.zeros(1, 3, 2, 32, 32))

@@ -28,7 +28,7 @@ from tada.config_schema import NONE, SCHEMA, Key
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
-__all__ = ["Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted"]
+__all__ = ["Config", "ConfigError", "default_config", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted"]
 
 _INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
 
@@ -441,6 +441,14 @@ def load_config(path: str | os.PathLike, overrides: Sequence[Any] | None = None)
     data = _merge(_schema_defaults(), _resolve_file(Path(path)))
     for dotted, value in parse_overrides(overrides or []):
         _set_dotted(data, dotted, value, where="command line")
+    return Config(data)
+
+
+def default_config(overrides: Sequence[Any] | None = None) -> Config:
+    """The schema's defaults (the official defaults) with overrides, for callers without a YAML file."""
+    data = _schema_defaults()
+    for dotted, value in parse_overrides(overrides or []):
+        _set_dotted(data, dotted, value, where="override")
     return Config(data)
 
 
