@@ -256,3 +256,73 @@ def test_precision_and_bad_arguments(setup, predictor):
             Predictor(cfg, ckpt, device="cpu", **kwargs)
     with pytest.raises(ValueError, match="checkpoint not found"):
         Predictor(cfg, ckpt.with_name("nope.pyth"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Timelines
+# ------------------------------------------------------------------------------------------------
+INTERVAL = ["DATA.SAMPLING_MODE", "interval_based", "DATA.SAMPLING_RATE", "5"]  # windows of 4 x 5 frames at 30 fps
+
+
+@pytest.fixture(scope="module")
+def long_video(setup):
+    _, _, _, videos = setup
+    return write_video(videos[0].parent / "long.mkv", frames(120, seed=7), gop=10)
+
+
+def test_timeline_windows_are_the_clips_of_their_time_span(setup, long_video):
+    from tada import Predictor
+
+    cfg, _, ckpt, _ = setup
+    predictor = Predictor(cfg.with_overrides(INTERVAL), ckpt, class_names=CLASSES, device="cpu", batch_size=3)
+    timeline = predictor.timeline(long_video, stride=0.5, topk=2)
+    windows = timeline["windows"]
+    assert timeline["window_seconds"] == pytest.approx(20 / 30) and len(windows) == 8  # starts 0, 0.5, ... 3.5
+    assert [w["start"] for w in windows] == [0.5 * k for k in range(8)]
+    assert windows[0]["end"] == pytest.approx(20 / 30, abs=1e-4) and windows[-1]["end"] == 4.0  # the video's end
+    decoded = _decoded(long_video)
+    for k in (0, 3):  # a window's scores are those of the clip cut at its start
+        clip = decoded[15 * k: 15 * k + 20]
+        alone = Predictor(cfg.with_overrides(INTERVAL), ckpt, class_names=CLASSES, device="cpu", views=(1, 1))
+        top = alone.predict(clip, fps=30, topk=2)
+        assert [t["id"] for t in windows[k]["top"]] == [t["id"] for t in top]
+        np.testing.assert_allclose([t["score"] for t in windows[k]["top"]], [t["score"] for t in top], rtol=1e-4)
+    smooth = predictor.timeline(long_video, stride=0.5, topk=len(CLASSES), smooth=1)["windows"]
+    raw = predictor.timeline(long_video, stride=0.5, topk=len(CLASSES))["windows"]
+
+    def probs(w):
+        return np.array([next(t["score"] for t in w["top"] if t["id"] == c) for c in range(len(CLASSES))])
+
+    np.testing.assert_allclose(probs(smooth[1]), (probs(raw[0]) + probs(raw[1]) + probs(raw[2])) / 3, rtol=1e-9)
+    np.testing.assert_allclose(probs(smooth[0]), (probs(raw[0]) + probs(raw[1])) / 2, rtol=1e-9)
+
+
+def test_cli_timeline_json_csv_and_a_truncated_video(setup, long_video, tmp_path, capsys):
+    cfg, opts, ckpt, _ = setup
+    cut = tmp_path / "cut.mkv"
+    data = long_video.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.55)])
+    flags = ["--checkpoint", str(ckpt), "--device", "cpu", "--timeline", "--window-stride", "0.5", "--topk", "2"]
+    config = ["--cfg", str(SYNTH_CFG), *opts, *INTERVAL]
+    out_json = tmp_path / "t.json"
+    code, printed, err = _predict([str(long_video), str(cut), *flags, "--output", str(out_json), *config], capsys)
+    assert code == 1 and "1 of 2 videos" in err and str(out_json) in printed
+    full, part = json.loads(out_json.read_text())
+    assert len(full["windows"]) == len(part["windows"]) == 8 and all("top" in w for w in full["windows"])
+    good = [w for w in part["windows"] if "top" in w]
+    failed = [w for w in part["windows"] if "error" in w]
+    assert good and failed and good == full["windows"][: len(good)]
+    assert all("truncated" in w["error"] and w["end"] > w["start"] for w in failed)
+
+    out_csv = tmp_path / "t.csv"
+    code, _, _ = _predict([str(long_video), *flags, "--output", str(out_csv), *config], capsys)
+    lines = out_csv.read_text().splitlines()
+    assert code == 0 and lines[0] == "path,start,end,rank,id,label,score,error" and len(lines) == 1 + 8 * 2
+    top = full["windows"][0]["top"][0]
+    assert lines[1].split(",")[:6] == [str(long_video), "0.0", "0.6667", "1", str(top["id"]), top["label"]]
+    code, printed, _ = _predict([str(long_video), *flags, *config], capsys)
+    assert code == 0 and printed.count(" s  ") == 8
+    code, _, err = _predict([str(long_video), *flags, "--views", "2x3", *config], capsys)
+    assert code == 2 and "--crops" in err
+    code, _, err = _predict([str(long_video), *flags, "--window-stride", "0", *config], capsys)
+    assert code == 2 and "stride" in err

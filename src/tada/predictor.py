@@ -32,7 +32,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,11 +42,14 @@ from tada.config import Config, default_config, load_config
 from tada.data.decode import DecodeError, VideoReader, first_video_stream, open_video
 from tada.data.sampling import sample_indices
 from tada.data.transforms import apply_plan, normalize_, plan_test_crop
+from tada.data.windows import FrameStream, WindowClip, WindowSpec, stream_windows
 from tada.errors import TadaError
 
-__all__ = ["PRECISIONS", "ArrayReader", "PredictionError", "Predictor", "is_url", "open_source"]
+__all__ = ["POOLS", "PRECISIONS", "ArrayReader", "PredictionError", "Predictor", "is_url", "open_source",
+           "smooth_scores"]
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+POOLS = ("avg", "max", "none")  # features of several crops: averaged, max-pooled, or concatenated
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # scheme: as FFmpeg's protocols (pipe:, http://, ...)
 
 
@@ -403,3 +406,138 @@ class Predictor:
             out.append({"path": name, "views": f"{self.views[0]}x{self.views[1]}", "top": top})
         return out
 
+
+    # --- sliding windows -----------------------------------------------------------------------
+    def window_spec(self, *, stride: float | None = None, seconds: float | None = None) -> WindowSpec:
+        """The config's clip as a sliding window (see :mod:`tada.data.windows`)."""
+        try:
+            return WindowSpec.from_config(self.cfg, stride=stride, seconds=seconds)
+        except ValueError as err:
+            raise PredictionError(str(err)) from None
+
+    def _frame_transform(self, crops: int) -> Callable[[np.ndarray], Tensor]:
+        """RGB frame (H, W, 3) -> its ``crops`` test crops (crops, 3, crop, crop), 0..255 float."""
+        d = self.cfg.DATA
+        if crops not in (1, 3):
+            raise PredictionError(f"crops must be 1 or 3, got {crops}")
+        plans: dict[tuple[int, int], list] = {}
+
+        def transform(rgb: np.ndarray) -> Tensor:
+            size = rgb.shape[:2]
+            if size not in plans:
+                plans[size] = [plan_test_crop(size[0], size[1], scale=d.TEST_SCALE, crop=d.TEST_CROP_SIZE,
+                                              spatial_index=s, num_crops=crops) for s in range(crops)]
+            frame = torch.from_numpy(np.ascontiguousarray(rgb))[None]
+            return torch.stack([apply_plan(frame, plan)[:, 0] for plan in plans[size]])
+
+        return transform
+
+    def windows(self, video: Any, *, outputs: str = "logits", stride: float | None = None,
+                seconds: float | None = None, crops: int = 1, fps: float | None = None,
+                threads: int | None = None) -> Iterator[tuple[WindowClip, Tensor | None]]:
+        """Each window of a video read as a stream, with the model's ``outputs`` for it: ``logits``
+        (crops, num_classes) or ``features`` (crops, dim); a window that does not decode comes with
+        None and its ``error``. Windows go through the model ``batch_size // crops`` at a time."""
+        if outputs not in ("logits", "features"):
+            raise PredictionError(f"outputs must be 'logits' or 'features', got {outputs!r}")
+        spec = self.window_spec(stride=stride, seconds=seconds)
+        run = self.logits if outputs == "logits" else self.features
+        d = self.cfg.DATA
+        name = _describe(video, 0)
+        if isinstance(video, np.ndarray) and fps is None:
+            raise PredictionError(f"{name}: an array of frames needs its fps")
+        stream = FrameStream(video, name=name, fps=fps, threads=d.DECODER_THREADS if threads is None else threads)
+        per_batch = max(1, self.batch_size // crops)
+        batch: list[WindowClip] = []
+
+        def flush() -> Iterator[tuple[WindowClip, Tensor]]:
+            if not batch:
+                return
+            clips = normalize_(torch.cat([w.clip for w in batch]), d.MEAN, d.STD)
+            out = run(clips).view(len(batch), crops, -1)
+            for w, row in zip(batch, out):
+                w.clip = None
+                yield w, row
+            batch.clear()
+
+        for window in stream_windows(stream, spec, transform=self._frame_transform(crops)):
+            if window.error is not None:
+                yield from flush()
+                yield window, None
+                continue
+            batch.append(window)
+            if len(batch) >= per_batch:
+                yield from flush()
+        yield from flush()
+
+    def timeline(self, video: Any, *, stride: float | None = None, seconds: float | None = None, topk: int = 5,
+                 smooth: int = 0, crops: int = 1, fps: float | None = None) -> dict[str, Any]:
+        """What happens when: each window's ``start``/``end`` seconds and ``top`` classes (or ``error``).
+
+        ``smooth`` averages each window's scores with its ``smooth`` neighbours on each side (those
+        that decoded). Crops are aggregated as the views of a test (DATA.ENSEMBLE_METHOD).
+        """
+        if topk < 1 or smooth < 0:
+            raise PredictionError(f"topk must be >= 1 and smooth >= 0, got {topk} and {smooth}")
+        rows: list[dict[str, Any]] = []
+        scores: list[Tensor | None] = []
+        for window, logits in self.windows(video, stride=stride, seconds=seconds, crops=crops, fps=fps):
+            row = {"start": round(window.start, 4), "end": round(window.end, 4)}
+            if logits is None or not bool(torch.isfinite(logits).all()):
+                row["error"] = window.error or NON_FINITE
+                scores.append(None)
+            else:
+                acc = _VideoScores(self.cfg.DATA.ENSEMBLE_METHOD)
+                acc.add(logits)
+                scores.append(acc.result())
+            rows.append(row)
+        for row, score in zip(rows, smooth_scores(scores, smooth)):
+            if score is not None:
+                row["top"] = top_classes(score, k=topk, class_names=self.class_names)
+        spec = self.window_spec(stride=stride, seconds=seconds)
+        return {"path": _describe(video, 0), "window_seconds": spec.seconds, "stride": spec.stride,
+                "crops": crops, "smooth": smooth, "windows": rows}
+
+    def window_features(self, video: Any, *, stride: float | None = None, seconds: float | None = None,
+                        crops: int = 1, pool: str = "avg", fps: float | None = None
+                        ) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Backbone features of each window: (num_windows, dim) float32 (dim x crops with pool
+        ``none``), the windows' ``start``/``end``, and the windows that failed with their ``error``."""
+        if pool not in POOLS:
+            raise PredictionError(f"pool must be one of {POOLS}, got {pool!r}")
+        feats: list[np.ndarray] = []
+        done: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for window, out in self.windows(video, outputs="features", stride=stride, seconds=seconds, crops=crops,
+                                        fps=fps):
+            span = {"start": round(window.start, 4), "end": round(window.end, 4)}
+            if out is None or not bool(torch.isfinite(out).all()):
+                failed.append({**span, "error": window.error or "the model's features are not finite (NaN or Inf)"})
+                continue
+            pooled = out.mean(0) if pool == "avg" else out.max(0).values if pool == "max" else out.reshape(-1)
+            feats.append(pooled.numpy())
+            done.append(span)
+        dim = self.feature_dim * (crops if pool == "none" else 1)
+        return (np.stack(feats) if feats else np.zeros((0, dim), np.float32)), done, failed
+
+    @property
+    def feature_dim(self) -> int:
+        """The width of the backbone's pooled features (the head's input)."""
+        if self.is_onnx:
+            raise PredictionError("an ONNX export returns logits only; features need the checkpoint (torch)")
+        return int(self.model.num_features)
+
+
+def smooth_scores(scores: Sequence[Tensor | None], radius: int) -> list[Tensor | None]:
+    """Each score vector averaged with up to ``radius`` neighbours on each side; None entries (windows
+    that failed) stay None and are left out of their neighbours' averages."""
+    if radius == 0:
+        return list(scores)
+    out: list[Tensor | None] = []
+    for i, score in enumerate(scores):
+        if score is None:
+            out.append(None)
+            continue
+        near = [s for s in scores[max(0, i - radius): i + radius + 1] if s is not None]
+        out.append(torch.stack(near).mean(0))
+    return out
