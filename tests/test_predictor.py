@@ -18,7 +18,9 @@ import torch
 from tada import cli
 from tada.checkpoint import save_checkpoint
 from tada.config import load_config
+from tada.fileio import file_sha256
 from tada.models import build_model
+from tada.predictor import open_source
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tada2d.yaml"
@@ -326,3 +328,105 @@ def test_cli_timeline_json_csv_and_a_truncated_video(setup, long_video, tmp_path
     assert code == 2 and "--crops" in err
     code, _, err = _predict([str(long_video), *flags, "--window-stride", "0", *config], capsys)
     assert code == 2 and "stride" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# Features
+# ------------------------------------------------------------------------------------------------
+def _extract(args: list[str], capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = cli.main(["extract-features", *args])
+    return code, capsys.readouterr().err
+
+
+def test_extract_features_files_index_failures_and_resume(setup, long_video, tmp_path, capsys):
+    from tada import Predictor
+
+    cfg, opts, ckpt, videos = setup
+    cut = tmp_path / "cut.mkv"
+    data = long_video.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.55)])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    listing = tmp_path / "videos.txt"
+    listing.write_text(f"{long_video}\ncut.mkv\n\n{broken}\n")
+    out = tmp_path / "feats"
+    args = ["--checkpoint", str(ckpt), "--videos", str(listing), str(videos[0]), "--out", str(out),
+            "--window-stride", "0.5", "--crops", "3", "--pool", "none", "--device", "cpu",
+            "--cfg", str(SYNTH_CFG), *opts, *INTERVAL]
+    code, err = _extract(args, capsys)
+    assert code == 1 and "broken.mp4" in err and "not decoded" in err
+    index = json.loads((out / "index.json").read_text())
+    assert index["dim"] == 128 * 3 and index["checkpoint_sha256"] == file_sha256(ckpt)
+    assert index["config"]["DATA"]["SAMPLING_MODE"] == "interval_based" and index["pool"] == "none"
+    assert [f["video"] for f in index["failed"]] == [str(broken)] and index["failed"][0]["error"]
+    by_name = {Path(v["video"]).name: v for v in index["videos"]}
+    assert set(by_name) == {"long.mkv", "cut.mkv", "v0.mp4"}
+    full = np.load(out / "long.npy")
+    assert full.shape == (8, 384) and full.dtype == np.float32 and by_name["long.mkv"]["fps"] == 30
+    assert by_name["long.mkv"]["windows"][1] == [0.5, pytest.approx(0.5 + 20 / 30, abs=1e-4)]
+    part = np.load(out / "cut.npy")
+    assert 0 < len(part) < 8 and len(part) + len(by_name["cut.mkv"]["failed_windows"]) == 8
+    np.testing.assert_array_equal(part, full[: len(part)])  # what decodes is what the whole file gives
+    # a row is the model's features of that window's clip, its three crops concatenated
+    predictor = Predictor(cfg.with_overrides(INTERVAL), ckpt, device="cpu", views=(1, 3))
+    with open_source(_decoded(long_video)[15:35], name="w", fps=30) as r:
+        crops = torch.stack(list(predictor.view_clips(r)))
+    np.testing.assert_allclose(full[1], predictor.features(crops).reshape(-1).numpy(), rtol=1e-4, atol=1e-5)
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    (out / "v0.json").unlink()  # as if killed before v0's record was written
+    (out / ".long.npy.abc.tmp").write_bytes(b"half")
+    code, _ = _extract(args, capsys)
+    again = json.loads((out / "index.json").read_text())
+    assert code == 1 and again["reused"] == 2 and again["videos"] == index["videos"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}["long.npy"] == stamps["long.npy"]
+    assert (out / "v0.npy").stat().st_mtime_ns != stamps["v0.npy"] and not list(out.glob(".*.tmp"))
+    code, _ = _extract(["avg" if a == "none" else a for a in args], capsys)  # another pooling: all again
+    assert json.loads((out / "index.json").read_text())["reused"] == 0 and np.load(out / "long.npy").shape == (8, 128)
+
+
+def test_features_use_only_the_model_contract(setup, long_video):
+    """A model of another family (tokens out of forward_features) works through the same path."""
+    from tada import Predictor
+
+    cfg, _, _, _ = setup
+
+    class TokenModel(torch.nn.Module):
+        num_features = 6
+
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(3, 6)
+            self.out = torch.nn.Linear(6, len(CLASSES))
+
+        def forward_features(self, x):  # (B, 3, T, H, W) -> tokens (B, T*H*W, 6)
+            return self.proj(x.flatten(2).transpose(1, 2))
+
+        def forward_head(self, x, pre_logits=False):
+            pooled = x.mean(1)
+            return pooled if pre_logits else self.out(pooled)
+
+        def forward(self, x):
+            return self.forward_head(self.forward_features(x))
+
+    torch.manual_seed(0)
+    predictor = Predictor(cfg.with_overrides(INTERVAL), model=TokenModel(), device="cpu")
+    result = predictor.window_features(long_video, stride=1.0, crops=3, pool="max")
+    assert result["features"].shape == (4, 6) and result["failed"] == [] and result["fps"] == 30
+    assert len(predictor.timeline(long_video, stride=1.0)["windows"]) == 4
+
+
+@pytest.mark.slow  # two spawned processes each import torch: about 15 s
+def test_extract_features_in_parallel_processes_gives_the_same_files(setup, tmp_path, capsys):
+    cfg, opts, ckpt, videos = setup
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}"
+        code, _ = _extract(["--checkpoint", str(ckpt), "--videos", *map(str, videos), "--out", str(out),
+                            "--workers", workers, "--device", "cpu", "--cfg", str(SYNTH_CFG), *opts, *INTERVAL], capsys)
+        assert code == 0
+        outputs[workers] = {p.name: np.load(p) for p in out.glob("*.npy")}
+    assert sorted(outputs["2"]) == ["v0.npy", "v1.npy", "v2.npy"]
+    for name, array in outputs["1"].items():
+        np.testing.assert_allclose(outputs["2"][name], array, rtol=1e-5, atol=1e-6)

@@ -499,17 +499,19 @@ class Predictor:
                 "crops": crops, "smooth": smooth, "windows": rows}
 
     def window_features(self, video: Any, *, stride: float | None = None, seconds: float | None = None,
-                        crops: int = 1, pool: str = "avg", fps: float | None = None
-                        ) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any]]]:
-        """Backbone features of each window: (num_windows, dim) float32 (dim x crops with pool
-        ``none``), the windows' ``start``/``end``, and the windows that failed with their ``error``."""
+                        crops: int = 1, pool: str = "avg", fps: float | None = None) -> dict[str, Any]:
+        """Backbone features of each window: ``features`` (num_windows, dim) float32 (dim x crops with
+        pool ``none``: the crops concatenated), the windows' ``start``/``end`` seconds, the windows that
+        failed with their ``error`` (``failed``), and the video's ``fps``."""
         if pool not in POOLS:
             raise PredictionError(f"pool must be one of {POOLS}, got {pool!r}")
         feats: list[np.ndarray] = []
         done: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        video_fps = float(fps) if fps else 0.0
         for window, out in self.windows(video, outputs="features", stride=stride, seconds=seconds, crops=crops,
                                         fps=fps):
+            video_fps = window.fps
             span = {"start": round(window.start, 4), "end": round(window.end, 4)}
             if out is None or not bool(torch.isfinite(out).all()):
                 failed.append({**span, "error": window.error or "the model's features are not finite (NaN or Inf)"})
@@ -517,15 +519,19 @@ class Predictor:
             pooled = out.mean(0) if pool == "avg" else out.max(0).values if pool == "max" else out.reshape(-1)
             feats.append(pooled.numpy())
             done.append(span)
-        dim = self.feature_dim * (crops if pool == "none" else 1)
-        return (np.stack(feats) if feats else np.zeros((0, dim), np.float32)), done, failed
+        array = np.stack(feats) if feats else np.zeros((0, self.feature_dim * (crops if pool == "none" else 1)),
+                                                       np.float32)
+        return {"features": array, "windows": done, "failed": failed, "fps": video_fps}
 
     @property
     def feature_dim(self) -> int:
         """The width of the backbone's pooled features (the head's input)."""
         if self.is_onnx:
             raise PredictionError("an ONNX export returns logits only; features need the checkpoint (torch)")
-        return int(self.model.num_features)
+        dim = getattr(self.model, "num_features", None)
+        if dim is None:
+            raise PredictionError(f"{type(self.model).__name__} does not say its feature width (num_features)")
+        return int(dim)
 
 
 def smooth_scores(scores: Sequence[Tensor | None], radius: int) -> list[Tensor | None]:

@@ -110,6 +110,7 @@ class WindowClip:
     end: float
     clip: Tensor | None = None
     error: str | None = None
+    fps: float = 0.0  # the video's frame rate (the stream's average rate)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,9 +258,9 @@ def stream_windows(
     def finished(w: _Pending, end_frame: float | None = None) -> WindowClip:
         start, end = span(w, end_frame)
         if w.error is not None:
-            return WindowClip(w.index, start, end, error=w.error)
+            return WindowClip(w.index, start, end, error=w.error, fps=fps)
         clip = torch.stack([w.frames[int(i)] for i in w.indices], dim=2)  # (crops, 3, T, h, w)
-        return WindowClip(w.index, start, end, clip=clip)
+        return WindowClip(w.index, start, end, clip=clip, fps=fps)
 
     for event in stream:
         if event[0] == "error":
@@ -325,8 +326,8 @@ def _finish(stream: FrameStream, spec: WindowSpec, pending, next_k: int, *, last
         if cut:
             k = next_k
             while spec.start_frame(k, fps) / fps < declared:
-                yield WindowClip(k, spec.start_frame(k, fps) / fps, spec.start_frame(k, fps) / fps + spec.seconds,
-                                 error=reason)
+                start = spec.start_frame(k, fps) / fps
+                yield WindowClip(k, start, start + spec.seconds, error=reason, fps=fps)
                 k += 1
         return
     for w in pending:
