@@ -138,3 +138,55 @@ def test_undecodable_inputs_raise_a_decode_error(tmp_path):
             _windows(path, _spec())
     with pytest.raises(ValueError, match="fps"):
         FrameStream(np.zeros((3, 4, 4, 3), np.uint8), name="a")
+
+
+class _Events:
+    """A stream with chosen gaps and decode errors: what FrameStream yields for a damaged file."""
+
+    name = "damaged"
+    declared_seconds = None
+    rgb = staticmethod(FrameStream.rgb)
+    size = staticmethod(FrameStream.size)
+
+    def __init__(self, clip: np.ndarray, *, fps: float, missing: range, error: bool) -> None:
+        self.clip, self.fps, self.missing, self.error = clip, fps, missing, error
+
+    def __iter__(self):
+        for i, frame in enumerate(self.clip):
+            if i in self.missing:
+                if self.error == "stop":
+                    yield ("stop", "cannot read past this point: End of file")
+                    return
+                if self.error and i == self.missing.start:
+                    yield ("error", "a packet does not decode: Invalid data")
+                continue
+            yield ("frame", i, frame)
+
+
+def test_a_packet_that_does_not_decode_fails_only_the_windows_needing_its_frames():
+    clip = coded_frames(60, 8, 8, seed=3)
+    spec = _spec(stride=0.2)  # windows of 12 frames every 6
+    damaged = list(stream_windows(_Events(clip, fps=FPS, missing=range(20, 30), error=True), spec,
+                                  transform=_identity))
+    whole = _windows(clip, spec, fps=FPS)
+    assert [w.index for w in damaged] == [w.index for w in whole]
+    for d, w in zip(damaged, whole):
+        needs = set(np.minimum(spec.indices(w.index, FPS), 59).tolist())
+        if needs & set(range(20, 30)):
+            assert d.clip is None and "do not decode" in d.error and "Invalid data" in d.error
+            assert f"{d.start:.2f}-{d.end:.2f} s" in d.error
+        else:
+            assert d.error is None and torch.equal(d.clip, w.clip)
+    # the same gap without a decode error is a variable frame rate: the frame on screen is used
+    held = list(stream_windows(_Events(clip, fps=FPS, missing=range(20, 30), error=False), spec,
+                               transform=_identity))
+    assert all(w.error is None for w in held)
+    k = next(w.index for w in held if 25 in spec.indices(w.index, FPS))
+    position = list(spec.indices(k, FPS)).index(25)
+    assert torch.equal(held[k].clip[0, :, position], _identity(clip[19])[0])
+
+    # a file that cannot be read on: the windows not complete by then fail, the earlier ones stand
+    stopped = list(stream_windows(_Events(clip, fps=FPS, missing=range(40, 60), error="stop"), spec,
+                                  transform=_identity))
+    assert [w.error is None for w in stopped] == [True] * 5 + [False] * 2
+    assert all("decoding stops at 1.30 s" in w.error for w in stopped[5:])

@@ -117,7 +117,8 @@ class WindowClip:
 # Frames as a stream
 # ------------------------------------------------------------------------------------------------
 class FrameStream:
-    """The frames of a video front to back: ``("frame", position, frame)`` and ``("error", reason)``.
+    """The frames of a video front to back: ``("frame", position, frame)``, ``("error", reason)`` for a
+    packet that does not decode (decoding goes on), ``("stop", reason)`` when the file cannot be read on.
 
     ``source`` is a path, an FFmpeg URL (``pipe:0``), a binary file object, or a uint8 array
     (T, H, W, 3) with its ``fps``. ``rgb(frame)`` converts a yielded frame to uint8 (H, W, 3);
@@ -194,7 +195,7 @@ class FrameStream:
                 except StopIteration:
                     break
                 except (av.FFmpegError, OSError) as exc:  # the container itself is broken from here on
-                    yield ("error", f"cannot read past this point: {exc}")
+                    yield ("stop", f"cannot read past this point: {exc}")
                     break
                 try:
                     frames = packet.decode()
@@ -263,7 +264,10 @@ def stream_windows(
         return WindowClip(w.index, start, end, clip=clip, fps=fps)
 
     for event in stream:
-        if event[0] == "error":
+        if event[0] == "error":  # a packet that does not decode: the next good frame follows a gap
+            broken = event[1]
+            continue
+        if event[0] == "stop":  # nothing more can be read
             broken = stream_error = event[1]
             continue
         _, position, frame = event
