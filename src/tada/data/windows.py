@@ -177,7 +177,8 @@ class FrameStream:
             self.declared_seconds = float(stream.duration * stream.time_base)
         elif container.duration:
             self.declared_seconds = container.duration / av.time_base
-        stream.thread_type = "AUTO" if self.threads != 1 else stream.thread_type
+        if self.threads != 1:  # 0: FFmpeg picks the count
+            stream.thread_type = "AUTO"
         stream.thread_count = self.threads
         return container, stream
 
