@@ -194,12 +194,12 @@ class OnnxPredictor:
             self.sidecar = sidecar
         else:
             self.sidecar = read_sidecar(sidecar if sidecar is not None else self.model_path)
-        if "model_sha256" in self.sidecar:
-            check_model_hash(self.model_path, self.sidecar)
         if self.sidecar["format"] != "onnx":
             raise SidecarError(
                 f"{self.model_path}: the sidecar says format {self.sidecar['format']!r}; OnnxPredictor runs 'onnx' exports"
             )
+        if "model_sha256" in self.sidecar:
+            check_model_hash(self.model_path, self.sidecar)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
