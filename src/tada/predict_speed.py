@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     parser.add_argument("--workdir", default=".cache/bench_windows", help="where generated videos are kept")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides (e.g. a smaller model)")
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                        help="config overrides (e.g. a smaller model), after a flag that takes one value")
 
 
 def generate_video(path: Path, *, seconds: float, width: int, height: int, fps: int = 30) -> Path:
