@@ -116,7 +116,7 @@ def test_views_go_through_the_model_in_batches_of_test_batch_size(setup, monkeyp
     """15 views with TEST.BATCH_SIZE 4: batches of at most 4, and the scores of one big batch."""
     import tada.models
 
-    cfg, opts, ckpt, videos = setup
+    _cfg, opts, ckpt, videos = setup
     seen: list[int] = []
     real_build = tada.models.build_model
 
@@ -139,7 +139,7 @@ def test_views_go_through_the_model_in_batches_of_test_batch_size(setup, monkeyp
 
 
 def test_a_filename_with_a_comment_sign_is_read_as_given(setup, tmp_path, capsys):
-    cfg, opts, ckpt, videos = setup
+    _cfg, opts, ckpt, videos = setup
     odd = tmp_path / "clip #2 final.mp4"
     odd.write_bytes(videos[2].read_bytes())
     decoy = tmp_path / "clip"  # what a list parser that cuts at ' #' would open
@@ -300,7 +300,7 @@ def test_timeline_windows_are_the_clips_of_their_time_span(setup, long_video):
 
 
 def test_cli_timeline_json_csv_and_a_truncated_video(setup, long_video, tmp_path, capsys):
-    cfg, opts, ckpt, _ = setup
+    _cfg, opts, ckpt, _ = setup
     cut = tmp_path / "cut.mkv"
     data = long_video.read_bytes()
     cut.write_bytes(data[: int(len(data) * 0.55)])
@@ -419,7 +419,7 @@ def test_features_use_only_the_model_contract(setup, long_video):
 
 @pytest.mark.slow  # two spawned processes each import torch: about 15 s
 def test_extract_features_in_parallel_processes_gives_the_same_files(setup, tmp_path, capsys):
-    cfg, opts, ckpt, videos = setup
+    _cfg, opts, ckpt, videos = setup
     outputs = {}
     for workers in ("1", "2"):
         out = tmp_path / f"w{workers}"

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from media_helpers import coded_frames, sequential_decode, write_video
+
 from tada.data.decode import DecodeError
 from tada.data.sampling import interval_indices, segment_indices
 from tada.data.windows import SEGMENT_WINDOW_SECONDS, FrameStream, WindowSpec, stream_windows

@@ -79,7 +79,7 @@ class WindowSpec:
         if d.SAMPLING_MODE == "interval_based":
             if seconds is not None:
                 raise ValueError("a window length applies to segment_based sampling; an interval_based "
-                                 f"window spans DATA.NUM_INPUT_FRAMES x DATA.SAMPLING_RATE frames at DATA.TARGET_FPS")
+                                 "window spans DATA.NUM_INPUT_FRAMES x DATA.SAMPLING_RATE frames at DATA.TARGET_FPS")
             length = d.NUM_INPUT_FRAMES * d.SAMPLING_RATE / d.TARGET_FPS
         elif d.SAMPLING_MODE == "segment_based":
             length = SEGMENT_WINDOW_SECONDS if seconds is None else float(seconds)
