@@ -430,3 +430,19 @@ def test_extract_features_in_parallel_processes_gives_the_same_files(setup, tmp_
     assert sorted(outputs["2"]) == ["v0.npy", "v1.npy", "v2.npy"]
     for name, array in outputs["1"].items():
         np.testing.assert_allclose(outputs["2"][name], array, rtol=1e-5, atol=1e-6)
+
+
+def test_segment_sampled_timeline_windows_last_the_given_seconds(setup, long_video):
+    """The synthetic config samples segments: a window is --window-seconds long, its frames the midpoints."""
+    from tada import Predictor
+
+    cfg, _, ckpt, _ = setup
+    assert cfg.DATA.SAMPLING_MODE == "segment_based"
+    predictor = Predictor(cfg, ckpt, class_names=CLASSES, device="cpu")
+    timeline = predictor.timeline(long_video, seconds=2.0, stride=1.0, topk=1)
+    assert timeline["window_seconds"] == 2.0 and [w["start"] for w in timeline["windows"]] == [0.0, 1.0, 2.0, 3.0]
+    assert [w["end"] for w in timeline["windows"]] == [2.0, 3.0, 4.0, 4.0]
+    single = Predictor(cfg, ckpt, class_names=CLASSES, device="cpu", views=(1, 1))
+    top = single.predict(_decoded(long_video)[30:90], fps=30, topk=1)  # window 1: frames 30-89, midpoints
+    assert timeline["windows"][1]["top"][0]["id"] == top[0]["id"]
+    assert timeline["windows"][1]["top"][0]["score"] == pytest.approx(top[0]["score"], rel=1e-4)

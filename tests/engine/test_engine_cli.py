@@ -61,6 +61,16 @@ def test_train_then_test_then_predict(synthetic, tmp_path, capsys):
     default = json.loads(capsys.readouterr().out)
     assert code == 0 and default["views"] == "2x3"
     assert f"{default['top'][0]['score']:.4f}" in printed
+    # the API on the run's folder: its config, best checkpoint and class names, the same scores
+    from tada import Predictor
+
+    predictor = Predictor.from_run(tmp_path, device="cpu")
+    assert predictor.checkpoint.name == "best.pyth" and predictor.class_names == manifest["classes"]
+    top = predictor.predict(videos[0])
+    best = str(tmp_path / "checkpoints" / "best.pyth")
+    assert cli.main(["predict", videos[0], "--checkpoint", best, "--device", "cpu", "--json", "--cfg", str(CONFIG),
+                     *opts]) == 0
+    assert top == json.loads(capsys.readouterr().out)["top"]
     for bad, message in ((["--views", "0x3"], "views must be"), (["--topk", "0"], "--topk must be"),
                          (["--views", "2x2"], "views must be")):
         assert cli.main(["predict", videos[0], "--checkpoint", ckpt, *bad, "--cfg", str(CONFIG), *opts]) == 2
