@@ -42,7 +42,7 @@ from tada.config import Config, default_config, load_config
 from tada.data.decode import DecodeError, VideoReader, first_video_stream, open_video
 from tada.data.sampling import sample_indices
 from tada.data.transforms import apply_plan, normalize_, plan_test_crop
-from tada.data.windows import FrameStream, WindowClip, WindowSpec, stream_windows
+from tada.data.windows import FrameStream, WindowClip, WindowSpec, prefetched, stream_windows
 from tada.errors import TadaError
 
 __all__ = ["POOLS", "PRECISIONS", "ArrayReader", "PredictionError", "Predictor", "is_url", "open_source",
@@ -434,10 +434,11 @@ class Predictor:
 
     def windows(self, video: Any, *, outputs: str = "logits", stride: float | None = None,
                 seconds: float | None = None, crops: int = 1, fps: float | None = None,
-                threads: int | None = None) -> Iterator[tuple[WindowClip, Tensor | None]]:
+                threads: int | None = None, prefetch: bool = True) -> Iterator[tuple[WindowClip, Tensor | None]]:
         """Each window of a video read as a stream, with the model's ``outputs`` for it: ``logits``
         (crops, num_classes) or ``features`` (crops, dim); a window that does not decode comes with
-        None and its ``error``. Windows go through the model ``batch_size // crops`` at a time."""
+        None and its ``error``. Windows go through the model ``batch_size // crops`` at a time;
+        with ``prefetch`` the next ones are decoded meanwhile, in a thread."""
         if outputs not in ("logits", "features"):
             raise PredictionError(f"outputs must be 'logits' or 'features', got {outputs!r}")
         spec = self.window_spec(stride=stride, seconds=seconds)
@@ -460,7 +461,10 @@ class Predictor:
                 yield w, row
             batch.clear()
 
-        for window in stream_windows(stream, spec, transform=self._frame_transform(crops)):
+        # decoding runs up to two batches ahead of the model, in a thread
+        source = prefetched(stream_windows(stream, spec, transform=self._frame_transform(crops)),
+                            depth=2 * per_batch if prefetch else 0)
+        for window in source:
             if window.error is not None:
                 yield from flush()
                 yield window, None

@@ -190,3 +190,39 @@ def test_a_packet_that_does_not_decode_fails_only_the_windows_needing_its_frames
                                   transform=_identity))
     assert [w.error is None for w in stopped] == [True] * 5 + [False] * 2
     assert all("decoding stops at 1.30 s" in w.error for w in stopped[5:])
+
+
+def test_prefetched_keeps_order_raises_the_producers_error_and_stops_when_closed():
+    import threading
+
+    from tada.data.windows import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+    assert list(prefetched(iter(range(5)), depth=0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise DecodeError("v.mp4", "cannot read the stream")
+
+    got = []
+    with pytest.raises(DecodeError, match="cannot read"):
+        for x in prefetched(failing(), depth=2):
+            got.append(x)
+    assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    gen = prefetched(endless(), depth=2)
+    assert [next(gen) for _ in range(3)] == [0, 1, 2]
+    gen.close()  # the consumer stops early: the producer thread ends and closes its source
+    assert closed.wait(5)
+    assert not any(t.name == "tada-window-decoder" for t in threading.enumerate())

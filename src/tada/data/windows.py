@@ -28,6 +28,8 @@ from __future__ import annotations
 import collections
 import math
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -43,6 +45,7 @@ __all__ = [
     "FrameStream",
     "WindowClip",
     "WindowSpec",
+    "prefetched",
     "stream_windows",
 ]
 
@@ -342,3 +345,51 @@ def _finish(stream: FrameStream, spec: WindowSpec, pending, next_k: int, *, last
             for i in w.indices[w.indices > last]:
                 w.frames[int(i)] = fill
         yield finished(w, end_frame)
+
+
+def prefetched(items: Iterator[Any], *, depth: int) -> Iterator[Any]:
+    """``items`` produced by a background thread, at most ``depth`` ahead, so that decoding the next
+    windows overlaps the model's work on these (FFmpeg and torch release the GIL). The order is
+    kept, an exception of the producer is raised here, and closing this generator stops the thread
+    (and closes ``items``, hence the video). ``depth`` 0 iterates in the caller's thread."""
+    if depth <= 0:
+        yield from items
+        return
+    handoff: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except Exception as exc:  # handed over to the consumer, which raises it
+            put(("raise", exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="tada-window-decoder", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "raise":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        thread.join()
