@@ -287,7 +287,7 @@ def test_sidecar_errors(tmp_path):
     sidecar_path(model_file).write_text("{not json")
     with pytest.raises(SidecarError, match=":1: invalid JSON"):
         read_sidecar(model_file)
-    sidecar_path(model_file).write_text(json.dumps({"sidecar_version": 1}))
+    sidecar_path(model_file).write_text(json.dumps({"sidecar_version": 2}))
     with pytest.raises(SidecarError, match="missing keys"):
         read_sidecar(model_file)
 
@@ -417,4 +417,4 @@ def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
     assert len(outputs["torch"]) == 2
     for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
         _assert_same_ranking(t["top"], o["top"], atol=1e-4)
-        assert [x["name"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
+        assert [x["label"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]

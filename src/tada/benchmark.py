@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "model": ("tada.models.speed", "clips/s of TAda2D/TSN vs a channels-last 2-D ResNet-50 over the same frames"),
     "data": ("tada.data.benchmark", "decoding and loading speed vs the bare PyAV floor"),
     "export": ("tada.export_speed", "eager vs exported (torch.export, ONNX Runtime) inference speed"),
+    "windows": ("tada.predict_speed", "a long video's timeline: windows/s vs the model's clips/s, peak RSS"),
 }
 
 

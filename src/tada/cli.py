@@ -31,7 +31,7 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("train", "tada.engine.commands", "train (then test, as the config says): the seed's runs/run.py"),
     Command("test", "tada.engine.commands", "test a checkpoint: single-view and multi-view, results.json"),
-    Command("predict", "tada.engine.predict", "top-5 classes by name for video files"),
+    Command("predict", "tada.engine.predict", "top-5 classes by name for videos, or a timeline of windows"),
     Command("configs", "tada.config_names", "list the packaged configs that --cfg accepts by name"),
     Command("flops", "tada.flops", "parameters and GMACs per view of a config's model"),
     Command("benchmark", "tada.benchmark", "speed benchmarks: model, data, export"),
@@ -39,6 +39,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("synth", "tada.data.synthetic", "generate the synthetic video dataset"),
     Command("export", "tada.export", "export a model to ONNX or a torch.export program"),
     Command("extract-frames", "tada.data.extract", "decode videos once into JPEG frame folders"),
+    Command("extract-features", "tada.engine.features", "backbone features of sliding windows, one .npy per video"),
 )
 
 

@@ -31,8 +31,8 @@ from tada.errors import TadaError
 from tada.fileio import atomic_open, read_utf8_text
 
 __all__ = [
-    "Config", "ConfigError", "load_config", "save_config", "parse_overrides", "schema_keys", "walk_dotted",
-    "packaged_config_dir", "packaged_config_names", "resolve_config_path",
+    "Config", "ConfigError", "default_config", "load_config", "save_config", "parse_overrides", "schema_keys",
+    "walk_dotted", "packaged_config_dir", "packaged_config_names", "resolve_config_path",
 ]
 
 _INHERIT_KEYS = ("_BASE_MODEL", "_BASE_RUN", "_BASE")  # applied in this order: later wins
@@ -603,6 +603,14 @@ def _check_consistency(data: dict, *, where: str) -> None:
                           f"{d['TEST_SCALE']}")
     if data["SHARD_ID"] >= data["NUM_SHARDS"]:
         raise ConfigError(f"{where}: SHARD_ID {data['SHARD_ID']} must be < NUM_SHARDS {data['NUM_SHARDS']}")
+
+
+def default_config(overrides: Sequence[Any] | None = None) -> Config:
+    """The schema's defaults (the official defaults) with overrides, for callers without a YAML file."""
+    data = _schema_defaults()
+    for dotted, value in parse_overrides(overrides or []):
+        _set_dotted(data, dotted, value, where="override")
+    return Config(data)
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 import tada
 from tada.config_schema import multi_view_protocol
 from tada.errors import TadaError
+from tada.fileio import file_sha256
 from tada.models.tadafy import TAdaConvBlock
 from tada.ops.tadaconv import TAdaConv2d
 from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
@@ -500,6 +501,7 @@ def build_sidecar(
         "tada_version": tada.__version__,
         "format": report.format,
         "model_file": report.path.name,
+        "model_sha256": file_sha256(report.path),
         "input_name": "video",
         "output_name": "logits",
         "input_layout": "BCTHW",

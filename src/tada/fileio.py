@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -70,3 +71,12 @@ def read_utf8_text(path: str | os.PathLike, *, error: type[Exception] = ValueErr
         line = raw[:exc.start].count(b"\n") + 1
         raise error(f"{os.fspath(path)}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as "
                     "UTF-8") from None
+
+
+def file_sha256(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
+    """The hex SHA-256 of a file's bytes, read in chunks (a model file never sits in memory twice)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()

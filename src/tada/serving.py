@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from tada.errors import TadaError
+from tada.fileio import file_sha256
 
 __all__ = [
     "INSTALL_HINT",
     "SIDECAR_VERSION",
     "OnnxPredictor",
     "SidecarError",
+    "check_model_hash",
     "load_predictor",
     "onnx_backend",
     "read_sidecar",
@@ -41,13 +43,14 @@ __all__ = [
 ]
 
 INSTALL_HINT = "pip install 'tada[export]'"
-SIDECAR_VERSION = 1
+# 2: the sidecar records the model file's SHA-256 (``model_sha256``), checked when the model is served.
+SIDECAR_VERSION = 2
 
 # Keys every sidecar must carry (the rest is informative).
 _REQUIRED = (
     "sidecar_version", "format", "model_file", "input_name", "output_name", "input_layout",
     "input_shape", "dynamic_batch", "num_frames", "sampling_mode", "sampling_rate", "target_fps",
-    "test_scale", "crop_size", "mean", "std", "num_classes", "class_names",
+    "test_scale", "crop_size", "mean", "std", "num_classes", "class_names", "model_sha256",
 )
 
 
@@ -99,19 +102,34 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
         raise SidecarError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from err
     if not isinstance(data, dict):
         raise SidecarError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    version = data.get("sidecar_version")
+    if version == 1:
+        raise SidecarError(
+            f"{path}: sidecar_version 1 does not record the model file's sha256, so nothing ties it to its "
+            f"model; re-export the model with `tada export` (this tada reads sidecar_version {SIDECAR_VERSION})"
+        )
+    if version != SIDECAR_VERSION:
+        raise SidecarError(f"{path}: sidecar_version {version!r} is not supported (this tada reads {SIDECAR_VERSION})")
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise SidecarError(f"{path}: missing keys {missing}")
-    if data["sidecar_version"] != SIDECAR_VERSION:
-        raise SidecarError(
-            f"{path}: sidecar_version {data['sidecar_version']!r} is not supported (this tada reads {SIDECAR_VERSION})"
-        )
     names = data["class_names"]
     if names is not None and (not isinstance(names, list) or len(names) != data["num_classes"]):
         raise SidecarError(
             f"{path}: class_names must be null or a list of num_classes={data['num_classes']} names"
         )
     return data
+
+
+def check_model_hash(model_path: str | os.PathLike, sidecar: dict[str, Any]) -> None:
+    """Refuse a model file that is not the one the sidecar was written for (its SHA-256 differs)."""
+    actual = file_sha256(model_path)
+    if actual != sidecar["model_sha256"]:
+        raise SidecarError(
+            f"{model_path} (sha256 {actual[:16]}...) is not the model its sidecar describes (model_file "
+            f"{sidecar.get('model_file')!r}, sha256 {str(sidecar['model_sha256'])[:16]}...): the model or the "
+            f"sidecar was replaced; re-export with `tada export` or put the matching pair side by side"
+        )
 
 
 def sidecar_overrides(sidecar: dict[str, Any]) -> list[Any]:
@@ -180,6 +198,8 @@ class OnnxPredictor:
             raise SidecarError(
                 f"{self.model_path}: the sidecar says format {self.sidecar['format']!r}; OnnxPredictor runs 'onnx' exports"
             )
+        if "model_sha256" in self.sidecar:
+            check_model_hash(self.model_path, self.sidecar)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

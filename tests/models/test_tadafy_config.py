@@ -127,4 +127,4 @@ def test_train_test_export_flops_predict(synthetic, tmp_path, capsys):
     assert cli.main(["predict", video, "--checkpoint", str(ckpt), "--views", "1x1", "--device", "cpu", "--json",
                      "--cfg", str(CONFIG), *opts]) == 0
     top = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top"]
-    assert len(top) == 5 and {t["name"] for t in top} <= set(manifest["classes"])
+    assert len(top) == 5 and {t["label"] for t in top} <= set(manifest["classes"])

@@ -4,7 +4,13 @@ Each video goes through the same test pipeline as `tada test` (decode, the confi
 views and spatial crops, normalisation), the views are aggregated with DATA.ENSEMBLE_METHOD, and
 the top classes are printed with their averaged score. Class names come from ``--classes``, else
 DATA.CLASS_NAMES_FILE, else the synthetic dataset's classes.txt in DATA.ANNO_DIR; without any,
-class ids are printed.
+class ids are printed. A video that cannot be decoded, or whose scores are not finite, is listed
+with its reason (``error`` in JSON) and the exit status is 1.
+
+With ``--timeline`` each video is read as a stream and scored window by window (the config's
+clip every ``--window-stride`` seconds, see :mod:`tada.data.windows`): start and end seconds and
+the top classes of each window, printed or written to ``--output`` (.json or .csv). The model is
+loaded once (:class:`tada.Predictor`) for all the videos of a call.
 """
 
 from __future__ import annotations
@@ -12,20 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tada.config import Config, load_config
 from tada.engine.distributed import EngineError
+from tada.predictor import is_url
 
-__all__ = ["add_arguments", "predict_videos", "run"]
+__all__ = ["add_arguments", "build_predictor", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    parser.add_argument("videos", nargs="+", metavar="VIDEO",
+                        help="video files, or URLs FFmpeg opens (http://..., rtsp://..., pipe:0)")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint (.pyth of ours or the official zoo), or with --backend onnxruntime an "
                              "exported .onnx model (`tada export`; its .json sidecar sets the input settings)")
@@ -38,7 +43,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", default=None, help="class names file, one per line in label order")
     parser.add_argument("--topk", type=int, default=5, help="classes listed per video (default 5)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="autocast precision of the torch model (default fp32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="views (or windows) per model call (default: TEST.BATCH_SIZE)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per video instead")
+    timeline = parser.add_argument_group("timelines (sliding windows over each video, read as a stream)")
+    timeline.add_argument("--timeline", action="store_true",
+                          help="score windows of the config's clip every --window-stride seconds instead of the "
+                               "whole video")
+    timeline.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
+                          help="seconds between window starts (default: the window length)")
+    timeline.add_argument("--window-seconds", type=float, default=None, metavar="SECONDS",
+                          help="window length of a segment_based config (default 4); an interval_based window "
+                               "is the config's clip, NUM_INPUT_FRAMES x SAMPLING_RATE frames at TARGET_FPS")
+    timeline.add_argument("--smooth", type=int, default=0, metavar="N",
+                          help="average each window's scores with N neighbours on each side (default 0)")
+    timeline.add_argument("--crops", type=int, choices=(1, 3), default=1, help="spatial crops per window (default 1)")
+    timeline.add_argument("--output", default=None, metavar="FILE.json|FILE.csv",
+                          help="write the timelines to a JSON (a list, one object per video) or CSV file")
     # Videos are positional, so the overrides ride on --cfg: `--cfg FILE [KEY VALUE ...]`.
     parser.add_argument("--cfg", nargs="+", required=True, metavar="FILE",
                         help="YAML config, then optional config overrides (KEY VALUE pairs or KEY=VALUE)")
@@ -60,95 +83,24 @@ def _class_names(cfg: Config, given: str | None, *, backend: str) -> list[str] |
     return resolve_class_names(cfg, given or "")
 
 
-@torch.no_grad()
-def predict_videos(
-    cfg: Config,
-    videos: list[str],
-    *,
-    checkpoint: str,
-    views: tuple[int, int] | None = None,
-    class_names: list[str] | None = None,
-    topk: int = 5,
-    device: str | None = None,
-    backend: str = "torch",
-) -> list[dict[str, Any]]:
-    """One dict per video: ``path`` and ``top`` (list of {id, name, score}) or ``error``."""
-    from tada.checkpoint import load_checkpoint
-    from tada.config_schema import TEST_KEY_PREFIXES, multi_view_protocol, require_implemented
-    from tada.data import build_dataset
-    from tada.engine.metrics import AGGREGATIONS, aggregate_views
-    from tada.models import build_model
+def build_predictor(cfg: Config, args: argparse.Namespace) -> Any:
+    """The :class:`tada.Predictor` the flags describe (loaded once for every video of the call)."""
+    from tada.predictor import PredictionError, Predictor
 
-    for v in videos:
-        if not Path(v).is_file():
-            raise EngineError(f"video not found: {v}" + (" (a folder)" if Path(v).is_dir() else ""))
-    if not Path(checkpoint).is_file():
-        raise EngineError(f"checkpoint not found: {checkpoint}" + (" (a folder)" if Path(checkpoint).is_dir() else ""))
-    if topk < 1:
-        raise EngineError(f"--topk must be >= 1, got {topk}")
-    require_implemented(cfg, TEST_KEY_PREFIXES, EngineError)
-    if backend == "onnxruntime":  # an exported model; its sidecar fixes frames, sampling, crop, mean/std
-        from tada.serving import onnx_backend
-
-        model, cfg = onnx_backend(cfg, checkpoint)
-        dev = torch.device("cpu")
-        class_names = class_names or model.class_names
-        if class_names is not None and len(class_names) != cfg.VIDEO.HEAD.NUM_CLASSES:
-            raise EngineError(f"{len(class_names)} class names for a model with {cfg.VIDEO.HEAD.NUM_CLASSES} classes")
-    else:
-        if backend == "torch" and Path(checkpoint).suffix == ".onnx":
-            raise EngineError(f"{checkpoint} is an ONNX model: pass --backend onnxruntime")
-        if device and device.startswith("cuda") and not torch.cuda.is_available():
-            raise EngineError(f"--device {device}: CUDA is not available here (use --device cpu)")
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = build_model(cfg).to(dev)
-        load_checkpoint(model, checkpoint, strict=True)
-        model.eval()
-    # The test protocol: the multi-view one (10x3 K400, 2x3 SSv2) when the config runs it automatically.
-    if views is None:
-        multi = cfg.TEST.AUTOMATIC_MULTI_SCALE_TEST or backend == "onnxruntime"
-        views = multi_view_protocol(cfg) if multi else (cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS)
-    clips, crops = int(views[0]), int(views[1])
-    if clips < 1 or crops not in (1, 3):
-        raise EngineError(f"views must be >= 1 clips x 1 or 3 crops, got {clips}x{crops}")
-    static_batch = getattr(model, "input_shape", (None,))[0]  # an ONNX model exported with --batch
-    method = cfg.DATA.ENSEMBLE_METHOD
-    with tempfile.TemporaryDirectory(prefix="tada_predict_") as tmp:
-        listing = Path(tmp) / "videos.txt"
-        listing.write_text("".join(f"{Path(v).resolve()} 0\n" for v in videos))
-        pcfg = cfg.with_overrides({
-            "TEST.DATASET": "list", "DATA.TEST_LIST": str(listing), "DATA.DATA_ROOT_DIR": "/",
-            "DATA.CLASS_NAMES_FILE": "", "TEST.NUM_ENSEMBLE_VIEWS": clips, "TEST.NUM_SPATIAL_CROPS": crops,
-            # the given files are videos, decoded and resized on the CPU, whatever the training used
-            "DATA.FORMAT": "video", "AUGMENTATION.USE_GPU": False,
-        })
-        dataset = build_dataset(pcfg, "test")
-        out = []
-        n = dataset.num_views
-        for video_index, path in enumerate(videos):
-            items = []
-            for v in range(n):  # a video that fails stops at its first view: one warning, not one per view
-                items.append(dataset[video_index * n + v])
-                if items[-1]["failed"]:
-                    break
-            if items[-1]["failed"]:
-                out.append({"path": path, "error": items[-1]["error"]})
-                continue
-            batch = torch.stack([it["video"] for it in items]).to(dev)
-            pad = (-len(items)) % static_batch if static_batch else 0
-            if pad:  # a static-batch export takes multiples of its batch: repeat the last view, drop it after
-                batch = torch.cat([batch, batch[-1:].expand(pad, *batch.shape[1:])])
-            scores = aggregate_views(model(batch)[: len(items)].float(), method)
-            agg = scores.max(0).values if AGGREGATIONS[method] == "max" else scores.mean(0)
-            k = min(topk, agg.numel())
-            values, ids = agg.topk(k)
-            out.append({
-                "path": path,
-                "views": f"{clips}x{crops}",
-                "top": [{"id": int(i), "name": class_names[int(i)] if class_names else str(int(i)),
-                         "score": float(s)} for s, i in zip(values.tolist(), ids.tolist())],
-            })
-    return out
+    names = _class_names(cfg, args.classes, backend=args.backend)
+    common = dict(views=_parse_views(args.views), batch_size=args.batch_size)
+    try:
+        if args.backend == "onnxruntime":
+            if args.precision != "fp32":
+                raise EngineError(f"--precision {args.precision}: an ONNX model runs in the precision it was exported in")
+            if not Path(args.checkpoint).is_file():
+                raise EngineError(f"ONNX model not found: {args.checkpoint}")
+            return Predictor.from_onnx(args.checkpoint, cfg=cfg, device=args.device, **common,
+                                       **({"class_names": names} if names else {}))
+        return Predictor(cfg, args.checkpoint, class_names=names, device=args.device, precision=args.precision,
+                         **common)
+    except PredictionError as err:
+        raise EngineError(str(err)) from None
 
 
 def _parse_views(text: str | None) -> tuple[int, int] | None:
@@ -163,23 +115,98 @@ def _parse_views(text: str | None) -> tuple[int, int] | None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.cfg[0], args.cfg[1:])
-    names = _class_names(cfg, args.classes, backend=args.backend)
-    results = predict_videos(cfg, args.videos, checkpoint=args.checkpoint, views=_parse_views(args.views),
-                             class_names=names, topk=args.topk, device=args.device, backend=args.backend)
-    failed = 0
+    for v in args.videos:
+        if not Path(v).is_file() and not is_url(v):
+            raise EngineError(f"video not found: {v}" + (" (a folder)" if Path(v).is_dir() else ""))
+    if args.topk < 1:
+        raise EngineError(f"--topk must be >= 1, got {args.topk}")
+    predictor = build_predictor(cfg, args)
+    if args.timeline:
+        return run_timelines(predictor, args)
+    if args.output or args.window_stride is not None or args.window_seconds is not None or args.smooth:
+        raise EngineError("--output, --window-stride, --window-seconds and --smooth apply with --timeline")
+    results = predictor.predict_many(args.videos, topk=args.topk)
+    failed = sum("error" in r for r in results)
     for r in results:
         if args.json:
-            print(json.dumps(r))
-            failed += "error" in r
+            print(json.dumps(r, allow_nan=False))
             continue
         print(f"{r['path']}" + (f"  ({r['views']} views)" if "views" in r else ""))
         if "error" in r:
-            failed += 1
-            print(f"  cannot decode: {r['error']}")
+            print(f"  failed: {r['error']}")
             continue
         for rank, t in enumerate(r["top"], 1):
-            print(f"  {rank}. {t['name']} ({t['id']})  {t['score']:.4f}")
-    named = any(t["name"] != str(t["id"]) for r in results for t in r.get("top", []))
-    if not named and not args.json and any("top" in r for r in results):
+            print(f"  {rank}. {t['label']} ({t['id']})  {t['score']:.4f}")
+    if predictor.class_names is None and not args.json and failed < len(results):
         print("(no class names: pass --classes FILE or set DATA.CLASS_NAMES_FILE)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _timeline(predictor: Any, video: str, args: argparse.Namespace) -> dict[str, Any]:
+    from tada.data.decode import DecodeError
+
+    try:
+        return predictor.timeline(video, stride=args.window_stride, seconds=args.window_seconds, topk=args.topk,
+                                  smooth=args.smooth, crops=args.crops)
+    except DecodeError as exc:
+        return {"path": video, "error": exc.reason, "windows": []}
+
+
+def _timeline_rows(timeline: dict[str, Any]) -> list[dict[str, Any]]:
+    """CSV rows: one per window and rank (a failed window or video: one row with its error)."""
+    if "error" in timeline:
+        return [{"path": timeline["path"], "error": timeline["error"]}]
+    rows = []
+    for w in timeline["windows"]:
+        span = {"path": timeline["path"], "start": w["start"], "end": w["end"]}
+        if "error" in w:
+            rows.append({**span, "error": w["error"]})
+        for rank, t in enumerate(w.get("top", []), 1):
+            rows.append({**span, "rank": rank, "id": t["id"], "label": t["label"], "score": t["score"]})
+    return rows
+
+
+def write_timelines(path: Path, timelines: list[dict[str, Any]]) -> None:
+    """Timelines as JSON (a list, one object per video) or CSV (one row per window and rank), atomically."""
+    import csv
+
+    from tada.fileio import atomic_open
+
+    with atomic_open(path) as fh:
+        if path.suffix.lower() == ".json":
+            json.dump(timelines, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+            return
+        writer = csv.DictWriter(fh, fieldnames=["path", "start", "end", "rank", "id", "label", "score", "error"])
+        writer.writeheader()
+        for timeline in timelines:
+            writer.writerows(_timeline_rows(timeline))
+
+
+def run_timelines(predictor: Any, args: argparse.Namespace) -> int:
+    """`tada predict --timeline`: each video's windows, printed, or written to --output."""
+    if args.views is not None:
+        raise EngineError("--views sets the views of a whole-video prediction; a timeline window takes --crops")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix.lower() not in (".json", ".csv"):
+        raise EngineError(f"--output must end in .json or .csv, got {output}")
+    timelines = []
+    for video in args.videos:
+        timeline = _timeline(predictor, video, args)
+        timelines.append(timeline)
+        if output is not None:
+            continue
+        if args.json:
+            print(json.dumps(timeline, allow_nan=False))
+            continue
+        print(timeline["path"] + (f"  failed: {timeline['error']}" if "error" in timeline else ""))
+        for w in timeline["windows"]:
+            what = w["error"] if "error" in w else ", ".join(f"{t['label']} {t['score']:.3f}" for t in w["top"])
+            print(f"  {w['start']:9.2f} - {w['end']:9.2f} s  {what}")
+    if output is not None:
+        write_timelines(output, timelines)
+        print(f"wrote {output}")
+    failed = sum("error" in t or any("error" in w for w in t["windows"]) for t in timelines)
+    if failed:
+        print(f"{failed} of {len(timelines)} videos have windows that could not be scored", file=sys.stderr)
     return 1 if failed else 0
