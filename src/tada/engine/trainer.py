@@ -566,7 +566,9 @@ def _train(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     precision = resolve_precision(cfg.TRAIN.AMP, device)
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
-    optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR)
+    optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR,
+                                lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
+                                num_layers=int(cfg.VIDEO.BACKBONE.DEPTH))
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
     pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
