@@ -233,11 +233,11 @@ NOT_IMPLEMENTED: dict[str, Any] = {
     "VIDEO.HEAD.ACTIVATION": "softmax",
     "BN.WB_LOCK": False,
     "BN.FREEZE": False,
-    "AUGMENTATION.COLOR_AUG": False,
     "AUGMENTATION.MIXUP.ENABLE": False,
     "AUGMENTATION.CUTMIX.ENABLE": False,
-    "AUGMENTATION.RANDOM_ERASING.ENABLE": False,
-    "AUGMENTATION.AUTOAUGMENT.ENABLE": False,
+    # COLOR_AUG is random grayscale only: the brightness/contrast/saturation/hue group runs with
+    # probability COLOR_P, 0 in every official config.
+    "AUGMENTATION.COLOR_P": 0.0,
 }
 
 
