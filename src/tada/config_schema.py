@@ -223,7 +223,6 @@ NOT_IMPLEMENTED: dict[str, Any] = {
     "USE_MULTISEG_VAL_DIST": False,
     "PRETRAIN.ENABLE": False,
     "LOCALIZATION.ENABLE": False,
-    "MODEL.EMA.ENABLE": False,
     "TRAIN.NUM_SAMPLES": None,
     "TEST.CHECKPOINT_TYPE": "pytorch",
     "TEST.AUTOMATIC_MULTI_SCALE_TEST_SPATIAL": False,
@@ -233,8 +232,6 @@ NOT_IMPLEMENTED: dict[str, Any] = {
     "VIDEO.HEAD.ACTIVATION": "softmax",
     "BN.WB_LOCK": False,
     "BN.FREEZE": False,
-    "AUGMENTATION.MIXUP.ENABLE": False,
-    "AUGMENTATION.CUTMIX.ENABLE": False,
     # COLOR_AUG is random grayscale only: the brightness/contrast/saturation/hue group runs with
     # probability COLOR_P, 0 in every official config.
     "AUGMENTATION.COLOR_P": 0.0,
