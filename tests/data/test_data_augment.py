@@ -187,11 +187,11 @@ def test_auto_contrast_and_equalize_work_per_frame_and_channel():
 def test_affine_ops_move_pixels_and_fill_what_comes_in():
     clip = random_clip(5, (3, 2, 10, 12))
     fill = (11, 22, 33)
-    shifted = _affine(clip, (1, 0, 3, 0, 1, 0), fill)  # reads x + 3: moves the image left by 3
+    shifted = _affine(clip.float(), (1, 0, 3, 0, 1, 0), fill).to(torch.uint8)  # reads x + 3: moves the image left by 3
     assert torch.equal(shifted[..., :9], clip[..., 3:])
     assert (shifted[..., 9:] == torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1, 1)).all()
     square = random_clip(6, (3, 1, 8, 8))
-    rotated = _affine(square, _rotate_matrix(90.0, 8, 8), fill)  # counter-clockwise, as Pillow
+    rotated = _affine(square.float(), _rotate_matrix(90.0, 8, 8), fill).to(torch.uint8)  # counter-clockwise, as Pillow
     assert torch.equal(rotated, torch.rot90(square, 1, dims=(-2, -1)))
     flat = torch.full((3, 2, 16, 16), 77, dtype=torch.uint8)
     out = apply_op(flat, "Rotate", 9.0, fill=fill)
@@ -200,6 +200,8 @@ def test_affine_ops_move_pixels_and_fill_what_comes_in():
     sheared = apply_op(flat, "ShearX", 10.0, fill=fill)  # x reads x + 0.3 (y + .5): the right side fills
     assert (sheared[:, :, 0, :] == 77).all()
     assert (sheared[:, :, -1, -4:] == torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1)).all()
+    gone = _affine(flat.float(), (1, 0, 100, 0, 1, 0), fill)  # every source point outside: all fill
+    assert torch.equal(gone, torch.tensor(fill, dtype=torch.float32).view(3, 1, 1, 1).expand_as(gone))
 
 
 def test_translate_magnitude_is_a_fraction_of_the_frame():
