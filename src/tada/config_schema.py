@@ -217,7 +217,7 @@ SCHEMA: dict[str, Any] = {
 
 # Official keys a config may carry that tada does not implement, with the only value it honours.
 # Any other value is an error naming the key (``unimplemented_settings``), never silently ignored.
-# Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, COLOR_P, ...) are not listed.
+# Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, ...) are not listed.
 NOT_IMPLEMENTED: dict[str, Any] = {
     "TASK_TYPE": "classification",
     "USE_MULTISEG_VAL_DIST": False,
