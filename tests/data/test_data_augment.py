@@ -125,9 +125,11 @@ def test_point_ops_at_magnitude_nine():
     assert torch.equal(apply_op(clip, "PosterizeIncreasing", 9.0), (x & 0x80).to(torch.uint8))  # 4 - 3 = 1 bit
     assert torch.equal(apply_op(clip, "PosterizeIncreasing", 10.0), torch.zeros_like(clip))  # 0 bits: black
     threshold = 256 - int(0.9 * 256)  # 26
-    assert torch.equal(apply_op(clip, "SolarizeIncreasing", 9.0), torch.where(x < threshold, x, 255 - x).to(torch.uint8))
+    solarized = torch.where(x < threshold, x, 255 - x).to(torch.uint8)
+    assert torch.equal(apply_op(clip, "SolarizeIncreasing", 9.0), solarized)
     add = int(0.9 * 110)  # 99
-    assert torch.equal(apply_op(clip, "SolarizeAdd", 9.0), torch.where(x < 128, (x + add).clamp(max=255), x).to(torch.uint8))
+    added = torch.where(x < 128, (x + add).clamp(max=255), x).to(torch.uint8)
+    assert torch.equal(apply_op(clip, "SolarizeAdd", 9.0), added)
 
 
 def test_enhance_ops_blend_toward_their_degenerate_images():

@@ -168,7 +168,7 @@ def test_adamw_decays_only_the_groups_that_ask():
 def test_v2_schedules_match_the_official_values(recipe, points):
     keys = ["BASE_LR", "MAX_EPOCH", "WARMUP_EPOCHS", "WARMUP_START_LR", "LR_POLICY", "COSINE_END_LR",
             "COSINE_AFTER_WARMUP"]
-    cfg = load_config(K400, [t for k, v in zip(keys, recipe) for t in (f"OPTIMIZER.{k}", v)])
+    cfg = load_config(K400, [t for k, v in zip(keys, recipe, strict=True) for t in (f"OPTIMIZER.{k}", v)])
     for e, want in points.items():
         assert lr_from_config(cfg.OPTIMIZER, e, global_batch=64) == pytest.approx(want, rel=2e-3), e
 

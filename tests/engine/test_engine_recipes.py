@@ -71,7 +71,7 @@ def test_every_recipe_feature_resumes_bit_identically(tmp_path):
         assert a[key].keys() == b[key].keys()
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
-    for sa, sb in zip(a["optimizer_state"]["state"].values(), b["optimizer_state"]["state"].values()):
+    for sa, sb in zip(a["optimizer_state"]["state"].values(), b["optimizer_state"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     # The EMA lags the weights and the optimizer is AdamW with the LR_REDUCE groups.
     assert any(not torch.equal(a["model_state"][k], a["model_ema_state"][k]) for k in a["model_state"])

@@ -44,10 +44,12 @@ def convnext_shapes(dims=(96, 192, 384, 768), depths=(3, 3, 9, 3), num_classes=4
     for i, d in enumerate(dims):
         p = f"backbone.downsample_layers.{i}"
         if i == 0:
-            s.update({f"{p}.0.weight": (d, 3, 3, 4, 4), f"{p}.0.bias": (d,), f"{p}.1.weight": (d,), f"{p}.1.bias": (d,)})
+            s.update({f"{p}.0.weight": (d, 3, 3, 4, 4), f"{p}.0.bias": (d,),
+                      f"{p}.1.weight": (d,), f"{p}.1.bias": (d,)})
         else:
             e = dims[i - 1]
-            s.update({f"{p}.0.weight": (e,), f"{p}.0.bias": (e,), f"{p}.1.weight": (d, e, 1, 2, 2), f"{p}.1.bias": (d,)})
+            s.update({f"{p}.0.weight": (e,), f"{p}.0.bias": (e,),
+                      f"{p}.1.weight": (d, e, 1, 2, 2), f"{p}.1.bias": (d,)})
         for j in range(depths[i]):
             b = f"backbone.stages.{i}.{j}"
             s[f"{b}.gamma"] = (d,)

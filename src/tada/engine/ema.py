@@ -29,7 +29,7 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for ema_v, model_v in zip(self.module.state_dict().values(), model.state_dict().values()):
+        for ema_v, model_v in zip(self.module.state_dict().values(), model.state_dict().values(), strict=True):
             if ema_v.is_floating_point():
                 ema_v.mul_(self.decay).add_(model_v.detach(), alpha=1.0 - self.decay)
             else:
