@@ -1,4 +1,4 @@
-"""The training loop: SGD with the per-iteration schedule, AMP, DDP, validation and exact resume.
+"""The training loop: optimizer and per-iteration schedule, mixup/cutmix, EMA, AMP, DDP, validation, exact resume.
 
 ``train(cfg)`` runs (or finishes) the training a config describes, in OUTPUT_DIR:
 
@@ -853,10 +853,12 @@ def _start_ema(cfg: Config, model: nn.Module, pos: _Position) -> ModelEma | None
     """MODEL.EMA: the average continues a resumed one, else starts as a copy of the starting weights."""
     if not cfg.MODEL.EMA.ENABLE:
         return None
+    from tada.models.convert import official_filter
+
     ema = ModelEma(model, float(cfg.MODEL.EMA.DECAY))
     if pos.ema_state is not None:
         try:
-            ema.load_state_dict(pos.ema_state)
+            ema.load_state_dict(official_filter(pos.ema_state))  # wrapper prefixes ("module.") removed
         except RuntimeError as err:
             raise EngineError(f"cannot resume the model EMA: model_ema_state does not fit the model: "
                               f"{str(err).strip().splitlines()[0][:300]}") from err
