@@ -583,7 +583,7 @@ def _train(
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
     optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR,
                                 lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
-                                num_layers=int(cfg.VIDEO.BACKBONE.DEPTH))
+                                num_layers=_num_layers(cfg.VIDEO.BACKBONE.DEPTH))
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
     pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
@@ -847,6 +847,12 @@ def _train(
     log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
              _hms(time.perf_counter() - session_start))
     return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _num_layers(depth: Any) -> int | None:
+    """VIDEO.BACKBONE.DEPTH as the layer count of layer-wise LR decay: an int (ViT depth), else None
+    (per-stage lists have no single layer count; layer-wise decay then refuses to run)."""
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
 
 
 def _start_ema(cfg: Config, model: nn.Module, pos: _Position) -> ModelEma | None:
