@@ -109,8 +109,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def _split_state(obj: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(model state dict, the other entries) of a checkpoint or a bare state dict."""
+def _split_state(obj: dict[str, Any], path: str | os.PathLike,
+                 state_key: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(model state dict, the other entries) of a checkpoint or a bare state dict; ``state_key``
+    names the entry to read (e.g. ``model_ema_state``) instead of the first usual one."""
+    if state_key is not None:
+        if not isinstance(obj.get(state_key), Mapping):
+            raise CheckpointError(f"{path}: no '{state_key}' entry (top-level keys: {sorted(obj)[:10]})")
+        return dict(obj[state_key]), {k: v for k, v in obj.items() if k != state_key}
     for key in _STATE_KEYS:
         if key in obj and isinstance(obj[key], Mapping):
             return dict(obj[key]), {k: v for k, v in obj.items() if k != key}
@@ -133,10 +139,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
-def load_state_dict_file(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def load_state_dict_file(path: str | os.PathLike, *,
+                         state_key: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The wrapper-free model state dict of a checkpoint file and its other entries."""
     obj = read_checkpoint(path)
-    state, extra = _split_state(obj, path)
+    state, extra = _split_state(obj, path, state_key)
     return official_filter(state), extra
 
 
@@ -146,15 +153,17 @@ def load_checkpoint(
     *,
     strict: bool = True,
     optimizer: torch.optim.Optimizer | None = None,
+    state_key: str | None = None,
 ) -> LoadedCheckpoint:
     """Load an official ``.pyth``, one of ours, or a bare state dict into ``model``.
 
     ``strict=True``: any missing, unexpected or mis-shaped key is a :class:`CheckpointError` that
     names them, and nothing is loaded. ``strict=False`` loads every key whose name and shape match
     and reports the rest in the returned :class:`LoadedCheckpoint` (never silently).
-    With ``optimizer``, the file must hold ``optimizer_state``, which is loaded too.
+    With ``optimizer``, the file must hold ``optimizer_state``, which is loaded too. ``state_key``
+    selects the weights entry (``model_ema_state`` for the EMA weights).
     """
-    state, extra = load_state_dict_file(path)
+    state, extra = load_state_dict_file(path, state_key=state_key)
     target = _unwrap(model)
     own = target.state_dict()
     missing = [k for k in own if k not in state]

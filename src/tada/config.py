@@ -595,7 +595,11 @@ def _check_consistency(data: dict, *, where: str) -> None:
     if len(scales) != 2 or scales[0] > scales[1]:
         raise ConfigError(f"{where}: DATA.TRAIN_JITTER_SCALES needs [min, max] with min <= max, got "
                           f"{short_repr(scales)}")
-    if d["TRAIN_CROP_SIZE"] > scales[0]:
+    area_fractions = scales[0] <= 1  # random resized crops: [min, max] fractions of the frame's area
+    if area_fractions and scales[1] > 1:
+        raise ConfigError(f"{where}: DATA.TRAIN_JITTER_SCALES {short_repr(scales)}: a minimum <= 1 means area "
+                          "fractions (random resized crops), which need max <= 1; short sides need min >= 2")
+    if not area_fractions and d["TRAIN_CROP_SIZE"] > scales[0]:
         raise ConfigError(f"{where}: DATA.TRAIN_CROP_SIZE {d['TRAIN_CROP_SIZE']} must be <= the smallest "
                           f"DATA.TRAIN_JITTER_SCALES {scales[0]}")
     if d["TEST_CROP_SIZE"] > d["TEST_SCALE"]:

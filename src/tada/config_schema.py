@@ -175,10 +175,10 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "OPTIMIZER": {
-        "OPTIM_METHOD": Key("sgd", (str,), ("sgd",)),
+        "OPTIM_METHOD": Key("sgd", (str,), ("sgd", "adam", "adamw")),
         "BASE_LR": 0.1,
         "ADJUST_LR": False,
-        "LR_POLICY": Key("cosine", (str,), ("cosine",)),
+        "LR_POLICY": Key("cosine", (str,), ("cosine", "cosine_v2")),
         "MAX_EPOCH": 100,
         "MOMENTUM": 0.9,
         "BETAS": [0.9, 0.999],
@@ -191,6 +191,11 @@ SCHEMA: dict[str, Any] = {
         "COSINE_AFTER_WARMUP": False,
         "BIAS_DOUBLE": False,
         "LAYER_WISE_LR_DECAY": 1.0,
+        # The TAdaConvV2 recipes' multipliers; read only when LAYER_WISE_LR_DECAY < 1 (as officially).
+        "HEAD_LRMULT": Key(1.0, (float,), doc="lr multiplier of parameters named 'head' (layer-wise decay only)"),
+        "NEW_PARAMS": Key([], (list,), doc="name substrings of new parameters (layer-wise decay only)"),
+        "NEW_PARAMS_MULT": Key(1.0, (float,), doc="lr multiplier of NEW_PARAMS (layer-wise decay only)"),
+        "NEW_PARAMS_WD_MULT": Key(1.0, (float,), doc="official key, never read there either"),
     },
     "BN": {
         "EPS": 1e-5,
@@ -288,7 +293,7 @@ RANGES: dict[str, Range] = {
     "DATA.SAMPLING_RATE": _COUNT,
     "DATA.TARGET_FPS": Range(0, low_open=True),
     "DATA.FPS": Range(0, low_open=True),
-    "DATA.TRAIN_JITTER_SCALES": _SIDE,
+    "DATA.TRAIN_JITTER_SCALES": Range(0, MAX_IMAGE_SIDE, low_open=True),  # sides, or area fractions <= 1
     "DATA.TRAIN_CROP_SIZE": _SIDE,
     "DATA.TEST_SCALE": _SIDE,
     "DATA.TEST_CROP_SIZE": _SIDE,
@@ -312,14 +317,12 @@ RANGES: dict[str, Range] = {
 
 # Official keys a config may carry that tada does not implement, with the only value it honours.
 # Any other value is an error naming the key (``unimplemented_settings``), never silently ignored.
-# Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, COLOR_P, ...) are not listed.
+# Sub-keys that only matter when their ENABLE is on (MIXUP.ALPHA, ...) are not listed.
 NOT_IMPLEMENTED: dict[str, Any] = {
     "TASK_TYPE": "classification",
     "USE_MULTISEG_VAL_DIST": False,
     "PRETRAIN.ENABLE": False,
     "LOCALIZATION.ENABLE": False,
-    "MODEL.EMA.ENABLE": False,
-    "TRAIN.LR_REDUCE": False,
     "TRAIN.NUM_SAMPLES": None,
     "TEST.CHECKPOINT_TYPE": "pytorch",
     "TEST.AUTOMATIC_MULTI_SCALE_TEST_SPATIAL": False,
@@ -327,14 +330,11 @@ NOT_IMPLEMENTED: dict[str, Any] = {
     "DATA_LOADER.COLLATE_FN": None,
     "VIDEO.HEAD.NAME": "BaseHead",
     "VIDEO.HEAD.ACTIVATION": "softmax",
-    "OPTIMIZER.LAYER_WISE_LR_DECAY": 1.0,
     "BN.WB_LOCK": False,
     "BN.FREEZE": False,
-    "AUGMENTATION.COLOR_AUG": False,
-    "AUGMENTATION.MIXUP.ENABLE": False,
-    "AUGMENTATION.CUTMIX.ENABLE": False,
-    "AUGMENTATION.RANDOM_ERASING.ENABLE": False,
-    "AUGMENTATION.AUTOAUGMENT.ENABLE": False,
+    # COLOR_AUG is random grayscale only: the brightness/contrast/saturation/hue group runs with
+    # probability COLOR_P, 0 in every official config.
+    "AUGMENTATION.COLOR_P": 0.0,
 }
 
 

@@ -247,9 +247,8 @@ def test_continuing_from_a_mid_epoch_file_is_refused(tmp_path):
 def test_official_keys_tada_does_not_implement_are_errors_not_ignored(tmp_path, finished_run):
     from tada.engine.trainer import check_train_config
 
-    cfg = tiny_cfg(tmp_path, "AUGMENTATION.COLOR_AUG", "true", "TRAIN.NUM_SAMPLES", "1000",
-                   "OPTIMIZER.LAYER_WISE_LR_DECAY", "0.5")
-    with pytest.raises(EngineError, match=r"TRAIN.NUM_SAMPLES=1000 .*LAYER_WISE_LR_DECAY=0.5 .*AUGMENTATION.COLOR_AUG=True"):
+    cfg = tiny_cfg(tmp_path, "LOCALIZATION.ENABLE", "true", "TRAIN.NUM_SAMPLES", "1000", "BN.WB_LOCK", "true")
+    with pytest.raises(EngineError, match=r"LOCALIZATION.ENABLE=True .*TRAIN.NUM_SAMPLES=1000 .*BN.WB_LOCK=True"):
         check_train_config(cfg, world_size=1)
     _, ref = finished_run
     cfg = tiny_cfg(tmp_path, "TEST.CHECKPOINT_FILE_PATH", str(ref.last_checkpoint), "DATA.MULTI_LABEL", "true")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,10 +47,12 @@ from tada.data.decode import DecodeError, VideoReader, open_video
 from tada.data.frames import failed_jpeg_clip_fields, jpeg_clip_fields
 from tada.data.sampling import sample_indices
 from tada.errors import TadaError
+from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.transforms import (
     apply_plan,
     extract_box,
     normalize_,
+    plan_resized_crop,
     plan_test_crop,
     plan_train_crop,
 )
@@ -98,6 +100,27 @@ class ClipSpec:
     flip_pairs: dict[int, int] = field(default_factory=dict)
     gpu_resize: bool = False
     gpu_decode: bool = False  # frame folders + USE_GPU: ship JPEG bytes, decode on the GPU (tada.data.frames)
+    # Training augmentations of the TAdaConvV2 recipes (tada.data.augment). ``train_scales`` at
+    # most 1 are area fractions of a random resized crop with aspect range ``crop_ratio``.
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    rand_augment: RandAugment | None = None
+    grayscale_prob: float = 0.0
+    erasing: RandomErasing | None = None
+
+    @property
+    def resized_crop(self) -> bool:
+        """Whether training crops are random resized crops (TRAIN_JITTER_SCALES[0] <= 1, as officially)."""
+        return self.train_scales[0] <= 1
+
+    @property
+    def uint8_augment(self) -> bool:
+        """Whether a training clip goes through augmentations after its crop."""
+        return self.rand_augment is not None or self.grayscale_prob > 0 or self.erasing is not None
+
+    @property
+    def fill(self) -> tuple[int, ...]:
+        """RandAugment's fill colour for pixels a geometric op brings in: round(255 * MEAN)."""
+        return tuple(min(255, round(255 * m)) for m in self.mean)
 
 
 class VideoDataset(Dataset):
@@ -218,8 +241,12 @@ class VideoDataset(Dataset):
         out: dict = {}
         if rng is not None:
             flip = spec.hflip and bool(rng.random() < 0.5)
-            plan = plan_train_crop(height, width, scales=spec.train_scales, crop=spec.train_crop,
-                                   rng=rng, hflip=flip)
+            if spec.resized_crop:
+                box = random_resized_box(height, width, scale=spec.train_scales, ratio=spec.crop_ratio, rng=rng)
+                plan = plan_resized_crop(height, width, box=box, size=spec.train_crop, hflip=flip)
+            else:
+                plan = plan_train_crop(height, width, scales=spec.train_scales, crop=spec.train_crop,
+                                       rng=rng, hflip=flip)
             if flip and entry.label in spec.flip_pairs:
                 out["label"] = spec.flip_pairs[entry.label]
         else:
@@ -231,9 +258,23 @@ class VideoDataset(Dataset):
         elif spec.gpu_resize:
             out.update(video=extract_box(clip, plan), rows0=plan.rows0, rows1=plan.rows1, row_w=plan.row_w,
                        cols0=plan.cols0, cols1=plan.cols1, col_w=plan.col_w)
+        elif rng is not None and spec.uint8_augment:
+            out["video"] = self._augmented(apply_plan(clip, plan), rng)
         else:
             out["video"] = normalize_(apply_plan(clip, plan), spec.mean, spec.std)
         return out
+
+    def _augmented(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """RandAugment on the crop as uint8 (truncated, as officially), grayscale, normalise, erase."""
+        spec = self.spec
+        if spec.rand_augment is not None:  # the 8-bit crop, held as float32 integers (see tada.data.augment)
+            video = spec.rand_augment(video.floor_(), rng, fill=spec.fill)  # bilinear: already in 0..255
+        if spec.grayscale_prob > 0 and rng.random() < spec.grayscale_prob:
+            grayscale_(video)
+        normalize_(video, spec.mean, spec.std)
+        if spec.erasing is not None:
+            spec.erasing(video, rng)
+        return video
 
     def _failed_video(self) -> dict:
         """A zero video with the shape a good item of this split has, so batches still collate."""
@@ -364,6 +405,34 @@ def _check_backend(backend: str) -> None:
         ) from exc
 
 
+def _recipe_augmentations(cfg) -> dict:
+    """ClipSpec fields for the crop aspect range, RandAugment, grayscale and random erasing."""
+    a = cfg.AUGMENTATION
+    if len(a.RATIO) != 2 or not 0 < a.RATIO[0] <= a.RATIO[1]:
+        raise ConfigError(f"AUGMENTATION.RATIO needs [min, max] aspect ratios, got {list(a.RATIO)}")
+    out: dict = {"crop_ratio": (float(a.RATIO[0]), float(a.RATIO[1]))}
+    if a.AUTOAUGMENT.ENABLE:
+        try:
+            out["rand_augment"] = parse_rand_augment(a.AUTOAUGMENT.TYPE)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if a.COLOR_AUG:
+        if not 0 <= a.GRAYSCALE <= 1:
+            raise ConfigError(f"AUGMENTATION.GRAYSCALE is a probability, got {a.GRAYSCALE}")
+        out["grayscale_prob"] = float(a.GRAYSCALE)
+    er = a.RANDOM_ERASING
+    if er.ENABLE:
+        if er.NUM_SPLITS not in (0, 1):
+            raise ConfigError(f"AUGMENTATION.RANDOM_ERASING.NUM_SPLITS {er.NUM_SPLITS}: only 0 is supported")
+        try:
+            out["erasing"] = RandomErasing(prob=float(er.PROB), mode=er.MODE, count=tuple(int(c) for c in er.COUNT),
+                                           area_range=tuple(float(v) for v in er.AREA_RANGE),
+                                           min_aspect=float(er.MIN_ASPECT))
+        except (ValueError, TypeError) as err:
+            raise ConfigError(str(err)) from None
+    return out
+
+
 def build_dataset(cfg, split: str) -> VideoDataset:
     """The dataset of ``split`` ('train', 'val', 'test') as the config describes it.
 
@@ -415,6 +484,10 @@ def build_dataset(cfg, split: str) -> VideoDataset:
         gpu_resize=a.USE_GPU,
         gpu_decode=a.USE_GPU and d.FORMAT == "frames",
     )
+    spec = replace(spec, **_recipe_augmentations(cfg))
+    if a.USE_GPU and split == "train" and spec.uint8_augment:
+        raise ConfigError("AUGMENTATION.USE_GPU resizes on the GPU, after the worker: it cannot be combined with "
+                          "AUTOAUGMENT, COLOR_AUG or RANDOM_ERASING (set AUGMENTATION.USE_GPU false)")
     if d.FORMAT == "frames":  # every listed video must name a frame folder: fail now, not mid-epoch
         from tada.data.frames import folder_for_video, frames_dir_from_config
 

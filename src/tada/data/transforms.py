@@ -25,6 +25,7 @@ from torch import Tensor
 __all__ = [
     "CropPlan",
     "plan_train_crop",
+    "plan_resized_crop",
     "plan_test_crop",
     "resized_size",
     "apply_plan",
@@ -92,6 +93,23 @@ def _plan(height: int, width: int, resized: tuple[int, int], y: int, x: int, cro
     x0, x1 = int(c0.min()), int(c1.max()) + 1
     t = torch.from_numpy
     return CropPlan((y0, y1, x0, x1), t(r0 - y0), t(r1 - y0), t(rw_), t(c0 - x0), t(c1 - x0), t(cw))
+
+
+def plan_resized_crop(height: int, width: int, *, box: tuple[int, int, int, int], size: int,
+                      hflip: bool = False) -> CropPlan:
+    """The region ``box`` = (top, left, h, w) of the frame resized to ``size`` x ``size`` (bilinear,
+    ``align_corners=False``, as crop-then-interpolate), optionally mirrored: a random resized crop."""
+    top, left, h, w = box
+    if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
+        raise ValueError(f"crop box {box} outside the {width}x{height} frame")
+    r0, r1, rw_ = _axis(h, size, 0, size)
+    c0, c1, cw = _axis(w, size, 0, size)
+    y0, y1 = top + int(r0.min()), top + int(r1.max()) + 1
+    x0, x1 = left + int(c0.min()), left + int(c1.max()) + 1
+    t = torch.from_numpy
+    plan = CropPlan((y0, y1, x0, x1), t(r0 + top - y0), t(r1 + top - y0), t(rw_),
+                    t(c0 + left - x0), t(c1 + left - x0), t(cw))
+    return plan.flipped() if hflip else plan
 
 
 def plan_train_crop(height: int, width: int, *, scales: Sequence[int], crop: int,

@@ -136,7 +136,7 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
     file (path, size, mtime) with the same config, which makes re-running a finished run cheap.
     OUTPUT_DIR is locked while the tests run (:func:`tada.engine.ownership.exclusive_output_dir`).
     """
-    from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint, test, test_dir, tested_as_now
+    from tada.engine.evaluate import checkpoint_identity, resolve_test_checkpoint
 
     own = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
@@ -147,34 +147,47 @@ def run_tests(cfg: Config, *, ctx=None, reuse_finished: bool = False, train_seco
         ident = checkpoint_identity(path)
         extra = {"train_seconds": train_seconds if train_seconds is not None else _train_seconds(cfg)}
         final = None
+        # With MODEL.EMA each protocol is repeated on the checkpoint's EMA weights (test_VxC_ema).
+        weights = ("model", "ema") if cfg.MODEL.EMA.ENABLE else ("model",)
         for views, crops in _protocols(cfg):
-            previous = test_dir(cfg.OUTPUT_DIR, views, crops) / "results.json"
-            tested_with = previous.with_name("config.yaml")
-            old = None
-            if reuse_finished and previous.is_file() and tested_with.is_file():
-                old = json.loads(previous.read_text())
-                # the same checkpoint file and the same config (test scale, views, aggregation, ...)
-                if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
-                        and tested_as_now(old)):
-                    old = None
-            # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
-            old = all_gather_objects(ctx, old)[0]
-            if old is not None:
-                print(f"[tada] test {views}x{crops}: already done with {path}; reusing {previous}", file=sys.stderr)
-                final = old
-                continue
-            if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
-                save_config(cfg, test_dir(cfg.OUTPUT_DIR, views, crops) / "config.yaml")
-            result = test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx,
-                          extra=extra, **fns)
-            if result is not None:
-                final = result
+            for kind in weights:
+                result = _run_protocol(cfg, ctx, path=path, why=why, ident=ident, extra=extra, views=views,
+                                       crops=crops, weights=kind, reuse_finished=reuse_finished, fns=fns)
+                if result is not None and kind == "model":
+                    final = result
         _finish(cfg, final, ctx)
         return final
     finally:
         lock.close()
         if own:
             shutdown(ctx)
+
+
+def _run_protocol(cfg: Config, ctx, *, path: Path, why: str, ident: dict[str, Any], extra: dict[str, Any],
+                  views: int, crops: int, weights: str, reuse_finished: bool, fns: dict[str, Any]):
+    """One test protocol on one kind of weights, or its saved results when they are still valid."""
+    from tada.engine.evaluate import test, test_dir, tested_as_now
+
+    folder = test_dir(cfg.OUTPUT_DIR, views, crops, weights)
+    previous = folder / "results.json"
+    tested_with = folder / "config.yaml"
+    old = None
+    if reuse_finished and previous.is_file() and tested_with.is_file():
+        old = json.loads(previous.read_text())
+        # the same checkpoint file and the same config (test scale, views, aggregation, ...)
+        if not (old.get("checkpoint_identity") == ident and tested_with.read_text() == cfg.dump()
+                and tested_as_now(old)):
+            old = None
+    # Rank 0 decides for all: a rank deciding alone could leave the others waiting in the test.
+    old = all_gather_objects(ctx, old)[0]
+    if old is not None:
+        print(f"[tada] test {views}x{crops} ({weights} weights): already done with {path}; reusing {previous}",
+              file=sys.stderr)
+        return old
+    if ctx.is_master:  # the test's own config; OUTPUT_DIR/config.yaml stays the training's
+        save_config(cfg, tested_with)
+    return test(cfg, views=views, crops=crops, checkpoint=path, checkpoint_choice=why, ctx=ctx, extra=extra,
+                weights=weights, **fns)
 
 
 def _train_seconds(cfg: Config) -> float | None:

@@ -52,8 +52,11 @@ def tested_as_now(results: dict[str, Any]) -> bool:
 log = logging.getLogger(__name__)
 
 
-def test_dir(output_dir: str | os.PathLike, views: int, crops: int) -> Path:
-    return Path(output_dir) / f"test_{views}x{crops}"
+WEIGHTS = {"model": None, "ema": "model_ema_state"}  # which weights of a checkpoint a test reads
+
+
+def test_dir(output_dir: str | os.PathLike, views: int, crops: int, weights: str = "model") -> Path:
+    return Path(output_dir) / f"test_{views}x{crops}{'' if weights == 'model' else '_' + weights}"
 
 
 def resolve_test_checkpoint(cfg: Config) -> tuple[Path, str]:
@@ -120,21 +123,25 @@ def test(
     model_fn: Callable[[Config], nn.Module] | None = None,
     dataset_fn: Callable[[Config, str], Any] | None = None,
     extra: dict[str, Any] | None = None,
+    weights: str = "model",
 ) -> dict[str, Any] | None:
     """Test a checkpoint with ``views`` clips x ``crops`` crops; returns results.json's content on rank 0.
 
     ``checkpoint`` defaults to :func:`resolve_test_checkpoint`. ``extra`` entries (e.g. the
-    training time) are added to results.json.
+    training time) are added to results.json. ``weights`` 'ema' tests the checkpoint's
+    ``model_ema_state`` (MODEL.EMA) instead of its model weights, into ``test_VxC_ema``.
     """
+    if weights not in WEIGHTS:
+        raise EngineError(f"test weights must be one of {sorted(WEIGHTS)}, got {weights!r}")
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
-    out = test_dir(cfg.OUTPUT_DIR, views, crops)
+    out = test_dir(cfg.OUTPUT_DIR, views, crops, weights)
     if ctx.is_master:
         out.mkdir(parents=True, exist_ok=True)
     undo_logging = setup_logging(out / "test.log", master=ctx.is_master, console_iterations=True)
     try:
         return _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn or _default_model_fn,
-                     dataset_fn or _default_dataset_fn, extra or {}, out)
+                     dataset_fn or _default_dataset_fn, {**(extra or {}), "weights": weights}, out)
     finally:
         undo_logging()
         if own_ctx:
@@ -176,7 +183,7 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     torch.manual_seed(int(cfg.RANDOM_SEED))
     model = model_fn(cfg).to(device)
-    loaded = load_checkpoint(model, path, strict=True)
+    loaded = load_checkpoint(model, path, strict=True, state_key=WEIGHTS[extra.get("weights", "model")])
     model.eval()
     log.info("testing %s (%s, epoch %s) on %d videos x %d views (%dx%d), aggregation %s, %d process(es)",
              path, why, "?" if loaded.epoch is None else loaded.epoch + 1, num_videos, num_views, views, crops,

@@ -1,4 +1,4 @@
-"""The training loop: SGD with the per-iteration schedule, AMP, DDP, validation and exact resume.
+"""The training loop: optimizer and per-iteration schedule, mixup/cutmix, EMA, AMP, DDP, validation, exact resume.
 
 ``train(cfg)`` runs (or finishes) the training a config describes, in OUTPUT_DIR:
 
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,8 +46,10 @@ from tada.engine.distributed import (
     broadcast_buffers,
     init_distributed,
 )
+from tada.engine.ema import ModelEma
 from tada.engine.interrupt import StopSignals
 from tada.engine.metrics import topk_correct
+from tada.engine.mixing import mixer_from_config
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
@@ -85,6 +88,7 @@ class _Position:
     train_seconds: float = 0.0
     best: dict[str, Any] | None = None
     start: str = "random"
+    ema_state: dict[str, Any] | None = None  # the resumed checkpoint's model_ema_state, if any
 
 
 @dataclass
@@ -177,6 +181,13 @@ def check_train_config(cfg: Config, world_size: int) -> None:
             raise EngineError("TRAIN.CUDA_GRAPHS is for one GPU; with several, set it false (DDP is not captured)")
         if cfg.TRAIN.COMPILE:
             raise EngineError("TRAIN.CUDA_GRAPHS and TRAIN.COMPILE are exclusive: set one of them false")
+    if cfg.TRAIN.CUDA_GRAPHS and (cfg.AUGMENTATION.MIXUP.ENABLE or cfg.AUGMENTATION.CUTMIX.ENABLE):
+        raise EngineError("TRAIN.CUDA_GRAPHS replays integer-label steps: it cannot be combined with "
+                          "AUGMENTATION.MIXUP/CUTMIX (set TRAIN.CUDA_GRAPHS false)")
+    try:
+        mixer_from_config(cfg.AUGMENTATION, cfg.VIDEO.HEAD.NUM_CLASSES)
+    except ValueError as err:
+        raise EngineError(str(err)) from None
     if cfg.BN.SYNC and world_size > 1 and cfg.NUM_GPUS == 0:
         raise EngineError("BN.SYNC needs CUDA (SyncBatchNorm has no CPU kernels): set BN.SYNC false")
 
@@ -284,6 +295,7 @@ def _start(
             epoch = _official_epoch(state, latest.path)
             pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
             pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
+            pos.ema_state = state.get("model_ema_state")
             log.info("%s", pos.start)
             return pos, None
         if extra["iters_per_epoch"] != iters_per_epoch:
@@ -299,6 +311,7 @@ def _start(
             global_step=int(extra["global_step"]),
             train_seconds=float(extra["train_seconds"]),
             best=extra.get("best"),
+            ema_state=state.get("model_ema_state"),
         )
         pos.start = f"auto-resume from {latest.path} (epoch {pos.epoch + 1}, iteration {pos.iteration})"
         log.info("%s", pos.start)
@@ -377,6 +390,7 @@ def _save(
     iters_per_epoch: int,
     *,
     is_best: bool,
+    ema: ModelEma | None = None,
 ) -> Path:
     """Write the checkpoint for the current position (all ranks call; rank 0 writes).
 
@@ -403,6 +417,7 @@ def _save(
             "optimizer_state": optimizer.state_dict(),
             "epoch": epochs_done - 1,  # official meaning: 0-based index of the last completed epoch
             "cfg": json.dumps(cfg.to_dict(), indent=2),
+            **({"model_ema_state": ema.state_dict()} if ema is not None else {}),
             "tada": {
                 "format": 1,
                 "next_epoch": pos.epoch,
@@ -575,10 +590,13 @@ def _train(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     precision = resolve_precision(cfg.TRAIN.AMP, device)
     scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
-    optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR)
+    optimizer = build_optimizer(model, cfg.OPTIMIZER, cfg.BN, only_linear=cfg.TRAIN.ONLY_LINEAR,
+                                lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
+                                num_layers=_num_layers(cfg.VIDEO.BACKBONE.DEPTH))
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
     pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
+    ema = _start_ema(cfg, model, pos)
     if ctx.is_master:  # only now: a refused resume leaves the config of the run it refused to extend
         save_config(cfg, out / "config.yaml")
     stats.truncate_after(pos.global_step)
@@ -612,7 +630,9 @@ def _train(
     log.info("precision %s; start %s; epochs %d..%d", precision.label, pos.start, pos.epoch + 1, max_epoch)
     if model_info:
         stats.write("model_info", model_info, step=pos.global_step)
-    criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.AUGMENTATION.LABEL_SMOOTHING))
+    mixer = mixer_from_config(cfg.AUGMENTATION, cfg.VIDEO.HEAD.NUM_CLASSES)
+    # Mixed batches carry soft targets that already hold the label smoothing.
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixer else float(cfg.AUGMENTATION.LABEL_SMOOTHING))
     graphed = None
     if cfg.TRAIN.CUDA_GRAPHS:  # one GPU, no DDP or compile (check_train_config): net is model
         from tada.engine.graphs import GraphedTrainStep
@@ -707,7 +727,7 @@ def _train(
                 bar.close()
             pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
             if last_path != ckpt.checkpoint_path(out, pos.epoch, pos.iteration):
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
             return StopSignals.interrupted(signum, where=f"epoch {epoch + 1}, iteration {pos.iteration}/{ipe}",
                                            checkpoint=last_path, auto_resume=cfg.TRAIN.AUTO_RESUME)
 
@@ -718,6 +738,10 @@ def _train(
             # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
             window.data_time += time.perf_counter() - fetch_start
             video, labels = _to_device(batch, device, gpu_transform, cfg)
+            targets = labels
+            if mixer is not None:  # the step's own seed: a resumed run mixes as an uninterrupted one
+                video, targets = mixer(video, labels, np.random.default_rng(mix_seed(seed, ctx.rank, pos.global_step,
+                                                                                     0x313)))
             set_lr(optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(epoch, pos.iteration, ipe),
                                              global_batch=global_batch))
             if graphed is not None:  # forward+backward replayed; the gradients are overwritten in place
@@ -725,7 +749,7 @@ def _train(
             else:
                 with autocast(precision, device):
                     logits = net(video)
-                loss = criterion(logits.float(), labels)
+                loss = criterion(logits.float(), targets)
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler is not None else loss).backward()
             if scaler is not None:
@@ -733,6 +757,8 @@ def _train(
                 scaler.update()
             else:
                 optimizer.step()
+            if ema is not None:
+                ema.update(model)
             with torch.no_grad():
                 detached = loss.detach().double()
                 finite = torch.isfinite(detached)
@@ -755,7 +781,7 @@ def _train(
             if iter_period and pos.global_step % iter_period == 0 and not epoch_end:
                 flush()  # the NaN check guards the file
                 pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
             if not epoch_end and (not ctx.distributed or pos.iteration % log_period == 0):
                 signum = stops.agreed(ctx)  # ranks agree where they already synchronise
                 if signum:
@@ -814,6 +840,13 @@ def _train(
             if val["nonfinite_clips"]:
                 log.warning("val epoch %d: %d clip(s) gave non-finite logits (counted as wrong, left out of "
                             "the loss)", epochs_done, val["nonfinite_clips"])
+            if ema is not None:
+                broadcast_buffers(ctx, ema.module)
+                val_ema = validate(ema.module, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform,
+                                   cfg=cfg)
+                val_record.update({f"ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
+                log.info("val epoch %d (EMA weights): loss %.4f top1 %.2f%% top5 %.2f%%", epochs_done,
+                         val_ema["loss"], val_ema["top1"], val_ema["top5"])
         pos.epoch, pos.iteration = epochs_done, 0
         pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
         train_record["train_seconds"] = pos.train_seconds
@@ -822,11 +855,11 @@ def _train(
             stats.write("val_epoch", val_record, step=pos.global_step)
         checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), max_epoch)
         if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
-            last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best)
+            last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best, ema=ema)
         signum = stops.agreed(ctx) if epochs_done < max_epoch else None
         if signum:
             if last_path != ckpt.checkpoint_path(out, epochs_done):
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False)
+                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
             raise StopSignals.interrupted(signum, where=f"the end of epoch {epochs_done}", checkpoint=last_path,
                                           auto_resume=cfg.TRAIN.AUTO_RESUME)
 
@@ -863,6 +896,31 @@ def _batches(loader: Any, stops: StopSignals):
                 raise
             return
         yield batch
+
+
+def _num_layers(depth: Any) -> int | None:
+    """VIDEO.BACKBONE.DEPTH as the layer count of layer-wise LR decay: an int (ViT depth), else None
+    (per-stage lists have no single layer count; layer-wise decay then refuses to run)."""
+    return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
+
+
+def _start_ema(cfg: Config, model: nn.Module, pos: _Position) -> ModelEma | None:
+    """MODEL.EMA: the average continues a resumed one, else starts as a copy of the starting weights."""
+    if not cfg.MODEL.EMA.ENABLE:
+        return None
+    from tada.models.convert import official_filter
+
+    ema = ModelEma(model, float(cfg.MODEL.EMA.DECAY))
+    if pos.ema_state is not None:
+        try:
+            ema.load_state_dict(official_filter(pos.ema_state))  # wrapper prefixes ("module.") removed
+        except RuntimeError as err:
+            raise EngineError(f"cannot resume the model EMA: model_ema_state does not fit the model: "
+                              f"{str(err).strip().splitlines()[0][:300]}") from err
+    elif pos.start.startswith("auto-resume"):
+        log.warning("MODEL.EMA: the resumed checkpoint has no model_ema_state; the average starts from its weights")
+    pos.ema_state = None
+    return ema
 
 
 def _terminal_width() -> int:

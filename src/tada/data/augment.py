@@ -1,0 +1,433 @@
+"""Clip augmentations of the TAdaConvV2 recipes, on uint8 clips: RandAugment, grayscale, erasing.
+
+Every function takes its random draws from the ``numpy.random.Generator`` it is given (the
+dataset's per-item generator), so an item's augmentation is a function of its seed alone.
+
+RandAugment (``rand-m9-n4-mstd0.5-inc1``) works as the official video RandAugment: the clip, a
+uint8 (C, T, H, W) tensor, gets ``n`` ops drawn with replacement from the 15 "increasing" ops;
+each fires with probability 0.5 and then draws one magnitude ``clip(N(m, mstd), 0, 10)`` and one
+sign for the whole clip, so every frame gets the same op with the same arguments. Statistics
+that an op computes from the image (AutoContrast's range, Equalize's histogram, Contrast's mean
+grey) are computed per frame, as the official per-frame image ops do. The ops reproduce the
+Pillow image operations the official code calls, in integer or float arithmetic as Pillow does:
+lookup tables for the point ops, ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`` for grey,
+blends truncated toward zero and clamped, the 3x3 SMOOTH filter rounded with borders kept, and
+the affine ops (rotate, shear, translate) sampled with Pillow's cubic (a = -1) at pixel centres,
+clamped at the borders, truncated, and filled where the source point leaves the frame.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "INCREASING_OPS",
+    "RandAugment",
+    "RandomErasing",
+    "apply_op",
+    "grayscale_",
+    "parse_rand_augment",
+    "random_resized_box",
+]
+
+MAX_LEVEL = 10.0
+
+INCREASING_OPS = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
+    "SolarizeAdd", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+    "SharpnessIncreasing", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
+)
+_SIGNED = {"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "ColorIncreasing",
+           "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"}
+
+
+# ------------------------------------------------------------------------------------------
+# RandAugment policy
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RandAugment:
+    """A parsed ``rand-...`` policy: ``num_ops`` ops at ``magnitude`` (+- ``magnitude_std`` noise)."""
+
+    magnitude: float = MAX_LEVEL
+    num_ops: int = 2
+    magnitude_std: float = 0.0
+    magnitude_max: float = MAX_LEVEL
+    prob: float = 0.5
+    ops: tuple[str, ...] = INCREASING_OPS
+
+    def draw(self, rng: np.random.Generator) -> list[tuple[str, float, bool]]:
+        """The (op, magnitude, negate) triples that fire for one clip, in order."""
+        chosen = rng.integers(len(self.ops), size=self.num_ops)
+        fired = []
+        for k in chosen:
+            if rng.random() > self.prob:
+                continue
+            m = self.magnitude
+            if self.magnitude_std == math.inf:
+                m = rng.uniform(0.0, m)
+            elif self.magnitude_std > 0:
+                m = rng.normal(m, self.magnitude_std)
+            m = float(max(0.0, min(m, self.magnitude_max)))
+            name = self.ops[int(k)]
+            negate = bool(rng.random() > 0.5) if name in _SIGNED else False
+            fired.append((name, m, negate))
+        return fired
+
+    def __call__(self, clip: Tensor, rng: np.random.Generator, *, fill: Sequence[int]) -> Tensor:
+        """The augmented (3, T, H, W) clip of 8-bit values (uint8, or float32 holding integers; the
+        result has the input's dtype and is a new tensor when an op fires)."""
+        _check_clip(clip)
+        fired = self.draw(rng)
+        if not fired:
+            return clip
+        x = clip.to(torch.float32)
+        for name, m, negate in fired:
+            x = _run_op(x, name, m, negate, fill)
+        return x.to(clip.dtype)
+
+
+_KEY_RE = re.compile(r"^([a-z]+)(.*)$")
+
+
+def parse_rand_augment(text: str) -> RandAugment:
+    """``rand-m9-n4-mstd0.5-inc1`` -> :class:`RandAugment` (keys m, n, mstd, mmax, inc).
+
+    Only the increasing op set exists here: ``inc0`` is an error rather than the official code's
+    reading of any ``inc`` value as true.
+    """
+    parts = text.split("-")
+    if parts[0] != "rand":
+        raise ValueError(f"AUGMENTATION.AUTOAUGMENT.TYPE {text!r}: only RandAugment ('rand-...') is supported")
+    kw: dict = {}
+    increasing = False
+    for part in parts[1:]:
+        match = _KEY_RE.match(part)
+        if not match or not match.group(2):
+            raise ValueError(f"AUGMENTATION.AUTOAUGMENT.TYPE {text!r}: cannot read {part!r}")
+        key, value = match.groups()
+        try:
+            if key == "m":
+                kw["magnitude"] = float(value)
+            elif key == "n":
+                kw["num_ops"] = int(value)
+            elif key == "mstd":
+                kw["magnitude_std"] = float(value)
+            elif key == "mmax":
+                kw["magnitude_max"] = float(value)
+            elif key == "inc":
+                increasing = bool(int(value))
+            else:
+                raise ValueError(f"unknown key {key!r}")
+        except ValueError as err:
+            raise ValueError(f"AUGMENTATION.AUTOAUGMENT.TYPE {text!r}: {part!r}: {err}") from None
+    if not increasing:
+        raise ValueError(f"AUGMENTATION.AUTOAUGMENT.TYPE {text!r}: only the increasing ops ('inc1') are implemented")
+    return RandAugment(**kw)
+
+
+# ------------------------------------------------------------------------------------------
+# The ops. A clip is (C, T, H, W) of 8-bit values 0..255, held as float32 (exact integers) while
+# the ops run: every op yields integers again (truncated or looked up as Pillow does), so this is
+# the uint8 arithmetic without a conversion per op.
+# ------------------------------------------------------------------------------------------
+def _lut(x: Tensor, table: np.ndarray) -> Tensor:
+    """A 256-entry lookup table applied to every value (one gather: cheaper than compare-and-select)."""
+    flat = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))
+    return flat.index_select(0, x.reshape(-1).to(torch.int32)).view(x.shape)
+
+
+def _planes_lut(x: Tensor, tables: np.ndarray) -> Tensor:
+    """One 256-entry table per (channel, frame) plane; ``tables`` is (C*T, 256)."""
+    c, t, h, w = x.shape
+    index = x.reshape(c * t, h * w).to(torch.int32)
+    index += (torch.arange(c * t, dtype=torch.int32) * 256).view(-1, 1)
+    flat = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32).reshape(-1))
+    return flat.index_select(0, index.view(-1)).view(c, t, h, w)
+
+
+def _auto_contrast(x: Tensor) -> Tensor:
+    planes = x.flatten(2).flatten(0, 1)
+    lo = planes.amin(1).to(torch.int64).numpy()
+    hi = planes.amax(1).to(torch.int64).numpy()
+    tables = np.tile(np.arange(256, dtype=np.float64), (len(lo), 1))
+    for k in np.flatnonzero(hi > lo):  # Pillow, in Python floats: int(ix * scale + offset), clipped
+        scale = 255.0 / (hi[k] - lo[k])
+        offset = -lo[k] * scale
+        tables[k] = np.clip(np.trunc(np.arange(256) * scale + offset), 0, 255)
+    return _planes_lut(x, tables)
+
+
+def _equalize(x: Tensor) -> Tensor:
+    c, t, h, w = x.shape
+    n = c * t * 256
+    # Plane k's value v counted in bin 256 k + v: unit-width bins centred on the integers, exact in float32.
+    index = x.reshape(c * t, h * w) + (torch.arange(c * t, dtype=torch.float32) * 256).view(-1, 1)
+    hist = torch.histc(index, bins=n, min=-0.5, max=n - 0.5).to(torch.int64).view(c * t, 256).numpy()
+    tables = np.tile(np.arange(256, dtype=np.int64), (c * t, 1))
+    for k, counts in enumerate(hist):
+        nonzero = counts[counts > 0]
+        if len(nonzero) <= 1:
+            continue
+        step = (int(nonzero.sum()) - int(nonzero[-1])) // 255
+        if not step:
+            continue
+        below = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        tables[k] = np.minimum((step // 2 + below) // step, 255)  # Image.point clips to 255
+    flat = torch.from_numpy(tables.astype(np.float32).reshape(-1))
+    return flat.index_select(0, index.view(-1).to(torch.int32)).view(c, t, h, w)
+
+
+def _grey_l(x: Tensor) -> Tensor:
+    """Pillow's RGB -> L, (19595 R + 38470 G + 7471 B + 0x8000) >> 16, as (T, H, W); exact in float32
+    (every partial sum stays below 2^24)."""
+    return (x[0] * 19595 + x[1] * 38470 + x[2] * 7471 + 0x8000).div_(65536).floor_()
+
+
+def _blend(degenerate: Tensor, x: Tensor, factor: float) -> Tensor:
+    """Pillow's blend(degenerate, x, factor) in float32: d + factor * (x - d), clamped, truncated."""
+    return (x - degenerate).mul_(np.float32(factor)).add_(degenerate).clamp_(0, 255).floor_()
+
+
+_SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]).div_(13).view(1, 1, 3, 3)
+
+
+def _sharpness(x: Tensor, factor: float) -> Tensor:
+    """Pillow's Sharpness: blend with SMOOTH (3x3, centre 5, others 1, /13, rounded), whose border
+    rows and columns are the image's own, so the border stays as it is.
+
+    A smoothed value is an integer over 13, never within 1/26 of a rounding tie, so the float
+    summation order does not matter."""
+    c, t, h, w = x.shape
+    kernel = _SMOOTH.expand(c * t, 1, 3, 3).contiguous()  # depthwise: one pass over all planes
+    smooth = torch.nn.functional.conv2d(x.reshape(1, c * t, h, w), kernel, groups=c * t).view(c, t, h - 2, w - 2)
+    out = x.clone()
+    out[..., 1:-1, 1:-1] = _blend(smooth.add_(0.5).floor_().clamp_(0, 255), x[..., 1:-1, 1:-1], factor)
+    return out
+
+
+def _cubic_weights(d: np.ndarray) -> np.ndarray:
+    """Pillow's affine-transform cubic (a = -1) weights of taps x-1..x+2 at fraction ``d``; (4, N)."""
+    d2, d3 = d * d, d * d * d
+    return np.stack([-d + 2 * d2 - d3, 1 - 2 * d2 + d3, d + d2 - d3, -d2 + d3])
+
+
+def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
+    """Pillow's ``transform(AFFINE, matrix, BICUBIC, fillcolor=fill)`` of every frame.
+
+    Output pixel (x, y) reads the source at (a, b, c) . (x + .5, y + .5, 1), (d, e, f) . (...);
+    a source point outside the frame gives ``fill``. The taps are shared by all planes, so each
+    output pixel is one row of a sparse tap matrix, applied to all planes at once; taps whose
+    weight is zero everywhere (shears, shifts) are left out.
+    """
+    c, t, h, w = x.shape
+    a, b, cc, d, e, f = (float(v) for v in matrix)
+    ys, xs = np.mgrid[0:h, 0:w]
+    xo, yo = xs.ravel() + 0.5, ys.ravel() + 0.5
+    xin = a * xo + b * yo + cc
+    yin = d * xo + e * yo + f
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    xin, yin = xin - 0.5, yin - 0.5
+    x0, y0 = np.floor(xin), np.floor(yin)
+    wx, wy = _cubic_weights(xin - x0), _cubic_weights(yin - y0)
+    x0, y0 = x0.astype(np.int64) - 1, y0.astype(np.int64) - 1
+    colour = torch.tensor([float(v) for v in fill]).repeat_interleave(t)
+    if not inside.any():
+        return colour.view(-1, 1).expand(c * t, h * w).reshape(c, t, h, w)
+    used_x = [k for k in range(4) if np.any(wx[k][inside] != 0)]
+    used_y = [k for k in range(4) if np.any(wy[k][inside] != 0)]
+    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame), applied to the
+    # (H*W, C*T) pixel rows by one sparse-dense product.
+    cols, weights = [], []
+    for ky in used_y:
+        yy = np.clip(y0 + ky, 0, h - 1) * w
+        for kx in used_x:
+            cols.append((yy + np.clip(x0 + kx, 0, w - 1))[inside])
+            weights.append((wy[ky] * wx[kx])[inside])
+    taps = len(cols)
+    col_index = torch.from_numpy(np.stack(cols, axis=1).reshape(-1))
+    values = torch.from_numpy(np.stack(weights, axis=1).reshape(-1).astype(np.float32))
+    row_start = np.zeros(h * w + 1, dtype=np.int64)
+    row_start[1:] = np.cumsum(inside * taps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        matrix = torch.sparse_csr_tensor(torch.from_numpy(row_start), col_index, values, size=(h * w, h * w))
+        acc = matrix @ x.reshape(c * t, h * w).t().contiguous()  # (H*W, C*T); rows outside are 0
+    outside = torch.from_numpy((~inside).astype(np.float32)).view(-1, 1)
+    acc.clamp_(0, 255).floor_().addcmul_(outside, colour.view(1, -1))
+    return acc.t().contiguous().view(c, t, h, w)
+
+
+def _rotate_matrix(degrees: float, w: int, h: int) -> list[float]:
+    """Pillow's ``rotate(degrees)`` about the frame centre, as the inverse affine matrix."""
+    angle = -math.radians(degrees)
+    m = [round(math.cos(angle), 15), round(math.sin(angle), 15), 0.0,
+         round(-math.sin(angle), 15), round(math.cos(angle), 15), 0.0]
+    cx, cy = w / 2.0, h / 2.0
+    m[2] = m[0] * -cx + m[1] * -cy + m[2] + cx
+    m[5] = m[3] * -cx + m[4] * -cy + m[5] + cy
+    return m
+
+
+def _signed(value: float, negate: bool) -> float:
+    return -value if negate else value
+
+
+def _enhance_factor(m: float, negate: bool) -> float:
+    return max(0.1, 1.0 + _signed(m / MAX_LEVEL * 0.9, negate))
+
+
+def _contrast(x: Tensor, factor: float) -> Tensor:
+    """Blend with each frame's mean grey level, int(mean(L) + 0.5)."""
+    mean = (_grey_l(x).flatten(1).to(torch.float64).mean(1) + 0.5).floor()
+    return _blend(mean.to(torch.float32).view(1, -1, 1, 1), x, factor)
+
+
+def _run_op(x: Tensor, name: str, m: float, negate: bool, fill: Sequence[int]) -> Tensor:
+    """One op on an integer-valued float32 (3, T, H, W) clip."""
+    _, _, h, w = x.shape
+    if name == "AutoContrast":
+        return _auto_contrast(x)
+    if name == "Equalize":
+        return _equalize(x)
+    if name == "Invert":
+        return torch.sub(255.0, x)
+    ramp = np.arange(256)
+    if name == "PosterizeIncreasing":
+        bits = 4 - int(m / MAX_LEVEL * 4)
+        return x if bits >= 8 else _lut(x, ramp & (~(2 ** (8 - bits) - 1) & 0xFF))
+    if name == "SolarizeIncreasing":
+        return _lut(x, np.where(ramp < 256 - int(m / MAX_LEVEL * 256), ramp, 255 - ramp))
+    if name == "SolarizeAdd":
+        return _lut(x, np.where(ramp < 128, np.minimum(ramp + int(m / MAX_LEVEL * 110), 255), ramp))
+    if name == "ColorIncreasing":
+        return _blend(_grey_l(x).unsqueeze(0), x, _enhance_factor(m, negate))
+    if name == "ContrastIncreasing":
+        return _contrast(x, _enhance_factor(m, negate))
+    if name == "BrightnessIncreasing":
+        return x.mul(np.float32(_enhance_factor(m, negate))).clamp_(0, 255).floor_()
+    if name == "SharpnessIncreasing":
+        return _sharpness(x, _enhance_factor(m, negate))
+    if name == "Rotate":
+        return _affine(x, _rotate_matrix(_signed(m / MAX_LEVEL * 30.0, negate), w, h), fill)
+    if name == "ShearX":
+        return _affine(x, (1, _signed(m / MAX_LEVEL * 0.3, negate), 0, 0, 1, 0), fill)
+    if name == "ShearY":
+        return _affine(x, (1, 0, 0, _signed(m / MAX_LEVEL * 0.3, negate), 1, 0), fill)
+    if name == "TranslateXRel":
+        return _affine(x, (1, 0, _signed(m / MAX_LEVEL * 0.45, negate) * w, 0, 1, 0), fill)
+    if name == "TranslateYRel":
+        return _affine(x, (1, 0, 0, 0, 1, _signed(m / MAX_LEVEL * 0.45, negate) * h), fill)
+    raise ValueError(f"unknown RandAugment op {name!r}; known: {', '.join(INCREASING_OPS)}")
+
+
+def _check_clip(clip: Tensor) -> None:
+    if clip.dtype not in (torch.uint8, torch.float32) or clip.dim() != 4 or clip.shape[0] != 3:
+        raise ValueError(f"expected a uint8 or integer-valued float32 (3, T, H, W) clip, got "
+                         f"{tuple(clip.shape)} {clip.dtype}")
+
+
+def apply_op(clip: Tensor, name: str, magnitude: float, *, negate: bool = False,
+             fill: Sequence[int] = (128, 128, 128)) -> Tensor:
+    """One RandAugment op at ``magnitude`` (0..10) on a (3, T, H, W) RGB clip of 8-bit values; the
+    result has the input's dtype (uint8, or float32 holding integers)."""
+    _check_clip(clip)
+    out = _run_op(clip.to(torch.float32), name, magnitude, negate, fill)
+    return out.to(clip.dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# Grayscale, random resized crop box, random erasing
+# ------------------------------------------------------------------------------------------
+_GREY = (0.299, 0.587, 0.114)
+
+
+def grayscale_(video: Tensor) -> Tensor:
+    """In place: every channel of a float (3, T, H, W) clip becomes 0.299 R + 0.587 G + 0.114 B."""
+    grey = video[0] * _GREY[0] + video[1] * _GREY[1] + video[2] * _GREY[2]
+    video.copy_(grey.unsqueeze(0).expand_as(video))
+    return video
+
+
+def random_resized_box(height: int, width: int, *, scale: Sequence[float], ratio: Sequence[float],
+                       rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random resized crop: up to 10 tries of an area fraction U(scale) and a
+    log-uniform aspect w/h in ``ratio`` at a uniform position, else the centre crop with the aspect
+    clamped to ``ratio`` (torchvision's RandomResizedCrop)."""
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+@dataclass(frozen=True)
+class RandomErasing:
+    """Erase ``count`` boxes of a normalised clip with probability ``prob``; one box for all frames.
+
+    Each box: up to 10 tries of an area fraction U(area_range) / count and a log-uniform aspect
+    in [min_aspect, 1 / min_aspect]; it is kept if it fits strictly inside the frame. ``mode``:
+    'const' writes 0 (the mean colour after normalisation), 'rand' one N(0, 1) value per channel,
+    'pixel' N(0, 1) per element.
+    """
+
+    prob: float = 0.25
+    mode: str = "const"
+    count: tuple[int, int] = (1, 1)
+    area_range: tuple[float, float] = (0.02, 1 / 3)
+    min_aspect: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("const", "rand", "pixel"):
+            raise ValueError(f"AUGMENTATION.RANDOM_ERASING.MODE must be const, rand or pixel, got {self.mode!r}")
+        if not 1 <= self.count[0] <= self.count[1]:
+            raise ValueError(f"AUGMENTATION.RANDOM_ERASING.COUNT must be [min, max] with 1 <= min <= max, "
+                             f"got {list(self.count)}")
+
+    def __call__(self, video: Tensor, rng: np.random.Generator) -> Tensor:
+        """In place on a float (C, T, H, W) clip; returns it."""
+        if rng.random() > self.prob:
+            return video
+        c, t, height, width = video.shape
+        count = self.count[0] if self.count[0] == self.count[1] else int(rng.integers(self.count[0], self.count[1] + 1))
+        log_aspect = (math.log(self.min_aspect), math.log(1 / self.min_aspect))
+        for _ in range(count):
+            for _attempt in range(10):
+                target = rng.uniform(*self.area_range) * height * width / count
+                aspect = math.exp(rng.uniform(*log_aspect))
+                h = int(round(math.sqrt(target * aspect)))
+                w = int(round(math.sqrt(target / aspect)))
+                if w < width and h < height:
+                    top = int(rng.integers(0, height - h + 1))
+                    left = int(rng.integers(0, width - w + 1))
+                    video[:, :, top:top + h, left:left + w] = self._pixels(c, t, h, w, rng, video.dtype)
+                    break
+        return video
+
+    def _pixels(self, c: int, t: int, h: int, w: int, rng: np.random.Generator, dtype: torch.dtype) -> Tensor:
+        if self.mode == "const":
+            return torch.zeros((), dtype=dtype)
+        if self.mode == "rand":
+            return torch.from_numpy(rng.standard_normal((c, 1, 1, 1))).to(dtype)
+        return torch.from_numpy(rng.standard_normal((c, t, h, w))).to(dtype)
