@@ -187,11 +187,12 @@ def test_input_errors():
 
 
 def test_ops_import_without_config_or_data_code():
+    import ast
     import subprocess
     import sys
 
     code = "import sys, tada.ops; print(sorted(m for m in sys.modules if m.startswith('tada')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    loaded = eval(out)  # a printed list of module names
+    loaded = ast.literal_eval(out)  # a printed list of module names
     assert "tada.ops.tadaconv_v2" in loaded
     assert not [m for m in loaded if m.startswith(("tada.config", "tada.data", "tada.models", "tada.engine"))]
