@@ -205,7 +205,7 @@ def test_at_init_the_block_is_a_per_frame_convnext_block():
     """alpha = 1 and norm_avgpool = 0: the TAda model equals its plain twin with the same weights."""
     torch.manual_seed(1)
     tada = create_model("tadaconvnextv2_tiny", num_classes=6, **SMALL).eval()
-    plain = create_model("tsn_convnext_tiny", num_classes=6, **SMALL).eval()
+    plain = create_model("convnext_tiny_frames", num_classes=6, **SMALL).eval()
     own = tada.state_dict()
     plain_state = {}
     for k, v in plain.state_dict().items():
@@ -221,7 +221,7 @@ def test_at_init_the_block_is_a_per_frame_convnext_block():
 def test_contract_and_size_overrides():
     model = create_model("tadaconvnextv2_small", num_classes=3, depths=(1, 1, 1, 1), widths=(8, 16, 32, 64),
                          head_dim=4, dropout=0.0).eval()
-    assert {"tadaconvnextv2_tiny", "tadaconvnextv2_small", "tadaconvnextv2_base", "tsn_convnext_tiny"} <= set(list_models())
+    assert {"tadaconvnextv2_tiny", "tadaconvnextv2_small", "tadaconvnextv2_base", "convnext_tiny_frames"} <= set(list_models())
     x = torch.randn(2, 3, 5, 48, 40)  # odd frame count, non-square frames
     with torch.no_grad():
         feats = model.forward_features(x)

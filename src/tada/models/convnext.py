@@ -20,7 +20,7 @@ at initialisation a block is a per-frame ConvNeXt block (with QuickGELU). There 
 BatchNorm. The compute runs on channels-last frames (B*T', h, w, d): the LayerNorms and Linears
 act on the last dim, the depthwise conv sees a channels-last view, and the temporal pool is a
 shifted add over the frame axis. The plain twin (``ConvNeXtBlock``, registered as
-``tsn_convnext_*``) is the same network without calibration and without the temporal branch: the
+``convnext_*_frames``) is the same network without calibration and without the temporal branch: the
 speed reference over the same frames, and the network an ImageNet ConvNeXt becomes per frame.
 """
 
@@ -376,18 +376,18 @@ def tadaconvnextv2_base(**kwargs: Any) -> VideoConvNeXt:
 
 
 @register_model
-def tsn_convnext_tiny(**kwargs: Any) -> VideoConvNeXt:
+def convnext_tiny_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-T: per-frame ConvNeXt-T blocks after the same 3-D stem."""
     return _sized("tiny", "ConvNeXtBlock", kwargs)
 
 
 @register_model
-def tsn_convnext_small(**kwargs: Any) -> VideoConvNeXt:
+def convnext_small_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-S."""
     return _sized("small", "ConvNeXtBlock", kwargs)
 
 
 @register_model
-def tsn_convnext_base(**kwargs: Any) -> VideoConvNeXt:
+def convnext_base_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-B."""
     return _sized("base", "ConvNeXtBlock", kwargs)
