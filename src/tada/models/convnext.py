@@ -272,7 +272,7 @@ class VideoConvNeXt(nn.Module):
     def forward_features(self, x: Tensor | dict) -> Tensor:
         feats, num_frames = self.backbone.forward_frames(self._video(x))
         n, h, w, c = feats.shape
-        return feats.view(n // num_frames, num_frames, h, w, c).permute(0, 4, 1, 2, 3)
+        return feats.reshape(n // num_frames, num_frames, h, w, c).permute(0, 4, 1, 2, 3)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, d3, T', h, w) -> logits (B, K), or the normalised pooled features (B, d3) with pre_logits."""
@@ -281,7 +281,7 @@ class VideoConvNeXt(nn.Module):
     def forward(self, x: Tensor | dict) -> Tensor:
         feats, num_frames = self.backbone.forward_frames(self._video(x))
         n, h, w, c = feats.shape
-        pooled = feats.view(n // num_frames, num_frames * h * w, c).mean(dim=1)
+        pooled = feats.reshape(n // num_frames, num_frames * h * w, c).mean(dim=1)
         return self.head(self.backbone.norm(pooled))
 
     def get_classifier(self) -> nn.Module:

@@ -1,0 +1,122 @@
+"""TAdaConvNeXtV2 from the official configs: schema keys, the ConvNeXt adapter, size overrides, FLOPs,
+and `tada train` refusing the recipe keys it does not implement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tada.config import ConfigError, load_config
+from tada.flops import count_model
+from tada.models import build_model, create_model
+from tada.models.convnext import ConvNeXtBlock, TAdaConvNeXtV2Block, VideoConvNeXt
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECTS = REPO / "configs" / "projects" / "tadaconvnextv2"
+
+
+def _cfg(size: str, dataset: str, overrides=None):
+    return load_config(PROJECTS / f"tadaconvnextv2_{size}_{dataset}_16f.yaml", overrides=overrides)
+
+
+def _meta(cfg):
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "size, dataset, params, classes, drop_path",
+    [
+        ("tiny", "k400", 45_971_488, 400, 0.2), ("tiny", "ssv2", 45_797_694, 174, 0.3),
+        ("small", "k400", 82_249_120, 400, 0.4), ("small", "ssv2", 82_075_326, 174, 0.5),
+        ("base", "k400", 145_687_632, 400, 0.6), ("base", "ssv2", 145_455_982, 174, 0.6),
+    ],
+)
+def test_official_configs_build_the_official_networks(size, dataset, params, classes, drop_path):
+    cfg = _cfg(size, dataset)
+    model = _meta(cfg)
+    assert isinstance(model, VideoConvNeXt)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert model.num_classes == classes and model.head.dropout_rate == 0.5
+    blocks = [b for s in model.backbone.stages for b in s]
+    assert all(isinstance(b, TAdaConvNeXtV2Block) for b in blocks)
+    assert blocks[0].drop_path == 0.0 and blocks[-1].drop_path == pytest.approx(drop_path)
+
+
+def test_recipe_values_of_the_official_configs():
+    t = _cfg("tiny", "k400")
+    assert (t.OPTIMIZER.BASE_LR, t.OPTIMIZER.WARMUP_START_LR, t.OPTIMIZER.MAX_EPOCH, t.OPTIMIZER.WARMUP_EPOCHS) == (
+        5e-4, 1e-6, 100, 8.0)
+    assert (t.DATA.SAMPLING_MODE, t.DATA.SAMPLING_RATE, t.DATA.NUM_INPUT_FRAMES) == ("interval_based", 5, 16)
+    assert (t.DATA.TEST_SCALE, t.DATA.TEST_CROP_SIZE, t.TRAIN.BATCH_SIZE) == (256, 256, 128)
+    assert t.VIDEO.BACKBONE.LARGE_SCALE_INIT_VALUE == 1e-6 and t.VIDEO.BACKBONE.BRANCH.HEAD_DIM == 48
+    s = _cfg("base", "ssv2")
+    assert (s.OPTIMIZER.BASE_LR, s.OPTIMIZER.MAX_EPOCH, s.OPTIMIZER.WARMUP_EPOCHS, s.DATA.SAMPLING_MODE) == (
+        2.5e-4, 64, 2.5, "segment_based")
+    assert s.VIDEO.BACKBONE.BRANCH.HEAD_DIM == 64 and s.OPTIMIZER.NEW_PARAMS == ["dwconv_rf", "norm_avgpool"]
+
+
+def test_size_overrides_build_the_matching_smaller_model():
+    cfg = _cfg("base", "k400", [
+        "VIDEO.BACKBONE.DEPTH", "[1, 1, 2, 1]", "VIDEO.BACKBONE.NUM_FILTERS", "[16, 32, 64, 128]",
+        "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128", "VIDEO.BACKBONE.BRANCH.HEAD_DIM", "8",
+        "VIDEO.HEAD.NUM_CLASSES", "5", "DATA.NUM_INPUT_FRAMES", "6", "DATA.TEST_CROP_SIZE", "64",
+    ])
+    model = build_model(cfg).eval()
+    want = create_model("tadaconvnextv2_base", num_classes=5, depths=(1, 1, 2, 1), widths=(16, 32, 64, 128), head_dim=8)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in want.state_dict().items()}
+    assert [len(s) for s in model.backbone.stages] == [1, 1, 2, 1]
+    assert [b.dwconv_rf.heads for s in model.backbone.stages for b in s] == [1, 2, 4, 4, 8]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 6, 64, 64)).shape == (1, 5)
+    plain = build_model(load_config(PROJECTS / "tadaconvnextv2_tiny_k400_16f.yaml", overrides=[
+        "VIDEO.BACKBONE.BRANCH.NAME", "ConvNeXtBlock", "VIDEO.BACKBONE.DEPTH", "[1, 1, 1, 1]"]))
+    assert all(isinstance(b, ConvNeXtBlock) for s in plain.backbone.stages for b in s)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["VIDEO.BACKBONE.DEPTH", "50"], "four positive block counts"),
+        (["VIDEO.BACKBONE.NUM_FILTERS", "[96, 192, 384]"], "four stage widths"),
+        (["VIDEO.BACKBONE.NUM_OUT_FEATURES", "512"], "NUM_OUT_FEATURES"),
+        (["VIDEO.BACKBONE.BRANCH.HEAD_DIM", "64"], "multiple of head_dim"),
+        (["VIDEO.BACKBONE.BRANCH.NAME", "TAda2DBlock"], "not a ConvNeXt block"),
+        (["VIDEO.BACKBONE.DROP_PATH", "1.0"], "DROP_PATH"),
+        (["VIDEO.HEAD.ACTIVATION", "sigmoid"], "VIDEO.HEAD.ACTIVATION"),
+    ],
+)
+def test_bad_convnext_settings_are_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        _meta(_cfg("tiny", "k400", overrides))
+
+
+@pytest.mark.parametrize(
+    "key, value", [("VIDEO.BACKBONE.BRANCH.HEAD_DIM", "4.5"), ("VIDEO.BACKBONE.DROP_PATH", "high"),
+                   ("VIDEO.BACKBONE.STEM.T_STRIDE", "[2]"), ("OPTIMIZER.OPTIM_METHOD", "lamb")],
+)
+def test_new_keys_are_type_checked(key, value):
+    with pytest.raises(ConfigError, match=key.split(".")[-1]):
+        _cfg("tiny", "k400", [key, value])
+
+
+@pytest.mark.parametrize("size, test_gmacs, train_gmacs", [("tiny", 47.0, 36.0), ("small", 91.3, 70.0), ("base", 161.3, 123.6)])
+def test_flops_per_view_are_the_official_table(size, test_gmacs, train_gmacs):
+    """MACs per 16x256x256 test view: the official model zoo's 47 / 91 / 162 "GFLOPs"."""
+    stats = count_model(_cfg(size, "k400"))
+    assert round(stats["gmacs_test_view"], 1) == test_gmacs
+    assert round(stats["gmacs_train_view"], 1) == train_gmacs
+
+
+def test_train_names_the_recipe_keys_it_does_not_implement():
+    from tada.engine.distributed import EngineError
+    from tada.engine.trainer import check_train_config
+
+    with pytest.raises(EngineError) as info:
+        check_train_config(_cfg("tiny", "k400"), 1)
+    message = str(info.value)
+    for key in ("OPTIMIZER.OPTIM_METHOD='adamw'", "TRAIN.LR_REDUCE", "OPTIMIZER.HEAD_LRMULT", "OPTIMIZER.NEW_PARAMS",
+                "AUGMENTATION.AUTOAUGMENT.ENABLE", "AUGMENTATION.COLOR_AUG"):
+        assert key in message
