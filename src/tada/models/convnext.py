@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from tada.models.convert import convnext_2d_filter
 from tada.models.layers import FrameConv
 from tada.models.registry import register_model
 from tada.models.resnet import VideoHead, VideoResNet
@@ -259,6 +260,10 @@ class VideoConvNeXt(nn.Module):
     Input is (B, 3, T, H, W) or ``{"video": tensor}``. ``forward_features`` gives (B, d3, T', h, w);
     ``forward_head`` pools over (T', h, w), applies ``backbone.norm`` and the head.
     """
+
+    # ImageNet ConvNeXt-V1 init (``tada.checkpoint.load_in1k``): the converter, and the keys no image model has.
+    image_weights_filter = staticmethod(convnext_2d_filter)
+    image_init_new_keys = (".dwconv_rf.", ".norm_avgpool.", "head.")
 
     def __init__(self, backbone: ConvNeXtBackbone, head: VideoHead, *, arch: dict[str, Any] | None = None) -> None:
         super().__init__()
