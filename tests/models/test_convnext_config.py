@@ -10,7 +10,7 @@ import torch
 
 from tada.config import ConfigError, load_config
 from tada.flops import count_model
-from tada.models import build_model, create_model
+from tada.models import build_model, create_model, get_weights, list_weights
 from tada.models.convnext import ConvNeXtBlock, TAdaConvNeXtV2Block, VideoConvNeXt
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,6 +108,26 @@ def test_flops_per_view_are_the_official_table(size, test_gmacs, train_gmacs):
     stats = count_model(_cfg(size, "k400"))
     assert round(stats["gmacs_test_view"], 1) == test_gmacs
     assert round(stats["gmacs_train_view"], 1) == train_gmacs
+    quoted = get_weights(f"tadaconvnextv2_{size}.k400_16f").extra["gflops_per_view"]
+    assert abs(stats["gmacs_test_view"] - quoted) < 1.0  # the zoo's figures: 47 / 91 / 162
+
+
+def test_zoo_entries():
+    names = [n for n in list_weights() if n.startswith("tadaconvnextv2_")]
+    assert len(names) == 14
+    t = get_weights("tadaconvnextv2_tiny.k400_16f")
+    assert (t.num_classes, t.num_frames, t.sampling_mode, t.sampling_rate, t.views, t.top1, t.top5) == (
+        400, 16, "interval_based", 5, (4, 3), 79.6, None)
+    assert (t.test_scale, t.test_crop, t.mean, t.std, t.init) == (256, 256, (0.45,) * 3, (0.225,) * 3, "in1k")
+    b = get_weights("tadaconvnextv2_base.ssv2_in21k_32f")
+    assert (b.num_classes, b.num_frames, b.views, b.top1, b.init) == (174, 32, (2, 3), 71.1, "in21k+k400")
+    assert b.extra == {"gflops_per_view": 324, "overrides": ["DATA.NUM_INPUT_FRAMES", "32"]}
+    for name in names:
+        entry = get_weights(name)
+        cfg = load_config(REPO / entry.config, overrides=entry.extra.get("overrides"))
+        assert cfg.DATA.NUM_INPUT_FRAMES == entry.num_frames and cfg.VIDEO.HEAD.NUM_CLASSES == entry.num_classes
+        assert cfg.MODEL.NAME.lower().endswith(entry.model.split("_")[1])
+    assert create_model("tadaconvnextv2_tiny.ssv2_16f", depths=(1, 1, 1, 1)).num_classes == 174
 
 
 def test_train_names_the_recipe_keys_it_does_not_implement():
