@@ -198,17 +198,21 @@ class TAdaConv2dV2(nn.Module):
                 raise ValueError("TAdaConv2dV2 without an internal routing function needs alpha")
             alpha = self.rf_func(x, num_frames=num_frames)
         alpha_w, alpha_b = _split_alpha(alpha)
-        y = tada_conv2d_v2(
-            x, alpha_w, alpha_b, self.weight_2d, None if self.bias is None else self.bias.view(-1),
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-            cal_dim=self.cal_dim,
-        )
+        y = self.calibrated_conv(x, num_frames, alpha_w, alpha_b)
         if self.bn_a is None:
             return y
         n, c, h, w = y.shape
         video = y.view(n // num_frames, num_frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W) view
         out = self.bn_a(video) + self.bn_b(temporal_avg_pool3(video, dim=2))
         return out.transpose(1, 2).reshape(n, c, h, w)
+
+    def calibrated_conv(self, x: Tensor, num_frames: int, alpha_w: Tensor, alpha_b: Tensor | None) -> Tensor:
+        """The calibrated convolution alone, on frames, as one shared-kernel conv (see the module docstring)."""
+        return tada_conv2d_v2(
+            x, alpha_w, alpha_b, self.weight_2d, None if self.bias is None else self.bias.view(-1),
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+            cal_dim=self.cal_dim,
+        )
 
     def forward(self, x: Tensor, alpha: Alpha | None = None, *, num_frames: int | None = None) -> Tensor:
         if x.dim() == 5:
