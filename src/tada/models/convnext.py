@@ -117,7 +117,7 @@ class TAdaConvNeXtV2Block(nn.Module):
         alphas = (alpha_w.reshape(n, c, 1, 1), alpha_b.reshape(n, c, 1, 1))
         y = self.dwconv.forward_frames(x.permute(0, 3, 1, 2), num_frames, alphas).permute(0, 2, 3, 1)
         pooled = temporal_avg_pool3(y.reshape(n // num_frames, num_frames, h, w, c), dim=1).view(n, h, w, c)
-        z = self.norm(y) + self.norm_avgpool(pooled)
+        z = self.norm(y).add_(self.norm_avgpool(pooled))  # LayerNorm's backward does not read its output
         z = self.pwconv2(quick_gelu(self.pwconv1(z))) * self.gamma
         return x + drop_path_frames(z, self.drop_path, num_frames, self.training)
 

@@ -7,8 +7,8 @@
 * :func:`temporal_avg_pool3`: ``AvgPool3d((3, 1, 1), stride 1, padding (1, 0, 0))`` with
   ``count_include_pad=True``, i.e. zero padding in time and edge frames divided by 3 (a constant 1
   becomes 2/3, 1, ..., 1, 2/3). It is computed as shifted adds along any time axis, so it works on
-  (B, C, T, H, W) videos and on (B, T, ...) frame-major views alike and is defined for every
-  length T >= 1.
+  (B, C, T, H, W) videos and on (B, T, ...) frame-major views alike, keeps the memory layout, and
+  is defined for every length T >= 1.
 """
 
 from __future__ import annotations
@@ -59,9 +59,15 @@ class LayerNormChannelsFirst(nn.Module):
 def temporal_avg_pool3(x: Tensor, *, dim: int = 2) -> Tensor:
     """Mean of frames t-1, t, t+1 along ``dim`` with zeros beyond the ends, always divided by 3.
 
-    One zero pad and three shifted reads: no in-place ops, so it traces and exports as it runs.
+    ``x / 3`` plus the two shifted thirds added in place into slices of that fresh tensor: three
+    passes over memory, nothing kept for the backward (autograd and torch.export handle the
+    in-place slice updates).
     """
     dim = dim % x.dim()
     frames = x.shape[dim]
-    padded = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [1, 1])
-    return (padded.narrow(dim, 0, frames) + padded.narrow(dim, 1, frames) + padded.narrow(dim, 2, frames)) / 3.0
+    third = 1.0 / 3.0
+    out = x * third
+    if frames > 1:
+        out.narrow(dim, 1, frames - 1).add_(x.narrow(dim, 0, frames - 1), alpha=third)
+        out.narrow(dim, 0, frames - 1).add_(x.narrow(dim, 1, frames - 1), alpha=third)
+    return out

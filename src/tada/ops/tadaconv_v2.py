@@ -88,13 +88,17 @@ def tada_conv2d_v2(
     if cal_dim == "cin":
         out = F.conv2d(x * alpha_w, weight, None, stride, padding, dilation, groups)
     else:
-        out = F.conv2d(x, weight, None, stride, padding, dilation, groups) * alpha_w
+        out = F.conv2d(x, weight, None, stride, padding, dilation, groups)
+        if bias is not None and alpha_b is not None:  # out * alpha_w + alpha_b * beta in one pass
+            alpha_b = _check_frames_alpha(alpha_b, n, c_out, "alpha_b").to(x.dtype)
+            return torch.addcmul(alpha_b * bias.view(1, -1, 1, 1), out, alpha_w)
+        out = out * alpha_w
     if bias is None:
         return out
     if alpha_b is None:
         return out + bias.view(1, -1, 1, 1)
     alpha_b = _check_frames_alpha(alpha_b, n, c_out, "alpha_b").to(x.dtype)
-    return out + alpha_b * bias.view(1, -1, 1, 1)
+    return out + alpha_b * bias.view(1, -1, 1, 1)  # (N, C, 1, 1) small tensor, one pass over out
 
 
 class TAdaConv2dV2(nn.Module):
