@@ -229,7 +229,7 @@ _IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
 def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
     """Initialise the backbone from a local ImageNet state-dict file of its 2-D counterpart.
 
-    ResNets take a torchvision or timm ResNet (spec 2.3): the classifier (``fc``) is dropped;
+    ResNets take a torchvision or timm ResNet: the classifier (``fc``) is dropped;
     routing functions, temporal-pool BNs and the head keep their initialisation (so every TAda
     block starts as the ImageNet bottleneck). A model that declares ``image_weights_filter``
     (a converter like :func:`tada.models.convert.convnext_2d_filter`) and ``image_init_new_keys``
