@@ -61,3 +61,12 @@ def test_temporal_avg_pool3_edges_are_divided_by_three():
     got = temporal_avg_pool3(ones).flatten().tolist()
     assert got == pytest.approx([2 / 3, 1, 1, 1, 2 / 3], abs=1e-15)
     assert temporal_avg_pool3(torch.ones(1, 1, 1, 1, 1)).item() == pytest.approx(1 / 3)
+
+
+def test_temporal_avg_pool3_traced_form_is_the_same_function():
+    """Under tracing (the TorchScript ONNX exporter) the pool is computed without in-place slice updates."""
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    traced = torch.jit.trace(lambda v: temporal_avg_pool3(v, dim=2), (x,))
+    y = torch.randn(3, 3, 7, 2, dtype=torch.float64)  # another batch and length than traced
+    torch.testing.assert_close(traced(y), temporal_avg_pool3(y, dim=2), **TOL)
+    torch.testing.assert_close(traced(y), F.avg_pool3d(y[..., None], (3, 1, 1), 1, (1, 0, 0))[..., 0], **TOL)

@@ -156,3 +156,24 @@ def test_frames_input_needs_num_frames():
         rf(torch.zeros(6, 8, 2, 2))
     with pytest.raises(ValueError, match="do not split"):
         rf(torch.zeros(6, 8, 2, 2), num_frames=4)
+
+
+def test_traced_routing_is_the_same_function():
+    """Under tracing the temporal convs stack shifted columns instead of an unfold (ONNX-exportable)."""
+    torch.manual_seed(7)
+    rf = RouteFuncAttention(8, ratio=2, head_dim=2, with_bias_cal=True).double()
+    _randomise(rf, 7)
+    u = torch.randn(2, 5, 8, dtype=torch.float64)
+    v = torch.randn(3, 5, 8, dtype=torch.float64)
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rf = rf
+
+        def forward(self, w):
+            return self.rf.forward_pooled(w)
+
+    traced = torch.jit.trace(Pooled(), (u,), check_trace=False)
+    for got, want in zip(traced(v), rf.forward_pooled(v)):
+        torch.testing.assert_close(got, want, **TOL)

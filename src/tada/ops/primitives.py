@@ -65,6 +65,9 @@ def temporal_avg_pool3(x: Tensor, *, dim: int = 2) -> Tensor:
     """
     dim = dim % x.dim()
     frames = x.shape[dim]
+    if torch.jit.is_tracing():  # a traced graph (the TorchScript ONNX exporter) mis-records in-place slice updates
+        padded = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [1, 1])
+        return (padded.narrow(dim, 0, frames) + padded.narrow(dim, 1, frames) + padded.narrow(dim, 2, frames)) / 3.0
     third = 1.0 / 3.0
     out = x * third
     if frames > 1:
