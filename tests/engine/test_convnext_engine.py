@@ -28,7 +28,7 @@ def _imagenet_convnext(depths, widths):
                    f"downsample_layers.{i}.0.bias": torch.zeros(widths[i - 1]),
                    f"downsample_layers.{i}.1.weight": torch.randn(widths[i], widths[i - 1], 2, 2, generator=gen) * 0.1,
                    f"downsample_layers.{i}.1.bias": torch.zeros(widths[i])})
-    for i, (n, d) in enumerate(zip(depths, widths)):
+    for i, (n, d) in enumerate(zip(depths, widths, strict=True)):
         for j in range(n):
             p = f"stages.{i}.{j}."
             sd.update({p + "gamma": torch.full((d,), 0.1), p + "dwconv.weight": torch.randn(d, 1, 7, 7, generator=gen) * 0.1,

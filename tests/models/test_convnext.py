@@ -128,7 +128,7 @@ def test_gradients_equal_the_reference():
     got = torch.autograd.grad(model(x).square().sum(), [params[n] for n in names])
     sd = {k: (v.detach().clone().requires_grad_() if k in names else v.detach()) for k, v in model.state_dict().items()}
     want = torch.autograd.grad(_reference_logits(sd, x, (1, 1, 1, 1), 4).square().sum(), [sd[n] for n in names])
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
@@ -142,7 +142,7 @@ def _official_keys(depths, widths, num_classes):
         p = f"backbone.downsample_layers.{i}."
         keys.update({p + "0.weight": (widths[i - 1],), p + "0.bias": (widths[i - 1],),
                      p + "1.weight": (widths[i], widths[i - 1], 1, 2, 2), p + "1.bias": (widths[i],)})
-    for i, (depth, d) in enumerate(zip(depths, widths)):
+    for i, (depth, d) in enumerate(zip(depths, widths, strict=True)):
         for j in range(depth):
             p = f"backbone.stages.{i}.{j}."
             h = d // 2

@@ -25,7 +25,7 @@ def _imagenet_convnext(depths, widths, seed=0, classes=10):
     for i in range(1, 4):
         sd.update({f"downsample_layers.{i}.0.weight": 1 + r(widths[i - 1]), f"downsample_layers.{i}.0.bias": r(widths[i - 1]),
                    f"downsample_layers.{i}.1.weight": r(widths[i], widths[i - 1], 2, 2), f"downsample_layers.{i}.1.bias": r(widths[i])})
-    for i, (n, d) in enumerate(zip(depths, widths)):
+    for i, (n, d) in enumerate(zip(depths, widths, strict=True)):
         for j in range(n):
             p = f"stages.{i}.{j}."
             sd.update({p + "gamma": r(d, scale=0.5), p + "dwconv.weight": r(d, 1, 7, 7), p + "dwconv.bias": r(d),

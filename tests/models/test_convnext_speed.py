@@ -26,7 +26,7 @@ def test_official_grouped_form_gives_the_same_network():
     torch.testing.assert_close(out_grouped, out_fast, rtol=1e-10, atol=1e-10)
     g_fast = torch.autograd.grad(out_fast.square().sum(), list(fast.parameters()))
     g_grouped = torch.autograd.grad(out_grouped.square().sum(), list(grouped.parameters()))
-    for a, b in zip(g_grouped, g_fast):
+    for a, b in zip(g_grouped, g_fast, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 

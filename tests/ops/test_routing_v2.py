@@ -83,7 +83,7 @@ def test_route_func_attention_equals_official(case):
     seeds = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(outs_got)]
     g_got = torch.autograd.grad(outs_got, params, seeds)
     g_want = torch.autograd.grad(outs_want, params, seeds)
-    for a, b in zip(g_got, g_want):
+    for a, b in zip(g_got, g_want, strict=True):
         torch.testing.assert_close(a, b, **TOL)
 
 
@@ -175,5 +175,5 @@ def test_traced_routing_is_the_same_function():
             return self.rf.forward_pooled(w)
 
     traced = torch.jit.trace(Pooled(), (u,), check_trace=False)
-    for got, want in zip(traced(v), rf.forward_pooled(v)):
+    for got, want in zip(traced(v), rf.forward_pooled(v), strict=True):
         torch.testing.assert_close(got, want, **TOL)

@@ -53,7 +53,7 @@ def test_equals_grouped_reference(case, cal_dim, bias_mode):
     torch.testing.assert_close(out, ref, **TOL)
     inputs = [x, alpha_w, conv.weight] + ([conv.bias] if conv.bias is not None else [])
     inputs += [alpha_b] if bias_mode == "calibrated" else []
-    for got, want in zip(_grads([out], inputs, 1), _grads([ref], inputs, 1)):
+    for got, want in zip(_grads([out], inputs, 1), _grads([ref], inputs, 1), strict=True):
         torch.testing.assert_close(got, want, **TOL)
 
 
@@ -118,7 +118,7 @@ def test_token_mode_with_internal_routing_and_aggregation(training):
     want = _official_internal(conv, x5, training).permute(3, 4, 0, 2, 1).reshape(side * side, b * t, c)
     torch.testing.assert_close(out, want, **TOL)
     params = [x5] + [p for p in conv.parameters()]
-    for got, ref in zip(_grads([out], params, 2), _grads([want], params, 2)):
+    for got, ref in zip(_grads([out], params, 2), _grads([want], params, 2), strict=True):
         torch.testing.assert_close(got, ref, **TOL)
 
 

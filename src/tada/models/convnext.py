@@ -340,7 +340,7 @@ def video_convnext(
     downsample = [Stem(in_channels, widths[0], t_kernel=stem_t_kernel, t_stride=stem_t_stride)]
     downsample += [Downsample(widths[i - 1], widths[i]) for i in range(1, 4)]
     stages, n = [], 0
-    for depth, dim in zip(depths, widths):
+    for depth, dim in zip(depths, widths, strict=True):
         stages.append([
             make_block(dim, route_ratio=route_ratio, route_kernels=route_kernels, head_dim=head_dim,
                        layer_scale=layer_scale, drop_path=rates[n + j])

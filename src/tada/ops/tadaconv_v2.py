@@ -244,7 +244,7 @@ class TAdaConv2dV2(nn.Module):
     def _video_alpha_to_frames(self, alpha: Alpha, batch: int, frames: int) -> tuple[Tensor, Tensor | None]:
         """(B, C, T, 1, 1) calibrations -> (B*T, C, 1, 1)."""
         parts = []
-        for name, a in zip(("alpha_w", "alpha_b"), _split_alpha(alpha)):
+        for name, a in zip(("alpha_w", "alpha_b"), _split_alpha(alpha), strict=True):
             if a is not None and (a.dim() != 5 or a.shape[0] != batch or a.shape[2] != frames or a.shape[3:] != (1, 1)):
                 raise ValueError(f"{name} must have shape (B, C, T, 1, 1) with B={batch}, T={frames}, got {tuple(a.shape)}")
             parts.append(None if a is None else a.transpose(1, 2).reshape(batch * frames, a.shape[1], 1, 1))
