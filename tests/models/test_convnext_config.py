@@ -140,3 +140,11 @@ def test_train_names_the_recipe_keys_it_does_not_implement():
     for key in ("OPTIMIZER.OPTIM_METHOD='adamw'", "TRAIN.LR_REDUCE", "OPTIMIZER.HEAD_LRMULT", "OPTIMIZER.NEW_PARAMS",
                 "AUGMENTATION.AUTOAUGMENT.ENABLE", "AUGMENTATION.COLOR_AUG"):
         assert key in message
+
+
+def test_convnext_keys_on_a_resnet_config_are_errors():
+    k400 = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
+    _meta(load_config(k400))  # the defaults are fine
+    for key, value in (("VIDEO.BACKBONE.DROP_PATH", "0.1"), ("VIDEO.BACKBONE.BRANCH.HEAD_DIM", "64")):
+        with pytest.raises(ConfigError, match=f"{key} is a ConvNeXt setting"):
+            _meta(load_config(k400, [key, value]))

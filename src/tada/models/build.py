@@ -15,6 +15,14 @@ from tada.models.resnet import video_resnet
 __all__ = ["build_model", "model_kwargs_from_cfg"]
 
 _DEPTHS = (26, 50, 101, 152)
+# Keys only the ConvNeXt family reads, with their schema defaults: set otherwise on a ResNet3D, an error.
+_CONVNEXT_ONLY = {
+    "VIDEO.BACKBONE.DROP_PATH": 0.0,
+    "VIDEO.BACKBONE.LARGE_SCALE_INIT_VALUE": 1e-6,
+    "VIDEO.BACKBONE.STEM.T_KERNEL_SIZE": 3,
+    "VIDEO.BACKBONE.STEM.T_STRIDE": 2,
+    "VIDEO.BACKBONE.BRANCH.HEAD_DIM": 48,
+}
 
 
 def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
@@ -26,6 +34,9 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
     require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
+    for key, default in _CONVNEXT_ONLY.items():
+        if cfg.get(key) != default:
+            raise ConfigError(f"{key} is a ConvNeXt setting; the ResNet3D family has no use for it (got {cfg.get(key)!r})")
     if bb.STEM.NAME != "Base2DStem":
         raise ConfigError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
     if bb.NONLOCAL.ENABLE:
