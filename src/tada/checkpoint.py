@@ -236,15 +236,17 @@ _IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
 
 
 def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
-    """Initialise the backbone from a local torchvision or timm ResNet state-dict file (spec 2.3).
+    """Initialise the backbone from a local ImageNet state-dict file of its 2-D counterpart.
 
-    A tadafied model (:func:`tada.models.tadafy`) takes the state dict of its own 2-D backbone
-    instead (any architecture), by ``model.load_image_state_dict``.
-
-    The classifier (``fc``) is dropped; routing functions, temporal-pool BNs and the head keep
-    their initialisation (so every TAda block starts as the ImageNet bottleneck). Every other
-    backbone key must come from the file, with a matching shape: a wrong file (another depth, not
-    a ResNet) is an error, not a partial load. ``num_batches_tracked`` may be absent (old files).
+    ResNets take a torchvision or timm ResNet: the classifier (``fc``) is dropped;
+    routing functions, temporal-pool BNs and the head keep their initialisation (so every TAda
+    block starts as the ImageNet bottleneck). A model that declares ``image_weights_filter``
+    (a converter like :func:`tada.models.convert.convnext_2d_filter`) and ``image_init_new_keys``
+    (substrings of the keys no image model has) uses those instead. Every other backbone key must
+    come from the file, with a matching shape: a wrong file (another depth or size, another family)
+    is an error, not a partial load. ``num_batches_tracked`` may be absent (old files). A tadafied
+    model (:func:`tada.models.tadafy`) takes the state dict of its own 2-D backbone instead (any
+    architecture), by ``model.load_image_state_dict``.
     """
     if not str(path):
         raise ValueError("TRAIN.INIT is 'in1k' but no weights file was given (set TRAIN.IN1K_WEIGHTS)")
@@ -258,13 +260,15 @@ def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
             raise CheckpointError(f"{path}: {err}") from err
         return InitReport(path=str(path), loaded=loaded, missing=missing, dropped=dropped)
     own = target.state_dict()
+    convert = getattr(target, "image_weights_filter", resnet50_2d_filter)
+    unsourced = tuple(getattr(target, "image_init_new_keys", _IN1K_UNSOURCED))
     try:
-        converted, dropped = resnet50_2d_filter(state, {k: tuple(v.shape) for k, v in own.items()})
+        converted, dropped = convert(state, {k: tuple(v.shape) for k, v in own.items()})
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     missing = [k for k in own if k not in converted]
     required = [
-        k for k in missing if not any(p in k for p in _IN1K_UNSOURCED) and not k.endswith("num_batches_tracked")
+        k for k in missing if not any(p in k for p in unsourced) and not k.endswith("num_batches_tracked")
     ]
     if required:
         raise CheckpointError(

@@ -61,10 +61,10 @@ SCHEMA: dict[str, Any] = {
         "KEEP_LAST": Key(3, (int,), doc="tada: periodic checkpoints kept (the best is kept too)"),
         "ALLOW_CONFIG_CHANGES": Key(False, (bool,), doc="tada: auto-resume even when the config differs from the "
                                     "checkpoint's in keys a resume may not change (model, data, optimizer, ...)"),
-        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet ResNet-50 from TRAIN.IN1K_WEIGHTS "
-                                                   "(a tadafied model: its 2-D backbone's weights)"),
-        "IN1K_WEIGHTS": Key("", (str,), doc="tada: local torchvision/timm ResNet-50 state-dict file (a tadafied "
-                                            "model: the state dict of its 2-D backbone)"),
+        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet weights of the backbone from TRAIN.IN1K_WEIGHTS"),
+        "IN1K_WEIGHTS": Key("", (str,), doc="tada: local ImageNet state-dict file: a torchvision/timm ResNet-50 "
+                                           "(ResNet3D), a ConvNeXt-V1 of the model's size (ConvNeXt), or the "
+                                           "2-D backbone's own state dict (a tadafied model)"),
         "FINE_TUNE": True,
         "ONLY_LINEAR": False,
         "LR_REDUCE": False,
@@ -129,8 +129,8 @@ SCHEMA: dict[str, Any] = {
     },
     "VIDEO": {
         "BACKBONE": {
-            "DEPTH": Key(50, (int,)),
-            "META_ARCH": Key("ResNet3D", (str,), ("ResNet3D",)),
+            "DEPTH": Key(50, (int, list), doc="ResNet3D: 26/50/101/152; ConvNeXt: blocks per stage [d0, d1, d2, d3]"),
+            "META_ARCH": Key("ResNet3D", (str,), ("ResNet3D", "ConvNeXt")),
             "NUM_FILTERS": [64, 256, 512, 1024, 2048],
             "NUM_INPUT_CHANNELS": 3,
             "NUM_OUT_FEATURES": 2048,
@@ -141,12 +141,20 @@ SCHEMA: dict[str, Any] = {
             "INITIALIZATION": "kaiming",
             "TADA_INIT": Key("kaiming", (str,), ("kaiming", "official"),
                              doc="tada: TAdaConv weight init (official = spec 8.2 item 12)"),
-            "STEM": {"NAME": "Base2DStem"},
+            "DROP_PATH": Key(0.0, (float,), doc="ConvNeXt: stochastic depth of the last block (linear from 0)"),
+            "LARGE_SCALE_INIT_VALUE": Key(1e-6, (float,), doc="ConvNeXt: layer-scale (gamma) start value"),
+            "STEM": {
+                "NAME": "Base2DStem",
+                "T_KERNEL_SIZE": Key(3, (int,), doc="ConvNeXt: temporal kernel of the patchify stem"),
+                "T_STRIDE": Key(2, (int,), doc="ConvNeXt: temporal stride of the patchify stem"),
+            },
             "BRANCH": {
-                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock")),
+                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock", "TAdaConvNeXtV2Block", "ConvNeXtBlock"),
+                            doc="ConvNeXtBlock = tada: the plain per-frame ConvNeXt block"),
                 "ROUTE_FUNC_K": [3, 3],
                 "ROUTE_FUNC_R": 4,
                 "POOL_K": [3, 1, 1],
+                "HEAD_DIM": Key(48, (int,), doc="ConvNeXt: head width of the routing function's temporal attention"),
             },
             "NONLOCAL": {"ENABLE": False},
         },
@@ -226,6 +234,7 @@ SCHEMA: dict[str, Any] = {
         "GRAY_FIRST": True,
         "RATIO": [0.857142857142857, 1.1666666666666667],
         "HFLIP": Key(True, (bool,), doc="tada: random horizontal flip in training"),
+        "IS_SPLIT": Key(False, (bool,), doc="official key, never read"),
         "SSV2_FLIP": False,
         "LABEL_SMOOTHING": 0.0,
         "MIXUP": {"ENABLE": False, "ALPHA": 0.0, "PROB": 1.0, "MODE": "batch", "SWITCH_PROB": 0.5},

@@ -195,3 +195,14 @@ def test_label_smoothing_loss_is_the_official_soft_target_loss():
     want = (-(soft * logits.log_softmax(1)).sum(1)).mean()
     got = torch.nn.CrossEntropyLoss(label_smoothing=eps)(logits, labels)
     assert torch.allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_the_real_tadaconvnextv2_tiny_gets_the_official_groups():
+    """The official Tiny K400 config's model and optimizer, not a stand-in: the same group table."""
+    from tada.models import build_model
+
+    cfg = load_config(REPO / "configs/projects/tadaconvnextv2/tadaconvnextv2_tiny_k400_16f.yaml")
+    opt = build_optimizer(build_model(cfg), cfg.OPTIMIZER, cfg.BN, lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE)
+    assert type(opt) is torch.optim.AdamW and opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8
+    assert [len(g["params"]) for g in opt.param_groups] == [74, 0, 108, 108, 80, 62, 1, 1, 0]
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == 45_971_488

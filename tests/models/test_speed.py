@@ -59,7 +59,7 @@ def test_tada2d_keeps_at_most_a_quarter_more_activations_than_tsn():
 def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, capsys):
     import tada.models.speed as speed
 
-    def small(num_classes, models):
+    def small(num_classes, models, reference="resnet50_2d"):
         tiny_2d = lambda: torch.nn.Sequential(  # noqa: E731
             torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
         return {"resnet50_2d": lambda: Frames2DResNet(tiny_2d()),

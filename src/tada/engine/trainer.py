@@ -361,7 +361,8 @@ def _start(
     if cfg.TRAIN.INIT == "in1k":
         from tada.checkpoint import load_in1k
 
-        weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local torchvision/timm ResNet-50 file")
+        weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local ImageNet state-dict file of the "
+                              "backbone (a torchvision/timm ResNet-50, or a ConvNeXt-V1 of the model's size)")
         if not Path(weights).is_file():
             raise EngineError(f"TRAIN.IN1K_WEIGHTS: file not found: {weights}")
         report = load_in1k(model, weights)

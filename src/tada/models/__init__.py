@@ -1,4 +1,4 @@
-"""Video networks: the ResNet3D family over frames (TAda2D, TSN), a registry, the zoo table.
+"""Video networks: the ResNet3D family (TAda2D, TSN) and TAdaConvNeXtV2 over frames, a registry, the zoo table.
 
     from tada.models import create_model, build_model
     model = create_model("tada2d_r50", num_classes=400)   # logits (B, 400) for (B, 3, T, H, W)
@@ -7,6 +7,7 @@
 """
 
 from tada.models.build import build_model, model_kwargs_from_cfg
+from tada.models.convnext import TAdaConvNeXtV2Block, VideoConvNeXt, video_convnext
 from tada.models.image import create_image_model, list_image_models, register_image_model
 from tada.models.registry import create_model, is_model, list_models, register_model
 from tada.models.resnet import (
@@ -28,7 +29,9 @@ __all__ = [
     "TAda2DBlock",
     "TAdaConvBlock",
     "TAdaVideoModel",
+    "TAdaConvNeXtV2Block",
     "VideoHead",
+    "VideoConvNeXt",
     "VideoResNet",
     "ZooEntry",
     "build_model",
@@ -44,5 +47,6 @@ __all__ = [
     "register_image_model",
     "register_model",
     "tadafy",
+    "video_convnext",
     "video_resnet",
 ]

@@ -1,22 +1,32 @@
-"""The one adapter from a config to the plain-argument builder."""
+"""The one adapter from a config to the plain-argument builders, one translation per META_ARCH."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from torch import nn
 
 from tada.config import ConfigError
 from tada.config_schema import SCHEMA, require_implemented
+from tada.models.convnext import BLOCKS as CONVNEXT_BLOCKS
+from tada.models.convnext import video_convnext
 from tada.models.resnet import video_resnet
 
 __all__ = ["build_model", "model_kwargs_from_cfg", "tadafy_kwargs_from_cfg"]
 
 _DEPTHS = (26, 50, 101, 152)
+# Keys only the ConvNeXt family reads, with their schema defaults: set otherwise on a ResNet3D, an error.
+_CONVNEXT_ONLY = {
+    "VIDEO.BACKBONE.DROP_PATH": 0.0,
+    "VIDEO.BACKBONE.LARGE_SCALE_INIT_VALUE": 1e-6,
+    "VIDEO.BACKBONE.STEM.T_KERNEL_SIZE": 3,
+    "VIDEO.BACKBONE.STEM.T_STRIDE": 2,
+    "VIDEO.BACKBONE.BRANCH.HEAD_DIM": 48,
+}
 
 
-def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
-    """Translate VIDEO.BACKBONE.*, VIDEO.HEAD.*, BN.* and TRAIN.CHANNELS_LAST into builder keywords.
+def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """Translate VIDEO.BACKBONE.*, VIDEO.HEAD.*, BN.* and TRAIN.CHANNELS_LAST into ResNet3D builder keywords.
 
     Settings the 2-D ResNet family cannot honour are errors, never ignored: temporal downsampling,
     non-local blocks, other stems or meta-architectures.
@@ -24,8 +34,9 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
     require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
-    if bb.META_ARCH != "ResNet3D":
-        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
+    for key, default in _CONVNEXT_ONLY.items():
+        if cfg.get(key) != default:
+            raise ConfigError(f"{key} is a ConvNeXt setting; the ResNet3D family has no use for it (got {cfg.get(key)!r})")
     if bb.STEM.NAME != "Base2DStem":
         raise ConfigError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
     if bb.NONLOCAL.ENABLE:
@@ -123,11 +134,74 @@ def _build_tadafied(cfg: Any) -> nn.Module:
     return model
 
 
+def convnext_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """Translate the ConvNeXt keys (VIDEO.BACKBONE.DEPTH list, NUM_FILTERS, DROP_PATH, STEM.T_*, BRANCH.*,
+    LARGE_SCALE_INIT_VALUE, VIDEO.HEAD.*) into :func:`tada.models.convnext.video_convnext` keywords.
+
+    The ResNet-only keys (KERNEL_SIZE, DOWNSAMPLING, EXPANSION_RATIO, POOL_K, STEM.NAME, BN.*) are
+    not read by this family, as in the official ConvNeXt.
+    """
+    bb = cfg.VIDEO.BACKBONE
+    head = cfg.VIDEO.HEAD
+    require_implemented(cfg, ("VIDEO.",), ConfigError, "model settings tada does not implement")
+    if bb.BRANCH.NAME not in CONVNEXT_BLOCKS:
+        raise ConfigError(
+            f"VIDEO.BACKBONE.BRANCH.NAME {bb.BRANCH.NAME!r} is not a ConvNeXt block; choose from {sorted(CONVNEXT_BLOCKS)}"
+        )
+    depth = bb.DEPTH
+    if not isinstance(depth, list) or len(depth) != 4 or not all(isinstance(d, int) and d >= 1 for d in depth):
+        raise ConfigError(f"VIDEO.BACKBONE.DEPTH must list four positive block counts for ConvNeXt, got {depth!r}")
+    if len(bb.NUM_FILTERS) != 4:
+        raise ConfigError(f"VIDEO.BACKBONE.NUM_FILTERS must list four stage widths for ConvNeXt, got {bb.NUM_FILTERS}")
+    if bb.NUM_FILTERS[-1] != bb.NUM_OUT_FEATURES:
+        raise ConfigError(
+            f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal NUM_FILTERS[-1] ({bb.NUM_FILTERS[-1]})"
+        )
+    if len(bb.BRANCH.ROUTE_FUNC_K) != 2:
+        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.ROUTE_FUNC_K must be two temporal kernels, got {bb.BRANCH.ROUTE_FUNC_K}")
+    if not 0.0 <= bb.DROP_PATH < 1.0:
+        raise ConfigError(f"VIDEO.BACKBONE.DROP_PATH must be in [0, 1), got {bb.DROP_PATH}")
+    return dict(
+        block=bb.BRANCH.NAME,
+        depths=tuple(depth),
+        widths=tuple(int(w) for w in bb.NUM_FILTERS),
+        in_channels=bb.NUM_INPUT_CHANNELS,
+        num_classes=head.NUM_CLASSES,
+        stem_t_kernel=bb.STEM.T_KERNEL_SIZE,
+        stem_t_stride=bb.STEM.T_STRIDE,
+        route_ratio=bb.BRANCH.ROUTE_FUNC_R,
+        route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
+        head_dim=bb.BRANCH.HEAD_DIM,
+        layer_scale=float(bb.LARGE_SCALE_INIT_VALUE),
+        drop_path=float(bb.DROP_PATH),
+        dropout=float(head.DROPOUT_RATE),
+    )
+
+
+# VIDEO.BACKBONE.META_ARCH -> (config translation, builder)
+FAMILIES: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]] = {
+    "ResNet3D": (resnet_kwargs_from_cfg, video_resnet),
+    "ConvNeXt": (convnext_kwargs_from_cfg, video_convnext),
+}
+
+
+def _family(cfg: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]:
+    arch = cfg.VIDEO.BACKBONE.META_ARCH
+    if arch not in FAMILIES:
+        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH {arch!r} is not supported; choose from {sorted(FAMILIES)}")
+    return FAMILIES[arch]
+
+
+def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """The builder keywords of the config's model family (VIDEO.BACKBONE.META_ARCH)."""
+    return _family(cfg)[0](cfg)
+
+
 def build_model(cfg: Any) -> nn.Module:
     """Build the model a config describes (random init; weights are loaded by the caller).
 
     VIDEO.TADAFY.BACKBONE set: a 2-D backbone made temporally adaptive (:func:`tada.models.tadafy`);
-    otherwise the ResNet3D family of VIDEO.BACKBONE. VIDEO.HEAD.ACTIVATION is not applied: the
+    otherwise the family VIDEO.BACKBONE.META_ARCH names (:data:`FAMILIES`). VIDEO.HEAD.ACTIVATION is not applied: the
     model returns logits, the evaluator applies softmax.
     """
     if cfg.VIDEO.TADAFY.BACKBONE:
@@ -137,8 +211,9 @@ def build_model(cfg: Any) -> nn.Module:
     if unused:
         raise ConfigError(f"{', '.join(unused)} set, but VIDEO.TADAFY.BACKBONE is empty: name the 2-D backbone "
                           f"to tadafy, or remove them")
-    kwargs = model_kwargs_from_cfg(cfg)
+    to_kwargs, builder = _family(cfg)
+    kwargs = to_kwargs(cfg)
     try:
-        return video_resnet(**kwargs)
+        return builder(**kwargs)
     except ValueError as err:  # the builder's own checks (widths, kernels, ...): name the config
         raise ConfigError(f"the config's model cannot be built (VIDEO.BACKBONE / VIDEO.HEAD): {err}") from err

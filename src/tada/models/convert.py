@@ -5,16 +5,19 @@
   already ours.
 * :func:`resnet50_2d_filter`: a torchvision or timm ImageNet ResNet (``conv1``, ``bn1``,
   ``layerL.j.convN``, ``layerL.j.downsample.{0,1}``, ``fc``) -> our keys, spec 2.3.
+* :func:`convnext_2d_filter`: an ImageNet ConvNeXt-V1 state dict in the original release's names
+  (``downsample_layers``, ``stages``, ``norm``, ``head``) -> TAdaConvNeXtV2 / its plain twin.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Mapping
 
 from torch import Tensor
 
-__all__ = ["official_filter", "resnet50_2d_filter", "strip_prefixes"]
+__all__ = ["convnext_2d_filter", "official_filter", "resnet50_2d_filter", "strip_prefixes"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -100,6 +103,59 @@ def resnet50_2d_filter(
     if unknown or mismatched:
         raise ValueError(
             "ImageNet ResNet weights do not fit this model: "
+            + (f"{len(unknown)} keys with no target (e.g. {unknown[:3]}); " if unknown else "")
+            + (f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})" if mismatched else "")
+        )
+    return out, dropped
+
+
+def _inflate_centre(value: Tensor, frames: int) -> Tensor:
+    """(Cout, Cin, kh, kw) -> (Cout, Cin, frames, kh, kw): the 2-D kernel at the centre tap, zeros elsewhere."""
+    out = value.new_zeros(value.shape[0], value.shape[1], frames, *value.shape[2:])
+    out[:, :, frames // 2] = value
+    return out
+
+
+def convnext_2d_filter(
+    state_dict: Mapping[str, Tensor], target_shapes: Mapping[str, tuple[int, ...]]
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Map an ImageNet ConvNeXt-V1 state dict onto a video ConvNeXt, as the official conversion does.
+
+    Keys get the ``backbone.`` prefix and the classifier (``head.*``) is dropped. The stem kernel
+    (d0, 3, 4, 4) is inflated to (d0, 3, kt, 4, 4) with the 2-D kernel at the centre temporal tap
+    and zeros elsewhere (so with temporal stride 2 output frame t first sees input frame 2t); the
+    depthwise kernels become the TAdaConv layout (1, 1, d, 1, 7, 7) with bias (1, 1, d) (or a
+    (d, 1, 1, 7, 7) frame conv for the plain twin); the (1, 2, 2) downsample convs get a temporal
+    axis; LayerNorms, pointwise Linears, ``gamma`` and the final norm load unchanged. Returns the
+    converted dict and the dropped keys. Keys with no target or another shape are errors: the
+    file is not a ConvNeXt of this size.
+    """
+    out: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+    mismatched: list[str] = []
+    for key, value in strip_prefixes(state_dict).items():
+        if "head" in key:
+            dropped.append(key)
+            continue
+        new = "backbone." + key
+        if new not in target_shapes:
+            unknown.append(key)
+            continue
+        shape = tuple(target_shapes[new])
+        if tuple(value.shape) != shape:
+            if new == "backbone.downsample_layers.0.0.weight" and value.dim() == 4 and len(shape) == 5 \
+                    and shape[:2] + shape[3:] == tuple(value.shape):
+                value = _inflate_centre(value, shape[2])
+            elif value.numel() == math.prod(shape) and value.dim() < len(shape):
+                value = value.reshape(shape)  # (d,1,7,7) -> (1,1,d,1,7,7); (d,) -> (1,1,d); (d',d,2,2) -> (d',d,1,2,2)
+            else:
+                mismatched.append(f"{key}: file {tuple(value.shape)} vs model {new} {shape}")
+                continue
+        out[new] = value
+    if unknown or mismatched:
+        raise ValueError(
+            "ImageNet ConvNeXt weights do not fit this model: "
             + (f"{len(unknown)} keys with no target (e.g. {unknown[:3]}); " if unknown else "")
             + (f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})" if mismatched else "")
         )

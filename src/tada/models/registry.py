@@ -11,14 +11,16 @@ import difflib
 import fnmatch
 from typing import Any, Callable
 
+from torch import nn
+
 from tada.models.resnet import VideoResNet, video_resnet
 
 __all__ = ["create_model", "is_model", "list_models", "register_model"]
 
-_MODELS: dict[str, Callable[..., VideoResNet]] = {}
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_model(fn: Callable[..., VideoResNet]) -> Callable[..., VideoResNet]:
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register ``fn`` under its function name; a duplicate name is an error."""
     name = fn.__name__
     if name in _MODELS:
@@ -51,7 +53,7 @@ def create_model(
     checkpoint_path: str = "",
     strict: bool = True,
     **kwargs: Any,
-) -> VideoResNet:
+) -> nn.Module:
     """Build a registered model; optionally load a local checkpoint (official or ours).
 
     ``num_classes`` defaults to the zoo tag's classes (``"tada2d_r50.ssv2_8f"`` -> 174), else 400.

@@ -3,8 +3,12 @@
 The reference is a plain torchvision-layout ResNet-50 (nn.Conv2d, max-pool stem) run on the
 B*T frames of the clip, channels-last, its logits averaged over frames: what any 2-D network
 costs on these frames, so ``time(model) / time(reference)`` measured in the same run is the
-overhead of temporal modelling. Timings interleave the models round by round (a shared machine
-drifts) and report medians. Works on CPU and CUDA (events, peak memory, torch.compile).
+overhead of temporal modelling. ``--reference`` picks another one, e.g. ``convnext_tiny_frames``
+(the plain ConvNeXt over the same frames) for TAdaConvNeXtV2. A model name with the suffix
+``+grouped`` runs every TAdaConv2dV2 in the official formulation (per-frame kernels, one grouped
+conv) with the same weights: the official code's cost. Timings interleave the models round by
+round (a shared machine drifts) and report medians. Works on CPU and CUDA (events, peak memory,
+torch.compile).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tada.models.layers import video_to_frames
+from tada.ops.tadaconv_v2 import TAdaConv2dV2, tada_conv2d_v2_grouped_reference
 
 __all__ = [
     "BenchResult",
@@ -99,6 +104,38 @@ class Frames2DResNet(nn.Module):
         b, t = x.shape[0], x.shape[2]
         logits = self.net(video_to_frames(x, channels_last=self.channels_last))
         return logits.view(b, t, -1).mean(dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# The official formulation of TAdaConvV2, for comparison
+# ------------------------------------------------------------------------------------------------
+GROUPED_SUFFIX = "+grouped"
+
+
+class GroupedTAdaConv2dV2(TAdaConv2dV2):
+    """A TAdaConv2dV2 computed as the official code does: B*T calibrated kernels, one grouped conv."""
+
+    def calibrated_conv(self, x: Tensor, num_frames: int, alpha_w: Tensor, alpha_b: Tensor | None) -> Tensor:
+        n, c, h, w = x.shape
+        b = n // num_frames
+
+        def video(a: Tensor) -> Tensor:  # (B*T, C, 1, 1) -> (B, C, T, 1, 1)
+            return a.reshape(b, num_frames, -1, 1, 1).transpose(1, 2)
+
+        y = tada_conv2d_v2_grouped_reference(
+            x.reshape(b, num_frames, c, h, w).transpose(1, 2), video(alpha_w),
+            None if alpha_b is None else video(alpha_b), self.weight, self.bias,
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups, cal_dim=self.cal_dim,
+        )
+        return y.transpose(1, 2).reshape(n, y.shape[1], y.shape[3], y.shape[4])
+
+
+def official_tadaconv_v2(model: nn.Module) -> nn.Module:
+    """``model`` with every TAdaConv2dV2 switched, in place, to the grouped per-frame-kernel form (same weights)."""
+    for module in model.modules():
+        if type(module) is TAdaConv2dV2:
+            module.__class__ = GroupedTAdaConv2dV2
+    return model
 
 
 # ------------------------------------------------------------------------------------------------
@@ -278,18 +315,31 @@ def _num_classes(model: nn.Module) -> int:
     raise ValueError("model has no Linear classifier")
 
 
-def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r50", "tsn_r50")) -> dict[str, Callable]:
-    """The registered models by name plus the reference ``resnet50_2d``."""
+REFERENCE = "resnet50_2d"
+
+
+def build_named(name: str, num_classes: int = 400) -> nn.Module:
+    """``resnet50_2d``, a registered model, or a registered model + ``+grouped`` (official TAdaConvV2 form)."""
     from tada.models.registry import create_model
 
-    builders: dict[str, Callable] = {"resnet50_2d": lambda: Frames2DResNet(resnet50_2d(num_classes))}
+    if name == REFERENCE:
+        return Frames2DResNet(resnet50_2d(num_classes))
+    if name.endswith(GROUPED_SUFFIX):
+        return official_tadaconv_v2(create_model(name[: -len(GROUPED_SUFFIX)], num_classes=num_classes))
+    return create_model(name, num_classes=num_classes)
+
+
+def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r50", "tsn_r50"),
+                     reference: str = REFERENCE) -> dict[str, Callable]:
+    """The reference (``resnet50_2d`` unless told otherwise) and the named models, by name."""
+    builders: dict[str, Callable] = {reference: lambda: build_named(reference, num_classes)}
     for name in models:
-        builders[name] = (lambda n=name: create_model(n, num_classes=num_classes))
+        builders[name] = (lambda n=name: build_named(n, num_classes))
     return builders
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
+    head = (f"{'model':<28}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
             f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}{'saved MiB':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -298,14 +348,14 @@ def format_table(results: Sequence[BenchResult]) -> str:
         cpu = f"{r.cpu_seconds:.3f}" if r.cpu_seconds is not None else "-"
         kept = f"{r.saved_mib:.0f}" if r.saved_mib is not None else "-"
         lines.append(
-            f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
+            f"{r.model:<28}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
             f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
             f"{ratio:>8}{peak:>10}{kept:>11}"
         )
     return "\n".join(lines)
 
 
-def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
+def _set_ratios(results: list[BenchResult], clock: str = "wall", reference: str = REFERENCE) -> None:
     """Ratio to the channels-last reference of the same mode, precision, compile and graph setting.
 
     ``clock="cpu"`` compares process CPU time: with one thread on a shared machine it measures
@@ -319,7 +369,7 @@ def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
         return r.seconds
 
     for r in results:
-        ref = [q for q in results if q.model == "resnet50_2d" and q.mode == r.mode and q.precision == r.precision
+        ref = [q for q in results if q.model == reference and q.mode == r.mode and q.precision == r.precision
                and q.compiled == r.compiled and q.graphs == r.graphs and q.channels_last]
         r.ratio = t(r) / t(ref[0]) if ref else None
 
@@ -340,16 +390,17 @@ def run_suite(
     device: str = "cpu",
     num_classes: int = 400,
     clock: str = "wall",
+    reference: str = REFERENCE,
     log: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
     """All combinations; the reference is timed channels-last (the limit) in each (mode, precision, compile)."""
     results: list[BenchResult] = []
-    builders = default_builders(num_classes, models)
+    builders = default_builders(num_classes, models, reference)
     for comp, graph in ((c, g) for c in compiled for g in graphs if not (c and g)):
         for mode in modes if not graph else [m for m in modes if m == "train"]:
             for prec in precisions:
                 for cl in channels_last:
-                    names = dict(builders) if cl else {k: v for k, v in builders.items() if k != "resnet50_2d"}
+                    names = dict(builders) if cl else {k: v for k, v in builders.items() if k != reference}
                     res = bench_models(names, mode=mode, precision=prec, channels_last=cl, compiled=comp,
                                        batch=batch, frames=frames, size=size, iters=iters, warmup=warmup,
                                        device=device, graphs=graph)
@@ -357,7 +408,7 @@ def run_suite(
                     if log is not None:
                         for r in res:
                             log(f"{r.model} {mode} {prec} cl={cl} compiled={comp} graphs={graph}: {r.seconds:.4f} s/step")
-    _set_ratios(results, clock)
+    _set_ratios(results, clock, reference)
     return results
 
 
@@ -365,7 +416,11 @@ def run_suite(
 # `tada benchmark model`
 # ------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="tada2d_r50,tsn_r50", help="registered models (the reference is always timed)")
+    parser.add_argument("--models", default="tada2d_r50,tsn_r50",
+                        help="registered models; NAME+grouped runs NAME's TAdaConv2dV2s in the official grouped form")
+    parser.add_argument("--reference", default=REFERENCE,
+                        help="the model every ratio divides by, always timed (channels-last): resnet50_2d or a "
+                             "registered model, e.g. convnext_tiny_frames")
     parser.add_argument("--modes", default="eval,train", help="eval (forward) and/or train (forward+backward)")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     parser.add_argument("--channels-last", default="on,off", help="on and/or off")
@@ -402,7 +457,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--iters, --batch, --frames and --size must be >= 1 and --warmup >= 0")
     from tada.models.registry import is_model, list_models
 
-    unknown = [m for m in args.models.split(",") if m.strip() and not is_model(m.strip())]
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in names if not is_model(m.removesuffix(GROUPED_SUFFIX))]
+    if args.reference != REFERENCE and not is_model(args.reference):
+        unknown.append(args.reference)
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; registered: {list_models()}")
     if args.threads:
@@ -410,7 +468,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda"):
         torch.backends.cudnn.benchmark = not args.no_cudnn_benchmark
     results = run_suite(
-        models=[m.strip() for m in args.models.split(",") if m.strip()],
+        models=names, reference=args.reference,
         modes=_csv(args.modes, {"eval": "eval", "train": "train"}, "modes"),
         precisions=_csv(args.precisions, {"fp32": "fp32", "bf16": "bf16"}, "precisions"),
         channels_last=_csv(args.channels_last, {"on": True, "off": False}, "channels-last"),
@@ -423,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
     print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
-          f"x ref = {args.clock} time over the channels-last resnet50_2d's (same mode, precision, compile, graphs)")
+          f"x ref = {args.clock} time over the channels-last {args.reference}'s (same mode, precision, compile, graphs)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -63,7 +63,11 @@ class TemporalConvWeight(nn.Module):
         if k == 1:
             return F.linear(x, w, self.bias)
         b, t, c = x.shape
-        cols = F.pad(x, (0, 0, k // 2, k // 2)).unfold(1, k, 1)  # (B, T, Cin, k): [b, t, c, j] = x[b, t + j - k//2, c]
+        padded = F.pad(x, (0, 0, k // 2, k // 2))
+        if torch.jit.is_tracing():  # the TorchScript ONNX exporter cannot size an unfold: the same columns, stacked
+            cols = torch.stack([padded[:, j : j + t] for j in range(k)], dim=-1)
+        else:
+            cols = padded.unfold(1, k, 1)  # (B, T, Cin, k): [b, t, c, j] = x[b, t + j - k//2, c]
         return F.linear(cols.reshape(b, t, c * k), w, self.bias)
 
     def extra_repr(self) -> str:
