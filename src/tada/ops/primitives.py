@@ -1,0 +1,67 @@
+"""Small layers of the TAdaConvV2 family: channels-first LayerNorm, QuickGELU, the 3x1x1 temporal pool.
+
+* :class:`LayerNormChannelsFirst` normalises over dim 1 of (B, C, ...) tensors (biased variance,
+  eps 1e-6 as every V2 LayerNorm): ``w[c] * (x - mean_c) / sqrt(var_c + eps) + b[c]``.
+* :class:`QuickGELU`: ``x * sigmoid(1.702 * x)``, the activation used throughout V2 (there is no
+  exact-erf GELU in these networks).
+* :func:`temporal_avg_pool3`: ``AvgPool3d((3, 1, 1), stride 1, padding (1, 0, 0))`` with
+  ``count_include_pad=True``, i.e. zero padding in time and edge frames divided by 3 (a constant 1
+  becomes 2/3, 1, ..., 1, 2/3). It is computed as shifted adds along any time axis, so it works on
+  (B, C, T, H, W) videos and on (B, T, ...) frame-major views alike and is defined for every
+  length T >= 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["LayerNormChannelsFirst", "QuickGELU", "quick_gelu", "temporal_avg_pool3"]
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """``x * sigmoid(1.702 x)``."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+class QuickGELU(nn.Module):
+    """Module form of :func:`quick_gelu`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return quick_gelu(x)
+
+
+class LayerNormChannelsFirst(nn.Module):
+    """LayerNorm over dim 1 of a (B, C, *) tensor; parameters ``weight`` (C,) = 1 and ``bias`` (C,) = 0.
+
+    Computed as ``F.layer_norm`` on a channels-last view: the same function as the explicit
+    mean/variance formula (they differ only by float rounding).
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"LayerNormChannelsFirst({self.num_channels}) got input of shape {tuple(x.shape)}")
+        y = F.layer_norm(x.movedim(1, -1), (self.num_channels,), self.weight, self.bias, self.eps)
+        return y.movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, channels_first"
+
+
+def temporal_avg_pool3(x: Tensor, *, dim: int = 2) -> Tensor:
+    """Mean of frames t-1, t, t+1 along ``dim`` with zeros beyond the ends, always divided by 3.
+
+    One zero pad and three shifted reads: no in-place ops, so it traces and exports as it runs.
+    """
+    dim = dim % x.dim()
+    frames = x.shape[dim]
+    padded = F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [1, 1])
+    return (padded.narrow(dim, 0, frames) + padded.narrow(dim, 1, frames) + padded.narrow(dim, 2, frames)) / 3.0
