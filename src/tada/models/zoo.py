@@ -36,6 +36,7 @@ class ZooEntry:
     init: str = "in1k"
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    model_kwargs: dict = field(default_factory=dict)  # architecture options the checkpoint was built with
 
     def as_dict(self) -> dict:
         return asdict(self)
