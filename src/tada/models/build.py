@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+from torch import nn
 
 from tada.config import ConfigError
 from tada.config_schema import require_implemented
-from tada.models.resnet import VideoResNet, video_resnet
+from tada.models.resnet import video_resnet
+from tada.models.tadaformer import tadaformer
 
-__all__ = ["build_model", "model_kwargs_from_cfg"]
+__all__ = ["build_model", "model_kwargs_from_cfg", "resnet_kwargs_from_cfg", "vit_kwargs_from_cfg"]
 
 _DEPTHS = (26, 50, 101, 152)
 
 
-def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
-    """Translate VIDEO.BACKBONE.*, VIDEO.HEAD.*, BN.* and TRAIN.CHANNELS_LAST into builder keywords.
+def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """ResNet3D: translate VIDEO.BACKBONE.*, VIDEO.HEAD.*, BN.* and TRAIN.CHANNELS_LAST into builder keywords.
 
     Settings the 2-D ResNet family cannot honour are errors, never ignored: temporal downsampling,
     non-local blocks, other stems or meta-architectures.
     """
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
-    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
     if bb.META_ARCH != "ResNet3D":
         raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
     if bb.STEM.NAME != "Base2DStem":
@@ -63,13 +65,77 @@ def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     )
 
 
-def build_model(cfg: Any) -> VideoResNet:
+def vit_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """VisionTransformer (TAdaFormer): VIDEO.BACKBONE.*, VIDEO.HEAD.* and DATA.NUM_INPUT_FRAMES -> builder keywords.
+
+    As in the official model, the TAdaConvs' BatchNorms use PyTorch's defaults (BN.* is not read),
+    and the TAda routing attention has heads of 64 channels.
+    """
+    bb = cfg.VIDEO.BACKBONE
+    head = cfg.VIDEO.HEAD
+    if bb.BRANCH.NAME != "TAdaFormerBlock":
+        raise ConfigError(
+            f"VIDEO.BACKBONE.BRANCH.NAME: META_ARCH VisionTransformer needs 'TAdaFormerBlock', got {bb.BRANCH.NAME!r}"
+        )
+    features = head.OUTPUT_DIM if bb.REQUIRE_PROJ else bb.NUM_FEATURES
+    if bb.NUM_OUT_FEATURES != features:
+        what = "VIDEO.HEAD.OUTPUT_DIM (REQUIRE_PROJ is true)" if bb.REQUIRE_PROJ else "NUM_FEATURES"
+        raise ConfigError(f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal {what} ({features})")
+    if len(bb.BRANCH.ROUTE_FUNC_K) != 2:
+        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.ROUTE_FUNC_K needs two kernel sizes, got {bb.BRANCH.ROUTE_FUNC_K}")
+    return dict(
+        width=bb.NUM_FEATURES,
+        depth=bb.DEPTH,
+        heads=bb.NUM_HEADS,
+        patch_size=bb.PATCH_SIZE,
+        input_res=bb.INPUT_RES,
+        tubelet_size=bb.TUBLET_SIZE,
+        tubelet_stride=bb.TUBLET_STRIDE,
+        in_channels=bb.NUM_INPUT_CHANNELS,
+        num_classes=head.NUM_CLASSES,
+        num_frames=cfg.DATA.NUM_INPUT_FRAMES,
+        temp_enhance=bool(bb.TEMP_ENHANCE),
+        double_tada=bool(bb.DOUBLE_TADA),
+        reduction=bb.REDUCTION,
+        route_ratio=bb.BRANCH.ROUTE_FUNC_R,
+        route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
+        drop_path=float(bb.DROP_PATH),
+        attn_dropout=float(bb.ATTN_DROPOUT),
+        dropout=float(head.DROPOUT_RATE),
+        output_dim=head.OUTPUT_DIM if bb.REQUIRE_PROJ else None,
+    )
+
+
+# VIDEO.BACKBONE.META_ARCH -> (config adapter, builder)
+ARCHITECTURES: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]] = {
+    "ResNet3D": (resnet_kwargs_from_cfg, video_resnet),
+    "VisionTransformer": (vit_kwargs_from_cfg, tadaformer),
+}
+
+
+def _architecture(cfg: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]:
+    meta = cfg.VIDEO.BACKBONE.META_ARCH
+    if meta not in ARCHITECTURES:
+        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: {meta!r} is not supported; choose from {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[meta]
+
+
+def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """The builder keywords of the model a config describes (the adapter of its META_ARCH).
+
+    Settings the model family cannot honour are errors, never ignored.
+    """
+    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
+    return _architecture(cfg)[0](cfg)
+
+
+def build_model(cfg: Any) -> nn.Module:
     """Build the model a config describes (random init; weights are loaded by the caller).
 
     VIDEO.HEAD.ACTIVATION is not applied: the model returns logits, the evaluator applies softmax.
     """
     kwargs = model_kwargs_from_cfg(cfg)
     try:
-        return video_resnet(**kwargs)
+        return _architecture(cfg)[1](**kwargs)
     except ValueError as err:  # the builder's own checks (widths, kernels, ...): name the config
         raise ConfigError(f"the config's model cannot be built (VIDEO.BACKBONE / VIDEO.HEAD): {err}") from err
