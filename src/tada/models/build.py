@@ -1,4 +1,4 @@
-"""The one adapter from a config to the plain-argument builder."""
+"""The one adapter from a config to the plain-argument builders, one translation per META_ARCH."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     """
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
+    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
     if bb.META_ARCH != "ResNet3D":
         raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: only 'ResNet3D' is supported, got {bb.META_ARCH!r}")
     if bb.STEM.NAME != "Base2DStem":
@@ -73,6 +74,7 @@ def vit_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     """
     bb = cfg.VIDEO.BACKBONE
     head = cfg.VIDEO.HEAD
+    require_implemented(cfg, ("VIDEO.",), ConfigError, "model settings tada does not implement")
     if bb.BRANCH.NAME != "TAdaFormerBlock":
         raise ConfigError(
             f"VIDEO.BACKBONE.BRANCH.NAME: META_ARCH VisionTransformer needs 'TAdaFormerBlock', got {bb.BRANCH.NAME!r}"
@@ -106,27 +108,23 @@ def vit_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     )
 
 
-# VIDEO.BACKBONE.META_ARCH -> (config adapter, builder)
-ARCHITECTURES: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]] = {
+# VIDEO.BACKBONE.META_ARCH -> (config translation, builder)
+FAMILIES: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]] = {
     "ResNet3D": (resnet_kwargs_from_cfg, video_resnet),
     "VisionTransformer": (vit_kwargs_from_cfg, tadaformer),
 }
 
 
-def _architecture(cfg: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]:
-    meta = cfg.VIDEO.BACKBONE.META_ARCH
-    if meta not in ARCHITECTURES:
-        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH: {meta!r} is not supported; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[meta]
+def _family(cfg: Any) -> tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]:
+    arch = cfg.VIDEO.BACKBONE.META_ARCH
+    if arch not in FAMILIES:
+        raise ConfigError(f"VIDEO.BACKBONE.META_ARCH {arch!r} is not supported; choose from {sorted(FAMILIES)}")
+    return FAMILIES[arch]
 
 
 def model_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
-    """The builder keywords of the model a config describes (the adapter of its META_ARCH).
-
-    Settings the model family cannot honour are errors, never ignored.
-    """
-    require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
-    return _architecture(cfg)[0](cfg)
+    """The builder keywords of the config's model family (VIDEO.BACKBONE.META_ARCH)."""
+    return _family(cfg)[0](cfg)
 
 
 def build_model(cfg: Any) -> nn.Module:
@@ -134,8 +132,9 @@ def build_model(cfg: Any) -> nn.Module:
 
     VIDEO.HEAD.ACTIVATION is not applied: the model returns logits, the evaluator applies softmax.
     """
-    kwargs = model_kwargs_from_cfg(cfg)
+    to_kwargs, builder = _family(cfg)
+    kwargs = to_kwargs(cfg)
     try:
-        return _architecture(cfg)[1](**kwargs)
+        return builder(**kwargs)
     except ValueError as err:  # the builder's own checks (widths, kernels, ...): name the config
         raise ConfigError(f"the config's model cannot be built (VIDEO.BACKBONE / VIDEO.HEAD): {err}") from err
