@@ -59,7 +59,7 @@ def test_tada2d_keeps_at_most_a_quarter_more_activations_than_tsn():
 def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, capsys):
     import tada.models.speed as speed
 
-    def small(num_classes, models):
+    def small(num_classes, models, reference="resnet50_2d"):
         tiny_2d = lambda: torch.nn.Sequential(  # noqa: E731
             torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
         return {"resnet50_2d": lambda: Frames2DResNet(tiny_2d()),
@@ -91,3 +91,15 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["resnet50_2d", "tsn_r26"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["cpu_seconds"] > 0
+
+
+def test_a_registered_reference_and_the_official_form_of_a_model():
+    from tada.models.official_form import OfficialFormTAdaConv2dV2
+    from tada.models.speed import default_builders
+
+    builders = default_builders(400, ("tadaformer_b16", "tadaformer_b16@official"), reference="vit_b16_frames")
+    assert list(builders) == ["vit_b16_frames", "tadaformer_b16", "tadaformer_b16@official"]
+    with torch.device("meta"):
+        plain, official = builders["vit_b16_frames"](), builders["tadaformer_b16@official"]()
+    assert plain.backbone.layers[0].tada is None
+    assert isinstance(official.backbone.layers[0].tada.tadaconv, OfficialFormTAdaConv2dV2)

@@ -137,3 +137,15 @@ def tadaformer_l14(**kwargs: Any) -> TAdaFormer:
     174 classes) has 474,960,046.
     """
     return tadaformer(**{**dict(width=1024, depth=24, heads=16, patch_size=14), **kwargs})
+
+
+@register_model
+def vit_b16_frames(**kwargs: Any) -> TAdaFormer:
+    """The plain CLIP ViT-B/16 over the same tubelets (TAdaFormer-B/16 without its TAda branches)."""
+    return tadaformer(**{**dict(width=768, depth=12, heads=12, patch_size=16), **kwargs, "tada": False})
+
+
+@register_model
+def vit_l14_frames(**kwargs: Any) -> TAdaFormer:
+    """The plain CLIP ViT-L/14 over the same tubelets (TAdaFormer-L/14 without its TAda branches)."""
+    return tadaformer(**{**dict(width=1024, depth=24, heads=16, patch_size=14), **kwargs, "tada": False})
