@@ -331,3 +331,24 @@ def test_the_plain_twin_is_the_model_without_tada_branches():
     assert plain_keys == {k for k in tada.state_dict() if ".tada." not in k}
     # CLIP ViT-B/16's image tower (86,192,640) without its projection, conv1 with 3 taps, the head
     assert sum(p.numel() for p in plain.parameters()) == 86_192_640 - 768 * 512 + 2 * 768 * 3 * 16 * 16 + 400 * 769
+
+
+def test_zoo_tags_build_the_checkpoint_architecture():
+    from pathlib import Path
+
+    from tada.models import ZOO, get_weights
+
+    with torch.device("meta"):
+        ssv2 = create_model("tadaformer_b16.ssv2_16f")
+        k710 = create_model("tadaformer_l14.k710_32f")
+    assert ssv2.num_classes == 174 and len(ssv2.state_dict()) == 825
+    assert k710.num_classes == 710 and k710.arch["num_frames"] == 32 and len(k710.state_dict()) == 969
+    entry = get_weights("tadaformer_b16.k400_16f")
+    assert (entry.top1, entry.top5, entry.views, entry.test_scale, entry.test_crop) == (84.5, None, (4, 3), 224, 224)
+    assert entry.mean == (0.48145466, 0.4578275, 0.40821073) and entry.init == "clip"
+    repo = Path(__file__).resolve().parents[2]
+    former = [e for e in ZOO.values() if e.model.startswith("tadaformer")]
+    assert len(former) == 14
+    assert all((repo / e.config).is_file() for e in former)
+    assert {e.name for e in former if e.top1 is None} == {
+        "tadaformer_b16.k710_16f", "tadaformer_l14.k710_16f", "tadaformer_l14.k710_32f", "tadaformer_l14.k710_64f"}
