@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from tada.engine import EngineError, run_pipeline
 
 from engine_standins import dataset_fn_factory, tiny_cfg
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from test_clip import synthetic_clip  # noqa: E402
 
 VIT = [
     "VIDEO.BACKBONE.META_ARCH", "VisionTransformer", "VIDEO.BACKBONE.BRANCH.NAME", "TAdaFormerBlock",
@@ -24,10 +18,29 @@ VIT = [
 ]
 
 
+def clip_image_tower(width: int = 256, patch: int = 8, res: int = 32) -> dict[str, torch.Tensor]:
+    """A one-layer OpenAI-layout CLIP image tower (float16, random) and a text key to ignore."""
+    gen = torch.Generator().manual_seed(0)
+    block = "transformer.resblocks.0."
+    shapes = {
+        "class_embedding": (width,), "positional_embedding": ((res // patch) ** 2 + 1, width),
+        "conv1.weight": (width, 3, patch, patch), "ln_pre.weight": (width,), "ln_pre.bias": (width,),
+        "ln_post.weight": (width,), "ln_post.bias": (width,), "proj": (width, 32),
+        block + "attn.in_proj_weight": (3 * width, width), block + "attn.in_proj_bias": (3 * width,),
+        block + "attn.out_proj.weight": (width, width), block + "attn.out_proj.bias": (width,),
+        block + "ln_1.weight": (width,), block + "ln_1.bias": (width,),
+        block + "mlp.c_fc.weight": (4 * width, width), block + "mlp.c_fc.bias": (4 * width,),
+        block + "mlp.c_proj.weight": (width, 4 * width), block + "mlp.c_proj.bias": (width,),
+        block + "ln_2.weight": (width,), block + "ln_2.bias": (width,),
+    }
+    sd = {"visual." + k: (0.05 * torch.randn(s, generator=gen)).half() for k, s in shapes.items()}
+    return {**sd, "text_projection": torch.zeros(8, 4).half()}
+
+
 @pytest.mark.slow  # about 30 s on the shared 2-core machine
 def test_clip_init_training_and_multi_view_test(tmp_path):
     weights = tmp_path / "ViT-tiny.pt"
-    torch.save(synthetic_clip(width=256, layers=1, patch=8, res=32), weights)
+    torch.save(clip_image_tower(), weights)
     cfg = tiny_cfg(tmp_path / "run", *VIT, "TRAIN.INIT", "clip", "TRAIN.CLIP_WEIGHTS", str(weights),
                    "OPTIMIZER.MAX_EPOCH", "1")
     results = run_pipeline(cfg, dataset_fn=dataset_fn_factory(num_train=8, num_val=4, num_test=4))

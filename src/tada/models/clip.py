@@ -21,10 +21,13 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tada.checkpoint import InitReport
 
 __all__ = ["clip_vit_filter", "load_clip", "read_clip_state_dict"]
 
@@ -104,7 +107,7 @@ def clip_vit_filter(
     return out, unused
 
 
-def load_clip(model: nn.Module, path: str | os.PathLike):
+def load_clip(model: nn.Module, path: str | os.PathLike) -> InitReport:
     """Initialise a TAdaFormer's backbone from a local OpenAI CLIP file; returns an InitReport.
 
     Every backbone tensor outside the TAda branches must come from the file; a wrong file

@@ -13,7 +13,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from tada.ops.primitives import temporal_avg_pool3
-from tada.ops.tadaconv_v2 import TAdaConv2dV2, _split_alpha, tada_conv2d_v2_grouped_reference
+from tada.ops.tadaconv_v2 import (
+    TAdaConv2dV2,
+    _split_alpha,
+    tada_conv2d_v2_grouped_reference,
+)
 
 __all__ = ["OfficialFormTAdaConv2dV2", "to_official_form"]
 

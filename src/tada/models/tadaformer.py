@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tada.models.resnet import VideoHead
+from tada.models.resnet import VideoHead, VideoResNet
 from tada.ops import QuickGELU, TAdaConv2dV2
 from tada.ops.routing import TemporalConvWeight
 
@@ -115,7 +115,7 @@ class TokenTemporalConv(nn.Module):
 class Mlp(nn.Module):
     """``c_fc`` -> activation -> ``c_proj`` (CLIP's MLP names)."""
 
-    def __init__(self, c_fc: nn.Linear, act: nn.Module, c_proj: nn.Linear) -> None:
+    def __init__(self, *, c_fc: nn.Linear, act: nn.Module, c_proj: nn.Linear) -> None:
         super().__init__()
         self.c_fc = c_fc
         self.gelu = act
@@ -140,7 +140,7 @@ def _frames_to_tokens(x: Tensor) -> Tensor:
 class TAdaBlock(nn.Module):
     """The TAda branch on patch tokens: per-token ``tada_pre_proj``, ``tadaconv``, act, ``tada_proj``."""
 
-    def __init__(self, tada_pre_proj: nn.Module, tadaconv: nn.Module, act: nn.Module, tada_proj: nn.Module) -> None:
+    def __init__(self, *, tada_pre_proj: nn.Module, tadaconv: nn.Module, act: nn.Module, tada_proj: nn.Module) -> None:
         super().__init__()
         self.tada_pre_proj = tada_pre_proj
         self.tadaconv = tadaconv
@@ -304,14 +304,9 @@ class TAdaFormer(nn.Module):
     def channels_last(self, value: bool) -> None:
         self._channels_last = bool(value)
 
-    @staticmethod
-    def _video(x: Tensor | dict | list | tuple) -> Tensor:
-        from tada.models.resnet import VideoResNet
-
-        return VideoResNet._video(x)
-
     def forward_features(self, x: Tensor | dict) -> Tensor:
-        return self.backbone(self._video(x))
+        """(B, C, T, H, W) clip (or ``{"video": clip}``) -> tokens of the last block (B, T', 1 + h*w, W)."""
+        return self.backbone(VideoResNet._video(x))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """(B, T', L, W) tokens -> logits (B, num_classes), or pooled features with pre_logits."""
@@ -356,9 +351,10 @@ def _tada_branch(width: int, *, reduction: int, temp_enhance: bool, route_ratio:
         internal_rf_func=True, internal_temp_aggr=True,
     )
     if temp_enhance:
-        return TAdaBlockTempEnhanced(TokenTemporalConv(width, d_m, 3), tadaconv, QuickGELU(),
-                                     TokenTemporalConv(d_m, width, 1))
-    return TAdaBlock(nn.Linear(width, d_m), tadaconv, QuickGELU(), nn.Linear(d_m, width))
+        return TAdaBlockTempEnhanced(tada_pre_proj=TokenTemporalConv(width, d_m, 3), tadaconv=tadaconv,
+                                     act=QuickGELU(), tada_proj=TokenTemporalConv(d_m, width, 1))
+    return TAdaBlock(tada_pre_proj=nn.Linear(width, d_m), tadaconv=tadaconv, act=QuickGELU(),
+                     tada_proj=nn.Linear(d_m, width))
 
 
 def tadaformer(
@@ -408,7 +404,7 @@ def tadaformer(
         block = TAdaFormerBlock(
             attn=nn.MultiheadAttention(width, heads, dropout=attn_dropout, batch_first=True),
             ln_1=nn.LayerNorm(width),
-            mlp=Mlp(nn.Linear(width, 4 * width), QuickGELU(), nn.Linear(4 * width, width)),
+            mlp=Mlp(c_fc=nn.Linear(width, 4 * width), act=QuickGELU(), c_proj=nn.Linear(4 * width, width)),
             ln_2=nn.LayerNorm(width),
             tada=_tada_branch(width, **branch) if tada else None,
             tada2=_tada_branch(width, **branch) if double_tada else None,
