@@ -44,3 +44,26 @@ def test_exported_program_of_the_ssv2_variant_matches_eager(tmp_path):
     video = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(program(video), model(video), rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow  # torch.export of a model built from a config, then its check: ~30-50 s on the shared machine
+def test_export_from_the_official_config_writes_the_clip_normalisation(tmp_path):
+    from pathlib import Path
+
+    from tada.checkpoint import save_checkpoint
+    from tada.config import load_config
+    from tada.export import export_from_config
+    from tada.models import build_model
+    from tada.serving import read_sidecar
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/projects/tadaformer/tadaformer_b16_k400_16f.yaml",
+                      overrides=["VIDEO.BACKBONE.DEPTH", "1", "VIDEO.BACKBONE.NUM_FEATURES", "256",
+                                 "VIDEO.BACKBONE.NUM_OUT_FEATURES", "256", "VIDEO.BACKBONE.NUM_HEADS", "4",
+                                 "VIDEO.BACKBONE.PATCH_SIZE", "8", "VIDEO.BACKBONE.INPUT_RES", "32",
+                                 "DATA.NUM_INPUT_FRAMES", "8", "DATA.TEST_SCALE", "32", "DATA.TEST_CROP_SIZE", "32",
+                                 "VIDEO.HEAD.NUM_CLASSES", "5"])
+    ckpt = save_checkpoint(tmp_path / "tadaformer.pyth", model=build_model(cfg), epoch=0)
+    report = export_from_config(cfg, checkpoint=str(ckpt), fmt="exported-program", output=tmp_path / "m.pt2")
+    assert report.max_abs_diff < 1e-4 and report.input_shape == [1, 3, 8, 32, 32]
+    sidecar = read_sidecar(report.sidecar)
+    assert sidecar["mean"] == [0.48145466, 0.4578275, 0.40821073] and sidecar["num_frames"] == 8
