@@ -91,15 +91,3 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["resnet50_2d", "tsn_r26"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["cpu_seconds"] > 0
-
-
-def test_a_registered_reference_and_the_official_form_of_a_model():
-    from tada.models.official_form import OfficialFormTAdaConv2dV2
-    from tada.models.speed import default_builders
-
-    builders = default_builders(400, ("tadaformer_b16", "tadaformer_b16@official"), reference="vit_b16_frames")
-    assert list(builders) == ["vit_b16_frames", "tadaformer_b16", "tadaformer_b16@official"]
-    with torch.device("meta"):
-        plain, official = builders["vit_b16_frames"](), builders["tadaformer_b16@official"]()
-    assert plain.backbone.layers[0].tada is None
-    assert isinstance(official.backbone.layers[0].tada.tadaconv, OfficialFormTAdaConv2dV2)

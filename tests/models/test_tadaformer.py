@@ -307,22 +307,6 @@ def test_forward_contract_and_reset_classifier():
     assert math.isclose(model.arch["width"], 256)
 
 
-def test_official_form_gives_the_same_logits_and_keys():
-    from tada.models.official_form import OfficialFormTAdaConv2dV2, to_official_form
-
-    model = create_model("tadaformer_b16", num_classes=5, **SMALL, temp_enhance=True, double_tada=True)
-    model.load_state_dict(random_official_state(model, seed=5))
-    model = model.double().eval()
-    video = torch.randn(2, 3, 8, 32, 32, dtype=torch.float64)
-    with torch.no_grad():
-        fast = model(video)
-        keys = list(model.state_dict())
-        assert to_official_form(model) == 2 * SMALL["depth"]
-        assert isinstance(model.backbone.layers[0].tada.tadaconv, OfficialFormTAdaConv2dV2)
-        assert list(model.state_dict()) == keys
-        torch.testing.assert_close(model(video), fast, rtol=0, atol=1e-10)
-
-
 def test_the_plain_twin_is_the_model_without_tada_branches():
     with torch.device("meta"):
         plain = create_model("vit_b16_frames", num_classes=400)

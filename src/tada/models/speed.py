@@ -278,40 +278,18 @@ def _num_classes(model: nn.Module) -> int:
     raise ValueError("model has no Linear classifier")
 
 
-OFFICIAL_SUFFIX = "@official"  # "tadaformer_b16@official": the model with per-frame-kernel TAdaConvV2s
-
-
-def _build_named(name: str, num_classes: int) -> nn.Module:
+def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r50", "tsn_r50")) -> dict[str, Callable]:
+    """The registered models by name plus the reference ``resnet50_2d``."""
     from tada.models.registry import create_model
 
-    if name.endswith(OFFICIAL_SUFFIX):
-        from tada.models.official_form import to_official_form
-
-        model = create_model(name[: -len(OFFICIAL_SUFFIX)], num_classes=num_classes)
-        if not to_official_form(model):
-            raise ValueError(f"{name}: the model has no TAdaConv2dV2 to put in the official form")
-        return model
-    return create_model(name, num_classes=num_classes)
-
-
-def default_builders(num_classes: int = 400, models: Sequence[str] = ("tada2d_r50", "tsn_r50"),
-                     reference: str = "resnet50_2d") -> dict[str, Callable]:
-    """The reference (``resnet50_2d``, or a registered model) first, then the registered models by name.
-
-    A name ending in ``@official`` is that model with its TAdaConvV2s in the official
-    per-frame-kernel form (:mod:`tada.models.official_form`).
-    """
-    builders: dict[str, Callable] = {}
-    if reference == "resnet50_2d":
-        builders[reference] = lambda: Frames2DResNet(resnet50_2d(num_classes))
-    for name in (reference, *models) if reference != "resnet50_2d" else models:
-        builders[name] = (lambda n=name: _build_named(n, num_classes))
+    builders: dict[str, Callable] = {"resnet50_2d": lambda: Frames2DResNet(resnet50_2d(num_classes))}
+    for name in models:
+        builders[name] = (lambda n=name: create_model(n, num_classes=num_classes))
     return builders
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    width = max([14, *(len(r.model) + 1 for r in results)])
-    head = (f"{'model':<{width}}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
+    head = (f"{'model':<14}{'mode':<7}{'prec':<6}{'cl':<5}{'comp':<6}{'graph':<6}{'batch':>6}{'s/step':>10}{'cpu s':>9}"
             f"{'clips/s':>10}{'x ref':>8}{'peak GiB':>10}{'saved MiB':>11}")
     lines = [head, "-" * len(head)]
     for r in results:
@@ -320,14 +298,14 @@ def format_table(results: Sequence[BenchResult]) -> str:
         cpu = f"{r.cpu_seconds:.3f}" if r.cpu_seconds is not None else "-"
         kept = f"{r.saved_mib:.0f}" if r.saved_mib is not None else "-"
         lines.append(
-            f"{r.model:<{width}}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
+            f"{r.model:<14}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
             f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
             f"{ratio:>8}{peak:>10}{kept:>11}"
         )
     return "\n".join(lines)
 
 
-def _set_ratios(results: list[BenchResult], clock: str = "wall", reference: str = "resnet50_2d") -> None:
+def _set_ratios(results: list[BenchResult], clock: str = "wall") -> None:
     """Ratio to the channels-last reference of the same mode, precision, compile and graph setting.
 
     ``clock="cpu"`` compares process CPU time: with one thread on a shared machine it measures
@@ -341,7 +319,7 @@ def _set_ratios(results: list[BenchResult], clock: str = "wall", reference: str 
         return r.seconds
 
     for r in results:
-        ref = [q for q in results if q.model == reference and q.mode == r.mode and q.precision == r.precision
+        ref = [q for q in results if q.model == "resnet50_2d" and q.mode == r.mode and q.precision == r.precision
                and q.compiled == r.compiled and q.graphs == r.graphs and q.channels_last]
         r.ratio = t(r) / t(ref[0]) if ref else None
 
@@ -363,16 +341,15 @@ def run_suite(
     num_classes: int = 400,
     clock: str = "wall",
     log: Callable[[str], None] | None = None,
-    reference: str = "resnet50_2d",
 ) -> list[BenchResult]:
     """All combinations; the reference is timed channels-last (the limit) in each (mode, precision, compile)."""
     results: list[BenchResult] = []
-    builders = default_builders(num_classes, models, reference)
+    builders = default_builders(num_classes, models)
     for comp, graph in ((c, g) for c in compiled for g in graphs if not (c and g)):
         for mode in modes if not graph else [m for m in modes if m == "train"]:
             for prec in precisions:
                 for cl in channels_last:
-                    names = dict(builders) if cl else {k: v for k, v in builders.items() if k != reference}
+                    names = dict(builders) if cl else {k: v for k, v in builders.items() if k != "resnet50_2d"}
                     res = bench_models(names, mode=mode, precision=prec, channels_last=cl, compiled=comp,
                                        batch=batch, frames=frames, size=size, iters=iters, warmup=warmup,
                                        device=device, graphs=graph)
@@ -380,7 +357,7 @@ def run_suite(
                     if log is not None:
                         for r in res:
                             log(f"{r.model} {mode} {prec} cl={cl} compiled={comp} graphs={graph}: {r.seconds:.4f} s/step")
-    _set_ratios(results, clock, reference)
+    _set_ratios(results, clock)
     return results
 
 
@@ -388,12 +365,7 @@ def run_suite(
 # `tada benchmark model`
 # ------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", default="tada2d_r50,tsn_r50",
-                        help="registered models (the reference is always timed); NAME@official: the model with "
-                             "its TAdaConvV2s in the official per-frame-kernel form")
-    parser.add_argument("--reference", default="resnet50_2d",
-                        help="the 'x ref' baseline: resnet50_2d (a 2-D ResNet-50 over the frames) or a registered "
-                             "model, e.g. vit_b16_frames (the plain CLIP ViT-B/16 over the same tubelets)")
+    parser.add_argument("--models", default="tada2d_r50,tsn_r50", help="registered models (the reference is always timed)")
     parser.add_argument("--modes", default="eval,train", help="eval (forward) and/or train (forward+backward)")
     parser.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast)")
     parser.add_argument("--channels-last", default="on,off", help="on and/or off")
@@ -430,10 +402,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--iters, --batch, --frames and --size must be >= 1 and --warmup >= 0")
     from tada.models.registry import is_model, list_models
 
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if args.reference != "resnet50_2d":
-        names.append(args.reference)
-    unknown = [m for m in names if not is_model(m.removesuffix(OFFICIAL_SUFFIX))]
+    unknown = [m for m in args.models.split(",") if m.strip() and not is_model(m.strip())]
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; registered: {list_models()}")
     if args.threads:
@@ -448,13 +417,13 @@ def run(args: argparse.Namespace) -> int:
         compiled=_csv(args.compile, {"on": True, "off": False}, "compile"),
         graphs=_csv(args.cuda_graphs, {"on": True, "off": False}, "cuda-graphs"),
         batch=args.batch, frames=args.frames, size=args.size, iters=args.iters, warmup=args.warmup,
-        device=args.device, clock=args.clock, log=lambda s: print(s, flush=True), reference=args.reference,
+        device=args.device, clock=args.clock, log=lambda s: print(s, flush=True),
     )
     print()
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
     print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
-          f"x ref = {args.clock} time over the channels-last {args.reference}'s (same mode, precision, compile, graphs)")
+          f"x ref = {args.clock} time over the channels-last resnet50_2d's (same mode, precision, compile, graphs)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
