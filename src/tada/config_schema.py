@@ -61,10 +61,13 @@ SCHEMA: dict[str, Any] = {
         "KEEP_LAST": Key(3, (int,), doc="tada: periodic checkpoints kept (the best is kept too)"),
         "ALLOW_CONFIG_CHANGES": Key(False, (bool,), doc="tada: auto-resume even when the config differs from the "
                                     "checkpoint's in keys a resume may not change (model, data, optimizer, ...)"),
-        "INIT": Key("", (str,), ("", "in1k"), doc="'in1k' = ImageNet weights of the backbone from TRAIN.IN1K_WEIGHTS"),
+        "INIT": Key("", (str,), ("", "in1k", "clip"), doc="'in1k' = ImageNet weights of the backbone from "
+                    "TRAIN.IN1K_WEIGHTS; 'clip' = OpenAI CLIP ViT image tower from TRAIN.CLIP_WEIGHTS (VisionTransformer)"),
         "IN1K_WEIGHTS": Key("", (str,), doc="tada: local ImageNet state-dict file: a torchvision/timm ResNet-50 "
                                            "(ResNet3D), a ConvNeXt-V1 of the model's size (ConvNeXt), or the "
                                            "2-D backbone's own state dict (a tadafied model)"),
+        "CLIP_WEIGHTS": Key("", (str,), doc="tada: local OpenAI CLIP file (ViT-B-16.pt, ViT-L-14.pt: TorchScript "
+                            "archive or state dict) for TRAIN.INIT clip"),
         "FINE_TUNE": True,
         "ONLY_LINEAR": False,
         "LR_REDUCE": False,
@@ -129,8 +132,9 @@ SCHEMA: dict[str, Any] = {
     },
     "VIDEO": {
         "BACKBONE": {
-            "DEPTH": Key(50, (int, list), doc="ResNet3D: 26/50/101/152; ConvNeXt: blocks per stage [d0, d1, d2, d3]"),
-            "META_ARCH": Key("ResNet3D", (str,), ("ResNet3D", "ConvNeXt")),
+            "DEPTH": Key(50, (int, list), doc="ResNet3D: 26/50/101/152; ConvNeXt: blocks per stage [d0, d1, d2, d3]; "
+                         "VisionTransformer: layers"),
+            "META_ARCH": Key("ResNet3D", (str,), ("ResNet3D", "ConvNeXt", "VisionTransformer")),
             "NUM_FILTERS": [64, 256, 512, 1024, 2048],
             "NUM_INPUT_CHANNELS": 3,
             "NUM_OUT_FEATURES": 2048,
@@ -148,8 +152,24 @@ SCHEMA: dict[str, Any] = {
                 "T_KERNEL_SIZE": Key(3, (int,), doc="ConvNeXt: temporal kernel of the patchify stem"),
                 "T_STRIDE": Key(2, (int,), doc="ConvNeXt: temporal stride of the patchify stem"),
             },
+            # VisionTransformer (TAdaFormer) keys
+            "INPUT_RES": Key(224, (int,), doc="VisionTransformer: frame size the positional embedding is built for"),
+            "PATCH_SIZE": Key(16, (int,), doc="VisionTransformer: spatial patch (tubelet) size"),
+            "TUBLET_SIZE": Key(3, (int,), doc="VisionTransformer: temporal kernel of the tubelet embedding conv1"),
+            "TUBLET_STRIDE": Key(2, (int,), doc="VisionTransformer: temporal stride of conv1"),
+            "NUM_FEATURES": Key(768, (int,), doc="VisionTransformer: token width"),
+            "NUM_HEADS": Key(12, (int,), doc="VisionTransformer: spatial attention heads"),
+            "ATTN_DROPOUT": Key(0.0, (float,), doc="VisionTransformer: attention-probability dropout"),
+            "REQUIRE_PROJ": Key(False, (bool,), doc="VisionTransformer: CLIP's output projection to "
+                                "VIDEO.HEAD.OUTPUT_DIM before the head"),
+            "ATTN_MASK_ENABLE": Key(False, (bool,), doc="official key, never read (no mask in either code)"),
+            "FREEZE": Key(False, (bool,), doc="official key, never read (nothing is frozen in either code)"),
+            "REDUCTION": Key(2, (int,), doc="TAdaFormer: TAda branch width = NUM_FEATURES // REDUCTION"),
+            "TEMP_ENHANCE": Key(False, (bool,), doc="TAdaFormer: 3x1x1 temporal conv before the TAdaConv"),
+            "DOUBLE_TADA": Key(False, (bool,), doc="TAdaFormer: a second TAda branch after attention"),
             "BRANCH": {
-                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock", "TAdaConvNeXtV2Block", "ConvNeXtBlock"),
+                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock", "TAdaConvNeXtV2Block", "ConvNeXtBlock",
+                                                    "TAdaFormerBlock"),
                             doc="ConvNeXtBlock = tada: the plain per-frame ConvNeXt block"),
                 "ROUTE_FUNC_K": [3, 3],
                 "ROUTE_FUNC_R": 4,
@@ -180,6 +200,7 @@ SCHEMA: dict[str, Any] = {
             "ACTIVATION": "softmax",
             "DROPOUT_RATE": 0.5,
             "NUM_CLASSES": 400,
+            "OUTPUT_DIM": Key(512, (int,), doc="VisionTransformer: width of the CLIP projection (REQUIRE_PROJ)"),
         },
     },
     "OPTIMIZER": {

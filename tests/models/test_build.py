@@ -87,6 +87,7 @@ def test_unsupported_settings_are_errors(overrides, match):
 
 def test_zoo_table():
     assert list_weights() == sorted(ZOO) and len([n for n in ZOO if n.startswith("tada2d_r50.")]) == 4
+
     e = get_weights("tada2d_r50.k400_8x8")
     assert (e.num_frames, e.sampling_rate, e.views, e.top1, e.top5) == (8, 8, (10, 3), 76.7, 92.6)
     assert (e.test_scale, e.test_crop, e.mean, e.std) == (256, 256, (0.45,) * 3, (0.225,) * 3)

@@ -4,7 +4,8 @@
 
 - start: auto-resume from the newest checkpoint in OUTPUT_DIR, else TRAIN.CHECKPOINT_FILE_PATH
   (fine-tune: weights only, from epoch 0; otherwise continue its schedule), else ImageNet init
-  (TRAIN.INIT in1k, from TRAIN.IN1K_WEIGHTS), else random init. The choice is logged;
+  (TRAIN.INIT in1k, from TRAIN.IN1K_WEIGHTS) or CLIP init (TRAIN.INIT clip, from TRAIN.CLIP_WEIGHTS),
+  else random init. The choice is logged;
 - an epoch-end checkpoint every CHECKPOINT_PERIOD epochs and at the end, one every
   TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
 - killed at any moment and restarted with the same command, a CPU run ends with weights
@@ -369,6 +370,20 @@ def _start(
         pos = _Position(
             start=f"ImageNet init from {weights}: {len(report.loaded)} tensors loaded, "
             f"{len(report.missing)} kept their init (routing, temporal-pool BN, head)"
+        )
+        log.info("%s", pos.start)
+        return pos, None
+
+    if cfg.TRAIN.INIT == "clip":
+        from tada.models.clip import load_clip
+
+        weights = cfg.require("TRAIN.CLIP_WEIGHTS", "TRAIN.INIT is clip: a local OpenAI CLIP ViT file")
+        if not Path(weights).is_file():
+            raise EngineError(f"TRAIN.CLIP_WEIGHTS: file not found: {weights}")
+        report = load_clip(model, weights)
+        pos = _Position(
+            start=f"CLIP init from {weights}: {len(report.loaded)} tensors loaded, "
+            f"{len(report.missing)} kept their init (TAda branches, head)"
         )
         log.info("%s", pos.start)
         return pos, None

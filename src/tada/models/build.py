@@ -11,8 +11,12 @@ from tada.config_schema import SCHEMA, require_implemented
 from tada.models.convnext import BLOCKS as CONVNEXT_BLOCKS
 from tada.models.convnext import video_convnext
 from tada.models.resnet import video_resnet
+from tada.models.tadaformer import tadaformer
 
-__all__ = ["build_model", "model_kwargs_from_cfg", "tadafy_kwargs_from_cfg"]
+__all__ = [
+    "build_model", "convnext_kwargs_from_cfg", "model_kwargs_from_cfg", "resnet_kwargs_from_cfg", "tadafy_kwargs_from_cfg",
+    "vit_kwargs_from_cfg",
+]
 
 _DEPTHS = (26, 50, 101, 152)
 # Keys only the ConvNeXt family reads, with their schema defaults: set otherwise on a ResNet3D, an error.
@@ -178,10 +182,53 @@ def convnext_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     )
 
 
+def vit_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
+    """VisionTransformer (TAdaFormer): VIDEO.BACKBONE.*, VIDEO.HEAD.* and DATA.NUM_INPUT_FRAMES -> builder keywords.
+
+    As in the official model, the TAdaConvs' BatchNorms use PyTorch's defaults (BN.* is not read),
+    and the TAda routing attention has heads of 64 channels.
+    """
+    bb = cfg.VIDEO.BACKBONE
+    head = cfg.VIDEO.HEAD
+    require_implemented(cfg, ("VIDEO.",), ConfigError, "model settings tada does not implement")
+    if bb.BRANCH.NAME != "TAdaFormerBlock":
+        raise ConfigError(
+            f"VIDEO.BACKBONE.BRANCH.NAME: META_ARCH VisionTransformer needs 'TAdaFormerBlock', got {bb.BRANCH.NAME!r}"
+        )
+    features = head.OUTPUT_DIM if bb.REQUIRE_PROJ else bb.NUM_FEATURES
+    if bb.NUM_OUT_FEATURES != features:
+        what = "VIDEO.HEAD.OUTPUT_DIM (REQUIRE_PROJ is true)" if bb.REQUIRE_PROJ else "NUM_FEATURES"
+        raise ConfigError(f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal {what} ({features})")
+    if len(bb.BRANCH.ROUTE_FUNC_K) != 2:
+        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.ROUTE_FUNC_K needs two kernel sizes, got {bb.BRANCH.ROUTE_FUNC_K}")
+    return dict(
+        width=bb.NUM_FEATURES,
+        depth=bb.DEPTH,
+        heads=bb.NUM_HEADS,
+        patch_size=bb.PATCH_SIZE,
+        input_res=bb.INPUT_RES,
+        tubelet_size=bb.TUBLET_SIZE,
+        tubelet_stride=bb.TUBLET_STRIDE,
+        in_channels=bb.NUM_INPUT_CHANNELS,
+        num_classes=head.NUM_CLASSES,
+        num_frames=cfg.DATA.NUM_INPUT_FRAMES,
+        temp_enhance=bool(bb.TEMP_ENHANCE),
+        double_tada=bool(bb.DOUBLE_TADA),
+        reduction=bb.REDUCTION,
+        route_ratio=bb.BRANCH.ROUTE_FUNC_R,
+        route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
+        drop_path=float(bb.DROP_PATH),
+        attn_dropout=float(bb.ATTN_DROPOUT),
+        dropout=float(head.DROPOUT_RATE),
+        output_dim=head.OUTPUT_DIM if bb.REQUIRE_PROJ else None,
+    )
+
+
 # VIDEO.BACKBONE.META_ARCH -> (config translation, builder)
 FAMILIES: dict[str, tuple[Callable[[Any], dict[str, Any]], Callable[..., nn.Module]]] = {
     "ResNet3D": (resnet_kwargs_from_cfg, video_resnet),
     "ConvNeXt": (convnext_kwargs_from_cfg, video_convnext),
+    "VisionTransformer": (vit_kwargs_from_cfg, tadaformer),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from torch import nn
 
 from tada.models.resnet import VideoResNet, video_resnet
+from tada.models.tadaformer import TAdaFormer, tadaformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model"]
 
@@ -57,6 +58,8 @@ def create_model(
     """Build a registered model; optionally load a local checkpoint (official or ours).
 
     ``num_classes`` defaults to the zoo tag's classes (``"tada2d_r50.ssv2_8f"`` -> 174), else 400.
+    A zoo tag also supplies its architecture options (``"tadaformer_b16.ssv2_16f"`` has the
+    temporally enhanced, double TAda branches); explicit keywords override them.
     Nothing is ever downloaded: pretrained weights come from ``checkpoint_path``.
     """
     arch, _, tag = name.partition(".")
@@ -70,6 +73,7 @@ def create_model(
         entry = get_weights(name)
         if num_classes is None:
             num_classes = entry.num_classes
+        kwargs = {**entry.model_kwargs, **kwargs}
     model = _MODELS[arch](num_classes=400 if num_classes is None else num_classes, **kwargs)
     if checkpoint_path:
         from tada.checkpoint import load_checkpoint
@@ -113,3 +117,35 @@ def tsn_r50(**kwargs: Any) -> VideoResNet:
 def tsn_r101(**kwargs: Any) -> VideoResNet:
     """TSN baseline, ResNet-101 layout."""
     return video_resnet(branch="base2d", depth=101, **kwargs)
+
+
+@register_model
+def tadaformer_b16(**kwargs: Any) -> TAdaFormer:
+    """TAdaFormer-B/16: CLIP ViT-B/16 (width 768, 12 layers, 12 heads) with a TAda branch per block.
+
+    104,195,728 parameters with 400 classes; ``temp_enhance=True, double_tada=True`` (the SSv2
+    model) has 135,086,766 with 174 classes.
+    """
+    return tadaformer(**{**dict(width=768, depth=12, heads=12, patch_size=16), **kwargs})
+
+
+@register_model
+def tadaformer_l14(**kwargs: Any) -> TAdaFormer:
+    """TAdaFormer-L/14: CLIP ViT-L/14 (width 1024, 24 layers, 16 heads) with a TAda branch per block.
+
+    364,827,024 parameters with 400 classes; the SSv2 model (temporally enhanced, double TAda,
+    174 classes) has 474,960,046.
+    """
+    return tadaformer(**{**dict(width=1024, depth=24, heads=16, patch_size=14), **kwargs})
+
+
+@register_model
+def vit_b16_frames(**kwargs: Any) -> TAdaFormer:
+    """The plain CLIP ViT-B/16 over the same tubelets (TAdaFormer-B/16 without its TAda branches)."""
+    return tadaformer(**{**dict(width=768, depth=12, heads=12, patch_size=16), **kwargs, "tada": False})
+
+
+@register_model
+def vit_l14_frames(**kwargs: Any) -> TAdaFormer:
+    """The plain CLIP ViT-L/14 over the same tubelets (TAdaFormer-L/14 without its TAda branches)."""
+    return tadaformer(**{**dict(width=1024, depth=24, heads=16, patch_size=14), **kwargs, "tada": False})
