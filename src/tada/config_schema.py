@@ -135,8 +135,10 @@ SCHEMA: dict[str, Any] = {
             "DOWNSAMPLING_TEMPORAL": [False, False, False, False, False],
             "EXPANSION_RATIO": 4,
             "INITIALIZATION": "kaiming",
-            "TADA_INIT": Key("kaiming", (str,), ("kaiming", "official"),
-                             doc="tada: TAdaConv weight init (official = spec 8.2 item 12)"),
+            "TADA_INIT": Key("official", (str,), ("official", "kaiming"),
+                             doc="tada: TAdaConv weight init from scratch: 'official' = its construction init "
+                                 "(tiny; trains as the official code does), 'kaiming' = Kaiming-normal fan-out "
+                                 "like the other convs (slower to learn time at lr 0.1, see docs/design.md)"),
             "STEM": {"NAME": "Base2DStem"},
             "BRANCH": {
                 "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock")),
