@@ -143,8 +143,10 @@ SCHEMA: dict[str, Any] = {
             "DOWNSAMPLING_TEMPORAL": [False, False, False, False, False],
             "EXPANSION_RATIO": 4,
             "INITIALIZATION": "kaiming",
-            "TADA_INIT": Key("kaiming", (str,), ("kaiming", "official"),
-                             doc="tada: TAdaConv weight init (official = spec 8.2 item 12)"),
+            "TADA_INIT": Key("official", (str,), ("official", "kaiming"),
+                             doc="tada: TAdaConv weight init from scratch: 'official' = its construction init "
+                                 "(tiny; trains as the official code does), 'kaiming' = Kaiming-normal fan-out "
+                                 "like the other convs (slower to learn time at lr 0.1, see docs/design.md)"),
             "DROP_PATH": Key(0.0, (float,), doc="ConvNeXt: stochastic depth of the last block (linear from 0)"),
             "LARGE_SCALE_INIT_VALUE": Key(1e-6, (float,), doc="ConvNeXt: layer-scale (gamma) start value"),
             "STEM": {

@@ -134,3 +134,65 @@ def test_cli(tmp_path, capsys):
     assert "2 classes" in capsys.readouterr().out
     assert (tmp_path / "classes.txt").read_text() == "grows\nshrinks\n"
     assert (tmp_path / "val_list.txt").read_text() == ""
+
+
+def test_reversal6_classes_are_pairs_played_backwards():
+    params = VideoParams(num_frames=24, fps=25, height=48, width=64)
+    for forward, backward in (("slides right", "slides left"), ("square grows", "square shrinks"),
+                              ("bar turns clockwise", "bar turns anticlockwise")):
+        a = render_video(CLASSES[forward], np.random.default_rng(7), params)
+        b = render_video(CLASSES[backward], np.random.default_rng(7), params)
+        np.testing.assert_array_equal(a[::-1], b)
+        assert np.abs(a[0].astype(int) - a[-1].astype(int)).mean() > 2  # the change is visible
+
+
+def _object_mask(frame: np.ndarray) -> np.ndarray:
+    """Pixels far from the frame's median colour: the (saturated) object, not the muted background."""
+    return np.abs(frame.astype(float) - np.median(frame, axis=(0, 1))).sum(axis=2) > 60
+
+
+def _centroid_x(frame: np.ndarray) -> float:
+    return float(np.nonzero(_object_mask(frame))[1].mean())
+
+
+def _second_moments(frame: np.ndarray) -> tuple[float, float, float]:
+    """(xx, yy, xy) moments of the object mask: the orientation of a bar."""
+    ys, xs = np.nonzero(_object_mask(frame))
+    xs, ys = xs - xs.mean(), ys - ys.mean()
+    return float((xs * xs).mean()), float((ys * ys).mean()), float((xs * ys).mean())
+
+
+def test_reversal6_motions_go_the_named_way():
+    """A slide goes right, a square grows, a bar turns clockwise on screen (image y points down)."""
+    params = VideoParams(num_frames=30, fps=25, height=96, width=128)
+    slide = render_video(CLASSES["slides right"], np.random.default_rng(2), params)
+    assert _centroid_x(slide[-1]) - _centroid_x(slide[0]) > 0.3 * params.width
+    grow = render_video(CLASSES["square grows"], np.random.default_rng(2), params)
+    area = [_object_mask(f).sum() for f in grow[[0, -1]]]
+    assert area[1] > 4 * area[0]
+    bar = render_video(CLASSES["bar turns clockwise"], np.random.default_rng(2), params)
+    angles = []
+    for frame in bar[::3]:
+        xx, yy, xy = _second_moments(frame)
+        angles.append(0.5 * np.arctan2(2 * xy, xx - yy))  # the long axis, in screen coordinates
+    steps = np.angle(np.exp(2j * np.diff(angles))) / 2  # modulo pi (a bar has no head)
+    # Clockwise on screen = a growing angle with y pointing down; the turn may end before the clip does.
+    assert (steps > -0.02).all() and steps.sum() > np.radians(80)
+
+
+def test_reversal6_preset_and_cli(tmp_path, capsys):
+    from tada.data.synthetic import PRESETS
+
+    preset = PRESETS["reversal6"]
+    assert preset.videos_per_class == {"train": 40, "val": 12, "test": 12} and preset.lengths == (36, 90)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path), "--preset", "reversal6", "--videos-per-class", "1,0,0",
+                              "--workers", "1"])
+    assert run(args) == 0
+    assert "6 classes" in capsys.readouterr().out
+    manifest = read_manifest(tmp_path)
+    assert manifest["pairs"] == [[0, 1], [2, 3], [4, 5]] and manifest["appearance_classes"] == []
+    assert manifest["params"]["lengths"] == [36, 90] and manifest["params"]["sizes"] == [96, 160]
+    with open_video(tmp_path / "videos" / "train" / "bar_turns_clockwise_0000.mp4") as r:
+        assert 36 <= r.num_frames <= 90 and 96 <= min(r.height, r.width)

@@ -15,7 +15,10 @@ change the per-frame spatial mean, which TAdaConv's routing function sees at onc
 
 plus ``static ring`` (appearance only). ``moves left to right`` / ``moves right to left`` (a
 disk translating, learned last by TAda2D) and ``static cross`` are available through
-``classes=``. Nuisances: colours, sizes, positions, drift, speed and timing of the change,
+``classes=``. The ``reversal6`` preset (:data:`PRESETS`, ``tada synth --preset reversal6``) is a
+harder task of three pairs only: ``slides right`` / ``slides left`` (a disk crossing the frame),
+``square grows`` / ``square shrinks`` and ``bar turns clockwise`` / ``bar turns anticlockwise``,
+36-90 frames, 96-160 px, 40 / 12 / 12 videos per class. Nuisances: colours, sizes, positions, drift, speed and timing of the change,
 lengths (24-64 frames), fps (24-30), resolutions 64-112 px in landscape, portrait and square,
 gradient backgrounds and pixel noise. Everything is a function of ``seed``.
 
@@ -55,6 +58,8 @@ __all__ = [
     "GENERATOR_VERSION",
     "CLASSES",
     "DEFAULT_CLASSES",
+    "PRESETS",
+    "Preset",
     "SynthClass",
     "generate_dataset",
     "ensure_dataset",
@@ -76,7 +81,7 @@ class SynthClass:
     """A class: what is drawn (``kind``) and whether its change plays backwards (``reverse``)."""
 
     name: str
-    kind: str  # grow, fade, colour, move, ring, cross
+    kind: str  # grow, fade, colour, move, slide, zoom, spin, ring, cross
     reverse: bool = False
 
     @property
@@ -95,10 +100,44 @@ CLASSES: dict[str, SynthClass] = {c.name: c for c in (
     SynthClass("moves left to right", "move"),
     SynthClass("moves right to left", "move", reverse=True),
     SynthClass("static cross", "cross"),
+    SynthClass("slides right", "slide"),
+    SynthClass("slides left", "slide", reverse=True),
+    SynthClass("square grows", "zoom"),
+    SynthClass("square shrinks", "zoom", reverse=True),
+    SynthClass("bar turns clockwise", "spin"),
+    SynthClass("bar turns anticlockwise", "spin", reverse=True),
 )}
 DEFAULT_CLASSES = ("grows", "shrinks", "fades in", "fades out", "turns red to blue", "turns blue to red",
                    "static ring")
 STATIC_KINDS = ("ring", "cross")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named task: its classes and the nuisance ranges and split sizes of its videos."""
+
+    classes: tuple[str, ...]
+    videos_per_class: dict
+    lengths: tuple[int, int]
+    fps: tuple[int, int]
+    sizes: tuple[int, int]
+
+    def generator_kwargs(self) -> dict:
+        """The keyword arguments of :func:`generate_dataset` / :func:`ensure_dataset` for this task."""
+        return dict(classes=self.classes, videos_per_class=dict(self.videos_per_class), lengths=self.lengths,
+                    fps=self.fps, sizes=self.sizes)
+
+
+PRESETS: dict[str, Preset] = {
+    # The demo's task: every temporal pair changes the per-frame mean (learned within a few epochs).
+    "demo": Preset(DEFAULT_CLASSES, {"train": 60, "val": 20, "test": 30}, (24, 64), (24, 30), (64, 112)),
+    # Three time-reversal pairs and nothing else, one of them a pure translation that the routing
+    # function sees only through position-dependent features: a from-scratch model sits at "pair
+    # level" (50% top-1) for many epochs before it learns direction. The training-fidelity task.
+    "reversal6": Preset(("slides right", "slides left", "square grows", "square shrinks",
+                         "bar turns clockwise", "bar turns anticlockwise"),
+                        {"train": 40, "val": 12, "test": 12}, (36, 90), (24, 30), (96, 160)),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,12 +166,14 @@ def _draw_params(rng: np.random.Generator, *, lengths: tuple[int, int], fps: tup
 
 def _coverage(kind: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Anti-aliased coverage (0..1) of a shape of radius ``r`` from signed distances (pixels)."""
-    if kind in ("colour", "move"):
+    if kind in ("colour", "move", "slide"):
         d = np.sqrt(dx * dx + dy * dy) - r
-    elif kind == "fade":
+    elif kind in ("fade", "zoom"):
         d = np.maximum(np.abs(dx), np.abs(dy)) - r
     elif kind == "grow":
         d = (np.abs(dx) + np.abs(dy) - r) / np.sqrt(2.0)
+    elif kind == "spin":  # a bar along x (dx, dy are already in the bar's frame)
+        d = np.maximum(np.abs(dx) - r, np.abs(dy) - 0.2 * r)
     elif kind == "ring":
         d = np.abs(np.sqrt(dx * dx + dy * dy) - r) - 0.22 * r
     elif kind == "cross":
@@ -180,11 +221,24 @@ def render_video(cls: SynthClass, rng: np.random.Generator, params: VideoParams)
         radius = np.full((t_count, 1, 1), short * rng.uniform(0.12, 0.16))
         span = w * rng.uniform(0.4, 0.55)
         cx = w / 2 + span * (p - 0.5)
+    elif cls.kind == "slide":  # a disk crossing from left to right at a random height
+        radius = np.full((t_count, 1, 1), short * rng.uniform(0.10, 0.14))
+        cx = w / 2 + w * rng.uniform(0.45, 0.6) * (p - 0.5)
+    elif cls.kind == "zoom":  # a square whose half-side grows about threefold
+        r0 = short * rng.uniform(0.07, 0.10)
+        radius = r0 + (short * rng.uniform(0.26, 0.32) - r0) * p
+    elif cls.kind == "spin":  # a bar turning clockwise (on screen) by 90..150 degrees
+        radius = np.full((t_count, 1, 1), short * rng.uniform(0.26, 0.34))
+        angle = rng.uniform(0, np.pi) + np.deg2rad(rng.uniform(90, 150)) * p
     elif cls.kind not in STATIC_KINDS:
         raise ValueError(f"unknown class kind '{cls.kind}'")
     f32 = np.float32
     yy, xx = np.mgrid[0:h, 0:w].astype(f32) + f32(0.5)
-    cov = _coverage(cls.kind, xx[None] - cx.astype(f32), yy[None] - cy.astype(f32), radius.astype(f32))
+    dx, dy = xx[None] - cx.astype(f32), yy[None] - cy.astype(f32)
+    if cls.kind == "spin":  # into the bar's frame: image y points down, so a growing angle turns clockwise
+        cos, sin = np.cos(angle).astype(f32), np.sin(angle).astype(f32)
+        dx, dy = dx * cos + dy * sin, dy * cos - dx * sin
+    cov = _coverage(cls.kind, dx, dy, radius.astype(f32))
     cov = (cov * alpha.astype(f32))[..., None]                                                  # (T, H, W, 1)
     # Background: a linear gradient between two muted colours, in a random direction.
     c0, c1 = rng.uniform(10, 110, size=3).astype(f32), rng.uniform(10, 110, size=3).astype(f32)
@@ -394,19 +448,27 @@ def _counts_arg(text: str) -> dict[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
+                        help="the task: its classes, video lengths, sizes and split sizes (default demo; "
+                             "reversal6 = three time-reversal pairs, the training-fidelity task)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     parser.add_argument("--videos-per-class", type=_counts_arg, default=None, metavar="TRAIN[,VAL,TEST]",
-                        help="videos per class and split (default 60,20,30; one number N means N,N/3,N/2)")
-    parser.add_argument("--classes", default=",".join(DEFAULT_CLASSES),
-                        help=f"comma-separated class names from: {', '.join(CLASSES)}")
+                        help="videos per class and split (default: the preset's, demo 60,20,30; one number N "
+                             "means N,N/3,N/2)")
+    parser.add_argument("--classes", default=None,
+                        help=f"comma-separated class names (default: the preset's) from: {', '.join(CLASSES)}")
     parser.add_argument("--workers", type=int, default=None,
                         help="parallel encoder processes (default: CPU count, at most 4)")
     parser.add_argument("--force", action="store_true", help="regenerate even if the folder is up to date")
 
 
 def run(args: argparse.Namespace) -> int:
-    kwargs = dict(seed=args.seed, videos_per_class=args.videos_per_class,
-                  classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()), workers=args.workers)
+    kwargs = PRESETS[args.preset].generator_kwargs()
+    if args.videos_per_class is not None:
+        kwargs["videos_per_class"] = args.videos_per_class
+    if args.classes is not None:
+        kwargs["classes"] = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    kwargs.update(seed=args.seed, workers=args.workers)
     started = time.perf_counter()
     manifest = generate_dataset(args.out, **kwargs) if args.force else ensure_dataset(args.out, **kwargs)
     took = time.perf_counter() - started

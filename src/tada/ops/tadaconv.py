@@ -175,7 +175,11 @@ class TAdaConv2d(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Like nn.Conv2d: Kaiming-uniform with the 2-D fan-in (not the official 6-D fan-in)."""
+        """Like nn.Conv2d: Kaiming-uniform with the 2-D fan-in (not the official 6-D fan-in).
+
+        The networks re-initialise it (:func:`tada.models.resnet.init_backbone_weights`); their
+        default is the official 6-D fan-in.
+        """
         w = self.weight.data[0, 0]
         nn.init.kaiming_uniform_(w, a=math.sqrt(5))
         if self.bias is not None:
