@@ -2,8 +2,8 @@
 
 Every file is read with ``torch.load(weights_only=True)``: a pickle that would construct arbitrary
 objects (and so could run code) is refused. Loading is strict by default and names every
-missing, unexpected and mis-shaped key (the official loader used ``strict=False`` and only logged,
-spec 8.2 item 10).
+missing, unexpected and mis-shaped key (the official loader uses ``strict=False`` and only logs;
+see ``docs/design.md``).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def save_checkpoint(
     return path
 
 
-# Keys an ImageNet ResNet cannot provide: the TAda extras and the new head (spec 2.3).
+# Keys an ImageNet ResNet cannot provide: the TAda extras and the new head.
 _IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
 
 

@@ -1,7 +1,7 @@
 """Export a video model to ONNX or a ``torch.export`` program, with a sidecar that says how to feed it.
 
 TAda2D exports with static weights because its TAdaConv is a plain convolution on a per-frame
-scaled input (spec 1.6): the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
+scaled input: the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
 The exported model takes a float clip batch (B, 3, T, H, W), normalised, and returns logits
 (B, num_classes). ``<output>.json`` (see :mod:`tada.serving`) records frames, sampling, test scale
 and crop, mean/std and class names, so the file is never separated from its preprocessing.
@@ -121,7 +121,7 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 def _temporal_avg_pool(z: Tensor, num_frames: int, kernel_size: int) -> Tensor:
-    """AvgPool over T, kernel k, zero padding counted (spec 1.4), on frames (B*T, C, H, W).
+    """AvgPool over T, kernel k, zero padding counted (the official block's pool), on frames (B*T, C, H, W).
 
     One 5-D AveragePool (k, 1, 1) between two transposes: onnxruntime runs it about 10x faster than
     the transpose-free (B, 1, T, C*H*W) 2-D form, whose very wide rows its pooling kernel handles badly.
@@ -141,7 +141,7 @@ def _temporal_conv(u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class ExportRouteFunc(nn.Module):
-    """The routing function (spec 1.5) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
+    """The routing function (official ``RouteFuncMLP``) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
 
     Holds the model's own parameters and BN (running statistics); only the computation is written
     for exporters: (B, C, T) layout, ``conv1d``, no unfold or in-place slices.
@@ -165,7 +165,7 @@ class ExportRouteFunc(nn.Module):
 
 
 class ExportTAda2DBlock(nn.Module):
-    """The TAda2D bottleneck branch (spec 1.4) as an exporter sees it best, sharing the block's weights.
+    """The TAda2D bottleneck branch (official ``TAda2DBlock``) as an exporter sees it best, sharing the block's weights.
 
     ``c``/``c_bn`` and ``a``/``a_bn`` stay the model's own modules (so BN folding applies), the
     TAdaConv is ``conv2d(y * alpha, W)`` (``cin``) or ``conv2d(y, W) * alpha`` (``cout``), and

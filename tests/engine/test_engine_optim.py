@@ -1,4 +1,4 @@
-"""Optimizer groups and the learning-rate schedule against the official values (spec section 5)."""
+"""Optimizer groups and the learning-rate schedule against the official values."""
 
 import math
 

@@ -222,7 +222,7 @@ def test_logits_in_train_and_eval_and_dict_input(tiny):
         tiny({"frames": x})
     tiny.eval()
     with torch.no_grad():
-        torch.testing.assert_close(tiny([x, "meta"]), tiny(x))  # spec 1.1: a list's element 0
+        torch.testing.assert_close(tiny([x, "meta"]), tiny(x))  # as officially: a list's element 0
     with pytest.raises(TypeError, match="got str"):
         tiny(["clip.mp4"])
     tiny.train()
@@ -336,7 +336,7 @@ def test_init_follows_the_official_rules():
     assert head.weight.abs().max() <= 1 / 2048**0.5  # PyTorch's Linear default
     official = create_model("tada2d_r50", num_classes=10, tada_init="official")
     w = official.backbone.conv3.res_2.conv_branch.b.weight
-    assert w.abs().max() <= 1 / (128 * 128 * 9) ** 0.5  # the official 6-D fan-in (spec 8.2 item 12)
+    assert w.abs().max() <= 1 / (128 * 128 * 9) ** 0.5  # the official 6-D fan-in bound
 
 
 def test_registry():

@@ -1,7 +1,8 @@
 """Annotation files: video lists, class names, Something-Something-V2 JSON, mirrored class pairs.
 
 Every reader checks the whole file at start-up and fails with ``file:line`` (or the JSON entry
-number) and the reason, instead of crashing a worker in the middle of an epoch (spec 8.2 item 16).
+number) and the reason, instead of crashing a worker in the middle of an epoch (the official readers
+report every error as "not found").
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# The official swap table (spec 4.6); used only when the labels file is not available.
+# The official SSv2 mirror swap table; used only when the labels file is not available.
 SSV2_OFFICIAL_FLIP_PAIRS = {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
 _MAX_TRAIN_ATTEMPTS = 20  # consecutive failed videos before one training item gives up
 

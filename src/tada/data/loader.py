@@ -89,7 +89,7 @@ def gpu_transform(batch: dict, cfg, device: torch.device | str) -> dict:
 
 class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks, no padding
-    (unlike DistributedSampler, which repeats items and so double-counts test views, spec 8.2 item 8)."""
+    (unlike DistributedSampler, which repeats items and so double-counts test views)."""
 
     def __init__(self, length: int, *, rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:

@@ -260,7 +260,7 @@ def lr_at(
 
     The cosine runs over the whole schedule from epoch 0 (``cosine_after_warmup`` starts it at the
     end of the warm-up instead); the warm-up goes linearly from ``warmup_start_lr`` to the cosine's
-    value at ``warmup_epochs``, not to ``base_lr`` (spec section 5).
+    value at ``warmup_epochs``, not to ``base_lr``, as the official schedule does.
     """
 
     def cosine(x: float) -> float:
