@@ -78,7 +78,7 @@ def test_overrides_are_typed_in_both_styles(tree: Path) -> None:
     assert cfg.OPTIMIZER.BASE_LR == pytest.approx(1e-3) and isinstance(cfg.OPTIMIZER.BASE_LR, float)
     assert cfg.DATA.MEAN == [0.1, 0.2, 0.3]
     assert cfg.TRAIN.AUTO_RESUME is False
-    assert cfg.BN.SYNC is True  # a key only the schema defines is overridable (the official overrides cannot reach such keys)
+    assert cfg.BN.SYNC is True  # a key only the schema defines is overridable (officially it is not)
     assert cfg.OUTPUT_DIR == "out/x"
 
 

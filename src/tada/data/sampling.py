@@ -47,7 +47,7 @@ def interval_indices(
     rng: np.random.Generator | None = None,
     minus_interval: bool = False,
 ) -> np.ndarray:
-    """Frames at a fixed time interval (official ``interval_based``): ``N`` frames spanning ``N*rate`` frames at ``target_fps``.
+    """Official ``interval_based`` frames: ``N`` frames spanning ``N*rate`` frames at ``target_fps``.
 
     The span is normalised by the video's own fps, so a 25 fps and a 30 fps video cover the same
     seconds. Training draws a continuous uniform start; the indices are ``linspace(start, end, N)``

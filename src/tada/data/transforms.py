@@ -114,7 +114,7 @@ def plan_resized_crop(height: int, width: int, *, box: tuple[int, int, int, int]
 
 def plan_train_crop(height: int, width: int, *, scales: Sequence[int], crop: int,
                     rng: np.random.Generator, hflip: bool = False) -> CropPlan:
-    """Random short side ``int(U(lo, hi))``, random ``crop``-square position, optional mirror, as the official train transform."""
+    """Random short side ``int(U(lo, hi))``, random ``crop``-square position, optional mirror (official)."""
     lo, hi = scales
     if lo < crop:
         raise ValueError(f"TRAIN_JITTER_SCALES {list(scales)} must be >= TRAIN_CROP_SIZE {crop}")

@@ -274,7 +274,7 @@ class VideoResNet(nn.Module):
     # --- timm-like contract ------------------------------------------------------------------
     @staticmethod
     def _video(x: Tensor | dict | list | tuple) -> Tensor:
-        """The clip tensor of a bare tensor, ``{"video": tensor}``, or a list whose element 0 it is, as the official model accepts."""
+        """The clip tensor of a bare tensor, ``{"video": tensor}``, or a list whose element 0 it is (official)."""
         if isinstance(x, dict):
             if "video" not in x:
                 raise KeyError(f"model input dict needs a 'video' entry, got keys {sorted(x)}")
