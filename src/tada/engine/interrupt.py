@@ -11,7 +11,7 @@ from the terminal, and kills them itself when they take too long.
 Several processes agree on the request with an all-reduce at the loop's logging points, so all
 ranks stop after the same step. DataLoader workers forked while the handler is active inherit it
 and ignore SIGINT (their parent decides); torch's own handler lets them die of SIGTERM. Once a
-stop is requested, a worker's death no longer raises in the training process (DataLoader's SIGCHLD
+stop is requested, a worker's death does not raise in the training process (DataLoader's SIGCHLD
 check is suspended until the run ends) and a loader that failed for it ends the epoch's batches:
 the loop saves after the last complete step.
 """
