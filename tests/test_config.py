@@ -24,7 +24,8 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture()
 def tree(tmp_path: Path) -> Path:
-    write(tmp_path / "pool" / "model.yaml", "VIDEO:\n  HEAD:\n    NUM_CLASSES: 10\n    DROPOUT_RATE: 0.1\nTRAIN:\n  BATCH_SIZE: 1\n")
+    write(tmp_path / "pool" / "model.yaml",
+          "VIDEO:\n  HEAD:\n    NUM_CLASSES: 10\n    DROPOUT_RATE: 0.1\nTRAIN:\n  BATCH_SIZE: 1\n")
     write(tmp_path / "pool" / "run.yaml", "TRAIN:\n  BATCH_SIZE: 2\n  EVAL_PERIOD: 7\nOPTIMIZER:\n  BASE_LR: 0.5\n")
     write(
         tmp_path / "proj" / "parent.yaml",
@@ -186,7 +187,8 @@ DIFFERENCES = {
     "OPTIMIZER.WARMUP_START_LR": (0.01, 0.01, 0.0001, 0.0001),
     "VIDEO.HEAD.NUM_CLASSES": (400, 400, 174, 174),
     "AUGMENTATION.SSV2_FLIP": (False, False, True, True),
-    "OUTPUT_DIR": ("output/tada2d_8x8_k400", "output/tada2d_16x5_k400", "output/tada2d_ssv2_8f", "output/tada2d_ssv2_16f"),
+    "OUTPUT_DIR": ("output/tada2d_8x8_k400", "output/tada2d_16x5_k400", "output/tada2d_ssv2_8f",
+                   "output/tada2d_ssv2_16f"),
     # tada: the automatic multi-view protocol lives in the config, not in code
     "TEST.MULTI_VIEW_ENSEMBLE_VIEWS": (10, 10, 2, 2),
     "TEST.MULTI_VIEW_SPATIAL_CROPS": (3, 3, 3, 3),

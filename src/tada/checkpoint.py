@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tada.errors import TadaError
 from tada.fileio import atomic_open
-
 from tada.models.convert import official_filter, resnet50_2d_filter, strip_prefixes
 
 __all__ = [

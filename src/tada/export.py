@@ -23,10 +23,11 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -622,7 +623,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {report.path} ({report.format}, input {shape}, {report.export_seconds:.1f} s)")
     print(f"wrote {report.sidecar}")
     if report.checked_batches:
-        print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} on batches {report.checked_batches}")
+        print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} "
+              f"on batches {report.checked_batches}")
     if report.format == "onnx":
         print(f"run it: tada predict VIDEO... --backend onnxruntime --checkpoint {report.path} --cfg CFG"
               f"  (needs {INSTALL_HINT})")

@@ -70,7 +70,8 @@ def _official_block(block: ResBlock, x: torch.Tensor, training: bool, pool_k: in
     out = _bn3d(br.c_bn, F.conv3d(z, br.c.weight), training)
     sc = x
     if block.short_cut is not None:
-        sc = _bn3d(block.short_cut_bn, F.conv3d(x, block.short_cut.weight, stride=(1, *block.short_cut.stride)), training)
+        short = F.conv3d(x, block.short_cut.weight, stride=(1, *block.short_cut.stride))
+        sc = _bn3d(block.short_cut_bn, short, training)
     return F.relu(out + sc)
 
 

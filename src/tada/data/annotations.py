@@ -12,9 +12,9 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tada.errors import TadaError
 from tada.fileio import read_utf8_text

@@ -25,9 +25,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,11 +43,10 @@ from tada.data.annotations import (
     read_ssv2_split,
     read_video_list,
 )
+from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.decode import DecodeError, VideoReader, open_video
 from tada.data.frames import failed_jpeg_clip_fields, jpeg_clip_fields
 from tada.data.sampling import sample_indices
-from tada.errors import TadaError
-from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.transforms import (
     apply_plan,
     extract_box,
@@ -56,6 +55,7 @@ from tada.data.transforms import (
     plan_test_crop,
     plan_train_crop,
 )
+from tada.errors import TadaError
 
 __all__ = [
     "ClipSpec",

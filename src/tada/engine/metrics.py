@@ -9,8 +9,9 @@ exactly once, and excludes videos with a failed view from the scores, listing th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

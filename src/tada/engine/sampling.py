@@ -15,7 +15,8 @@ block of ``B / world_size`` of them. A run of N processes sees the same global b
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

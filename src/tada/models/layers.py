@@ -10,7 +10,7 @@ computes exactly what BatchNorm3d computes over (B, C, T, H, W) and has the same
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -71,7 +71,8 @@ class TemporalConvWeight(nn.Module):
         return F.linear(cols.reshape(b, t, c * k), w, self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), bias={self.bias is not None}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), "
+                f"bias={self.bias is not None}")
 
 
 class RouteFuncMLP(nn.Module):

@@ -20,7 +20,7 @@ Layouts: 5-D tensors are (B, C, T, H, W) as in the official code; 4-D tensors ar
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
