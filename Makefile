@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tada demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests runs examples benchmarks
 	$(PY) -m pytest -q
 
 clean:

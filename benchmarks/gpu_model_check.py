@@ -32,7 +32,8 @@ def live(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "b_rf.b." in name or "b_avgpool_bn" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + (1.0 if name.endswith("b_avgpool_bn.weight") else 0))
+                bias = 1.0 if name.endswith("b_avgpool_bn.weight") else 0.0
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.2 + bias)
     return model
 
 
@@ -84,7 +85,8 @@ def main() -> int:
         grads = torch.autograd.grad(out, [x, a, conv.weight], g)
         grads_ref = torch.autograd.grad(ref, [x, a, conv.weight], g)
         check(f"tadaconv2d {cal_dim} float64 forward", (out - ref).abs().max().item(), 1e-10)
-        check(f"tadaconv2d {cal_dim} float64 grads", max((p - q).abs().max().item() for p, q in zip(grads, grads_ref)), 1e-10)
+        worst = max((p - q).abs().max().item() for p, q in zip(grads, grads_ref))
+        check(f"tadaconv2d {cal_dim} float64 grads", worst, 1e-10)
 
     # 2. small TAda2D, CUDA vs CPU: float64 on both (the kernels' correctness, to ~1e-12), then
     #    float32 on CUDA against float64 (the train-mode network is ill-conditioned in places: BN
@@ -107,7 +109,7 @@ def main() -> int:
         check(f"small tada2d {mode} logits cuda float64 vs cpu float64", rel(out_g64.cpu(), out_e), 1e-10)
         check(f"small tada2d {mode} logits cuda float32 vs cpu float64", rel(out_g.cpu().double(), out_e), 1e-4)
         if mode == "train":
-            for out, m in ((out_e, cpu64), (out_g64, gpu64), (out_g, gpu)):
+            for out in (out_e, out_g64, out_g):
                 F.cross_entropy(out, y.to(out.device)).backward()
             worst, where = worst_grad_error(grads_of(gpu64), grads_of(cpu64))
             check(f"small tada2d grads cuda float64 vs cpu float64 (worst tensor: {where})", worst, 1e-8)
@@ -132,7 +134,8 @@ def main() -> int:
     gpu64.eval()
     compiled = torch.compile(gpu64)
     with torch.no_grad():
-        check("small tada2d eval compiled vs eager (float64)", rel(compiled(x.double().to(dev)), gpu64(x.double().to(dev))), 1e-10)
+        check("small tada2d eval compiled vs eager (float64)",
+              rel(compiled(x.double().to(dev)), gpu64(x.double().to(dev))), 1e-10)
     gpu64.train()
     eager64 = copy.deepcopy(gpu64)
     for m in (gpu64, eager64):

@@ -17,12 +17,13 @@ One bf16 train step (16 clips x 8 x 224, forward + cross-entropy + backward) of 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
@@ -102,6 +103,21 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch
     return step
 
 
+def fresh_grad_step(params: list[torch.Tensor], step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` after setting every gradient to None, as the engine's zero_grad(set_to_none) does.
+
+    A function of its own so that the step it returns holds its model's tensors, not the loop's
+    variables: a closure over those would see the next model's, or none after ``del``.
+    """
+
+    def eager() -> None:
+        for p in params:
+            p.grad = None
+        step()
+
+    return eager
+
+
 def profile_step(step: Callable[[], None], steps: int, device: torch.device, top: int) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     step()
@@ -134,14 +150,7 @@ def part_whole(args, device: torch.device, timer: Timer) -> None:
         model = build().to(device)
         model.channels_last = True
         model.train()
-        params = list(model.parameters())
-        step = train_step(model, x, y, device)
-
-        def eager() -> None:
-            for p in params:
-                p.grad = None
-            step()
-
+        eager = fresh_grad_step(list(model.parameters()), train_step(model, x, y, device))
         ms = timer.median_ms(eager, args.iters)
         g_ms = float("nan")
         replay = None
@@ -150,13 +159,14 @@ def part_whole(args, device: torch.device, timer: Timer) -> None:
 
             graph_step = GraphedTrainStep(model, F.cross_entropy, autocast=lambda cache_enabled: torch.autocast(
                 "cuda", dtype=torch.bfloat16, cache_enabled=cache_enabled))
-            replay = lambda: graph_step(x, y)  # noqa: E731
+            replay = functools.partial(graph_step, x, y)
+            del graph_step  # held by replay alone, so that deleting replay frees the graph's memory
             g_ms = timer.median_ms(replay, args.iters)
         peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
         print(f"\n=== {name}: eager {ms:.1f} ms/step, CUDA graph {g_ms:.1f} ms/step")
         profile_step(eager, 2, device, args.top)
         table.append((name, ms, g_ms, peak))
-        del model, params, step, replay
+        del model, eager, replay
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -189,7 +199,7 @@ class _NoPool(TAda2DBlock):
 
 class _MatmulPool(TAda2DBlock):
     """TAda2D block with the temporal pool as one banded (T, T) batched matmul (fewer passes; it
-    changes the pool's rounding, to which training from scratch proved sensitive: see the README)."""
+    changes the pool's rounding, to which training from scratch proved sensitive: see docs/benchmarks.md)."""
 
     def forward(self, x, num_frames):
         y = self.a_relu(self.a_bn(self.a(x)))
@@ -227,7 +237,7 @@ def part_blocks(args, device: torch.device, timer: Timer) -> None:
             set_kernel_layout(block, channels_last=True)
             params = list(block.parameters()) + [x]
 
-            def fn(block=block) -> None:
+            def fn(block=block, x=x) -> None:
                 with torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):
                     out = block(x, frames)
                 out.float().sum().backward()
@@ -253,21 +263,14 @@ def part_compiled(args, device: torch.device, timer: Timer) -> None:
         model = build().to(device)
         model.channels_last = True
         model.train()
-        params = list(model.parameters())
         t0 = time.perf_counter()
-        step = train_step(torch.compile(model), x, y, device)
-
-        def eager() -> None:
-            for p in params:
-                p.grad = None
-            step()
-
+        eager = fresh_grad_step(list(model.parameters()), train_step(torch.compile(model), x, y, device))
         eager()
         timer.sync()
         print(f"\n=== compiled {name}: compile {time.perf_counter() - t0:.0f} s, "
               f"{timer.median_ms(eager, args.iters):.1f} ms/step")
         profile_step(eager, 2, device, args.top)
-        del model, params, step
+        del model, eager
         if device.type == "cuda":
             torch.cuda.empty_cache()
 

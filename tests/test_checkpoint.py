@@ -162,7 +162,7 @@ def test_optimizer_requested_but_absent(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# ImageNet init from a torchvision / timm ResNet file (spec 2.3)
+# ImageNet init from a torchvision / timm ResNet file, mapped as the official in1k init does
 # ---------------------------------------------------------------------------------------------
 def _torchvision_state(widths, layers, *, num_batches_tracked: bool, seed: int = 0) -> dict[str, torch.Tensor]:
     """A synthetic torchvision-named ResNet state dict (bottleneck, expansion 4)."""

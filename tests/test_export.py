@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import builtins
 import copy
-import sys
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,8 @@ from tada.cli import main as cli_main
 from tada.config import load_config
 from tada.errors import TadaError
 from tada.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
-from tada.models import build_model, create_model
 from tada.export_speed import bench_export, calibrate, format_table
+from tada.models import build_model, create_model
 from tada.serving import (
     OnnxPredictor,
     SidecarError,

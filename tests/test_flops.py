@@ -1,4 +1,4 @@
-"""FLOPs by torch's FlopCounterMode: the spec's TAda2D-R50 figures and the `tada flops` command."""
+"""FLOPs by torch's FlopCounterMode: TAda2D-R50's 33.02 / 43.13 GMACs and the `tada flops` command."""
 
 from __future__ import annotations
 

@@ -2,24 +2,24 @@
 
 Every file is read with ``torch.load(weights_only=True)``: a pickle that would construct arbitrary
 objects (and so could run code) is refused. Loading is strict by default and names every
-missing, unexpected and mis-shaped key (the official loader used ``strict=False`` and only logged,
-spec 8.2 item 10).
+missing, unexpected and mis-shaped key (the official loader uses ``strict=False`` and only logs;
+see ``docs/design.md``).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tada.errors import TadaError
 from tada.fileio import atomic_open
-
 from tada.models.convert import official_filter, resnet50_2d_filter, strip_prefixes
 
 __all__ = [
@@ -231,7 +231,7 @@ def save_checkpoint(
     return path
 
 
-# Keys an ImageNet ResNet cannot provide: the TAda extras and the new head (spec 2.3).
+# Keys an ImageNet ResNet cannot provide: the TAda extras and the new head.
 _IN1K_UNSOURCED = (".b_rf.", ".b_avgpool_bn.", "head.")
 
 

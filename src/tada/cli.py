@@ -1,7 +1,8 @@
 """The `tada` command line: one entry point, subcommands registered in COMMANDS.
 
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int`` (``args.command`` names the subcommand, for modules that serve several). Modules are imported only when their subcommand runs, so ``tada --help``
+``run(args) -> int`` (``args.command`` names the subcommand, for modules that serve several).
+Modules are imported only when their subcommand runs, so ``tada --help``
 stays fast and one area's import errors never break another's command.
 """
 
@@ -13,8 +14,9 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 import tada
 from tada.errors import TadaError

@@ -21,8 +21,9 @@ import importlib.resources
 import os
 import re
 import reprlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import yaml
 
@@ -401,10 +402,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self._data.items()}
 
-    def clone(self) -> "Config":
+    def clone(self) -> Config:
         return Config(self.to_dict())
 
-    def with_overrides(self, overrides: Sequence[Any] | dict[str, Any]) -> "Config":
+    def with_overrides(self, overrides: Sequence[Any] | dict[str, Any]) -> Config:
         """A validated copy with overrides applied (``["KEY", value, ...]``, ``KEY=VALUE`` or a dict)."""
         data = self.to_dict()
         items = overrides.items() if isinstance(overrides, dict) else parse_overrides(overrides)

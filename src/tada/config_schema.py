@@ -2,7 +2,7 @@
 
 The schema is the single source of truth: YAML files and command-line overrides may only set keys
 that appear here, with values of the declared type. Defaults follow the official base config
-(spec section 3.4) where the official system has the key; keys tada adds are marked "tada:".
+(and the TAda2D configs' final values) where the official system has the key; keys tada adds are marked "tada:".
 
 A leaf is either a plain default (its type is inferred: bool, int, float, str or list) or a
 :class:`Key` that states the allowed types explicitly (needed when the default is None or when a
@@ -395,7 +395,7 @@ def unimplemented_settings(cfg: Any, prefixes: tuple[str, ...] = ("",)) -> list[
 
 def multi_view_protocol(cfg: Any) -> tuple[int, int]:
     """(clips, crops) of the automatic multi-view test: TEST.MULTI_VIEW_* where set, else what the
-    official run.py hard-codes by TEST.DATASET (spec 6): kinetics 10x3, ssv2 2x3, others 10x1."""
+    official run.py hard-codes by TEST.DATASET: kinetics 10x3, ssv2 2x3, others 10x1."""
     name = str(cfg.TEST.DATASET).lower()
     default = (2, 3) if "ssv2" in name else (10, 3) if "kinetics" in name else (10, 1)
     views, crops = cfg.TEST.MULTI_VIEW_ENSEMBLE_VIEWS, cfg.TEST.MULTI_VIEW_SPATIAL_CROPS

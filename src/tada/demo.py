@@ -324,7 +324,8 @@ runnable with `python runs/run.py --cfg ...`), and tests both with 2x3 views. Th
 
 TAda2D - TSN: **{report["gap_top1"]:+.1f} points of top-1**. Inside each time-reversal pair TSN is at
 {tsn["within_pair"]:.1f}% (chance is 50%: averaging frames, it cannot tell a video from its reversal), TAda2D
-at {tada["within_pair"]:.1f}%.{_overflow_note(tsn, tada)} Dataset generation took {report["dataset"]["seconds"]:.0f} s (cached afterwards)
+at {tada["within_pair"]:.1f}%.{_overflow_note(tsn, tada)}
+Dataset generation took {report["dataset"]["seconds"]:.0f} s (cached afterwards)
 and the whole demo {_demo_time(report)}.
 
 ![training curves](docs/demo/curves.png)

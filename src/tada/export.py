@@ -1,7 +1,7 @@
 """Export a video model to ONNX or a ``torch.export`` program, with a sidecar that says how to feed it.
 
 TAda2D exports with static weights because its TAdaConv is a plain convolution on a per-frame
-scaled input (spec 1.6): the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
+scaled input: the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
 The exported model takes a float clip batch (B, 3, T, H, W), normalised, and returns logits
 (B, num_classes). ``<output>.json`` (see :mod:`tada.serving`) records frames, sampling, test scale
 and crop, mean/std and class names, so the file is never separated from its preprocessing.
@@ -23,10 +23,11 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,7 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 
 def _temporal_avg_pool(z: Tensor, num_frames: int, kernel_size: int) -> Tensor:
-    """AvgPool over T, kernel k, zero padding counted (spec 1.4), on frames (B*T, C, H, W).
+    """AvgPool over T, kernel k, zero padding counted (the official block's pool), on frames (B*T, C, H, W).
 
     One 5-D AveragePool (k, 1, 1) between two transposes: onnxruntime runs it about 10x faster than
     the transpose-free (B, 1, T, C*H*W) 2-D form, whose very wide rows its pooling kernel handles badly.
@@ -141,7 +142,7 @@ def _temporal_conv(u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 class ExportRouteFunc(nn.Module):
-    """The routing function (spec 1.5) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
+    """The routing function (official ``RouteFuncMLP``) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
 
     Holds the model's own parameters and BN (running statistics); only the computation is written
     for exporters: (B, C, T) layout, ``conv1d``, no unfold or in-place slices.
@@ -165,7 +166,7 @@ class ExportRouteFunc(nn.Module):
 
 
 class ExportTAda2DBlock(nn.Module):
-    """The TAda2D bottleneck branch (spec 1.4) as an exporter sees it best, sharing the block's weights.
+    """The TAda2D bottleneck branch (official ``TAda2DBlock``) as an exporter sees it best, sharing the block's weights.
 
     ``c``/``c_bn`` and ``a``/``a_bn`` stay the model's own modules (so BN folding applies), the
     TAdaConv is ``conv2d(y * alpha, W)`` (``cin``) or ``conv2d(y, W) * alpha`` (``cout``), and
@@ -622,7 +623,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {report.path} ({report.format}, input {shape}, {report.export_seconds:.1f} s)")
     print(f"wrote {report.sidecar}")
     if report.checked_batches:
-        print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} on batches {report.checked_batches}")
+        print(f"verified: max |logit difference| vs eager {report.max_abs_diff:.2e} "
+              f"on batches {report.checked_batches}")
     if report.format == "onnx":
         print(f"run it: tada predict VIDEO... --backend onnxruntime --checkpoint {report.path} --cfg CFG"
               f"  (needs {INSTALL_HINT})")

@@ -22,9 +22,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -250,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     for label, pool in (("fastest fp32 path", exact), ("fastest overall", results)):
         if pool:
             best = max(pool, key=lambda r: r.speedup_best or 0.0)
-            print(f"{label}: {best.path}, {best.speedup:.2f}x eager fp32 (medians), {best.speedup_best:.2f}x (best rounds)")
+            print(f"{label}: {best.path}, {best.speedup:.2f}x eager fp32 (medians), "
+                  f"{best.speedup_best:.2f}x (best rounds)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([asdict(r) for r in results], f, indent=1)

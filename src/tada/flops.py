@@ -2,15 +2,16 @@
 
 GMACs = counted FLOPs / 2, which is the fvcore convention the literature's "GFLOPs" use:
 convolutions, linear layers and matmuls count; BN, pooling and elementwise ops do not.
-TAda2D-R50 is 33.02 GMACs at 8x224x224 and 43.13 at 8x256x256 per view (spec 1.10).
+TAda2D-R50 is 33.02 GMACs at 8x224x224 and 43.13 at 8x256x256 per view.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -31,8 +31,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -278,7 +279,7 @@ class Predictor:
         return clips, crops
 
     @classmethod
-    def from_run(cls, output_dir: str | os.PathLike, **kwargs: Any) -> "Predictor":
+    def from_run(cls, output_dir: str | os.PathLike, **kwargs: Any) -> Predictor:
         """The model a training run produced: OUTPUT_DIR/config.yaml, its best checkpoint (the newest
         one when no validation ran), and the class names its test recorded (else the config's)."""
         from tada.engine.checkpointing import best_path, latest_checkpoint
@@ -303,7 +304,7 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, model_path: str | os.PathLike, *, cfg: Config | None = None, threads: int = 0,
-                  **kwargs: Any) -> "Predictor":
+                  **kwargs: Any) -> Predictor:
         """An exported ONNX model on onnxruntime; its sidecar sets the input pipeline and class names
         (``cfg`` only adds what a sidecar does not carry: TEST.BATCH_SIZE, DATA.DECODER, ...)."""
         from tada.serving import load_predictor

@@ -196,7 +196,8 @@ class OnnxPredictor:
             self.sidecar = read_sidecar(sidecar if sidecar is not None else self.model_path)
         if self.sidecar["format"] != "onnx":
             raise SidecarError(
-                f"{self.model_path}: the sidecar says format {self.sidecar['format']!r}; OnnxPredictor runs 'onnx' exports"
+                f"{self.model_path}: the sidecar says format {self.sidecar['format']!r}; "
+                "OnnxPredictor runs 'onnx' exports"
             )
         if "model_sha256" in self.sidecar:
             check_model_hash(self.model_path, self.sidecar)
@@ -271,7 +272,7 @@ class OnnxPredictor:
             return torch.from_numpy(self.run(clips.detach().to("cpu", torch.float32).numpy()))
         raise TypeError(f"clips must be a numpy array or a torch tensor, got {type(clips).__name__}")
 
-    def eval(self) -> "OnnxPredictor":
+    def eval(self) -> OnnxPredictor:
         """No-op, so code written for an nn.Module in eval mode can take a predictor."""
         return self
 

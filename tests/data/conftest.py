@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from media_helpers import (
     X264_BFRAMES,
     coded_frames,

@@ -6,11 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
 from media_helpers import coded_frames, write_video
+
 from tada.config import load_config
 from tada.data import DataFailureError, build_dataset, build_loader, gpu_transform
 from tada.data.annotations import AnnotationError

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
-
-import av
-
 from media_helpers import coded_frames, sequential_decode, write_video
+
 from tada.data.decode import DecodeError, PyAVReader, open_video
 
 

@@ -1,4 +1,4 @@
-"""The official samplers (spec 4.4, 4.5), with deterministic evaluation views that reach both ends."""
+"""The official samplers (interval_based, segment_based), with deterministic evaluation views that reach both ends."""
 
 from __future__ import annotations
 

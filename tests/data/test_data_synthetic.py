@@ -34,7 +34,8 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_reversed_class_is_the_same_video_played_backwards():
     params = VideoParams(num_frames=20, fps=25, height=40, width=56)
     for forward, backward in (("grows", "shrinks"), ("fades in", "fades out"),
-                              ("turns red to blue", "turns blue to red"), ("moves left to right", "moves right to left")):
+                              ("turns red to blue", "turns blue to red"),
+                              ("moves left to right", "moves right to left")):
         a = render_video(CLASSES[forward], np.random.default_rng(5), params)
         b = render_video(CLASSES[backward], np.random.default_rng(5), params)
         np.testing.assert_array_equal(a[::-1], b)

@@ -180,7 +180,8 @@ def test_resume_after_a_kill(video_root: Path, tmp_path: Path) -> None:
     (tmp_path / "class_a/v0/img_00045.jpg").unlink()
     again = extract_videos(videos[:1], root=video_root, out=tmp_path, name="t3",
                            settings=ExtractSettings(quality=70), progress=False)
-    assert again.results[0].status == "failed" and "damaged (truncated: img_00045.jpg missing" in again.results[0].reason
+    assert again.results[0].status == "failed"
+    assert "damaged (truncated: img_00045.jpg missing" in again.results[0].reason
     assert "--overwrite" in again.results[0].reason
 
 

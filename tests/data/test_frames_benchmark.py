@@ -14,7 +14,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_frames.py"
 
 @pytest.mark.slow
 def test_gpu_frames_benchmark_on_cpu(tmp_path: Path) -> None:
-    args = ["--videos", "2", "--clip-seconds", "1", "--repeats", "8", "--workers", "1", "--prep-workers", "1", "--batch", "2",
+    args = ["--videos", "2", "--clip-seconds", "1", "--repeats", "8", "--workers", "1", "--prep-workers", "1",
+            "--batch", "2",
             "--seconds", "0.2", "--items", "2", "--steps", "2", "--root", str(tmp_path)]
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     out = proc.stdout

@@ -209,7 +209,8 @@ def test_ssv2_and_generic_lists_read_frame_folders(tmp_path: Path, kind: str) ->
         (root / "my_val.txt").write_text("202.mp4 0\n")
         extra = "DATA: {TRAIN_LIST: my_train.txt, VAL_LIST: my_val.txt, NUM_INPUT_FRAMES: 4, SAMPLING_RATE: 2,\n" \
                 "       TRAIN_JITTER_SCALES: [32, 40], TRAIN_CROP_SIZE: 32, TEST_SCALE: 40, TEST_CROP_SIZE: 40}\n"
-    (root / "c.yaml").write_text(f"TRAIN: {{DATASET: {kind}, BATCH_SIZE: 2}}\nVIDEO: {{HEAD: {{NUM_CLASSES: 2}}}}\n{extra}")
+    (root / "c.yaml").write_text(
+        f"TRAIN: {{DATASET: {kind}, BATCH_SIZE: 2}}\nVIDEO: {{HEAD: {{NUM_CLASSES: 2}}}}\n{extra}")
     assert main(["extract-frames", "--cfg", str(root / "c.yaml"), "--splits", "train,val", "--no-progress",
                  "--workers", "1", "--subsampling", "444", "--quality", "95", "DATA.DATA_ROOT_DIR", str(root)]) == 0
     assert sorted(p.name for p in (root / "frames").iterdir() if p.is_dir()) == ["101", "202"]

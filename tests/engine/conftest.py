@@ -8,7 +8,6 @@ import contextlib
 
 import pytest
 import torch
-
 from engine_standins import dataset_fn_factory, tiny_cfg
 
 

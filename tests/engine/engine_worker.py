@@ -19,8 +19,8 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from unittest import mock
 
 import torch

@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-
 from engine_standins import REPO, dataset_fn_factory
 
 from tada.config import load_config
@@ -22,7 +21,8 @@ def _imagenet_convnext(depths, widths):
     sd = {"downsample_layers.0.0.weight": torch.randn(widths[0], 3, 4, 4, generator=gen) * 0.1,
           "downsample_layers.0.0.bias": torch.zeros(widths[0]), "downsample_layers.0.1.weight": torch.ones(widths[0]),
           "downsample_layers.0.1.bias": torch.zeros(widths[0]), "norm.weight": torch.ones(widths[-1]),
-          "norm.bias": torch.zeros(widths[-1]), "head.weight": torch.zeros(10, widths[-1]), "head.bias": torch.zeros(10)}
+          "norm.bias": torch.zeros(widths[-1]), "head.weight": torch.zeros(10, widths[-1]),
+          "head.bias": torch.zeros(10)}
     for i in range(1, 4):
         sd.update({f"downsample_layers.{i}.0.weight": torch.ones(widths[i - 1]),
                    f"downsample_layers.{i}.0.bias": torch.zeros(widths[i - 1]),
@@ -31,10 +31,14 @@ def _imagenet_convnext(depths, widths):
     for i, (n, d) in enumerate(zip(depths, widths, strict=True)):
         for j in range(n):
             p = f"stages.{i}.{j}."
-            sd.update({p + "gamma": torch.full((d,), 0.1), p + "dwconv.weight": torch.randn(d, 1, 7, 7, generator=gen) * 0.1,
-                       p + "dwconv.bias": torch.zeros(d), p + "norm.weight": torch.ones(d), p + "norm.bias": torch.zeros(d),
-                       p + "pwconv1.weight": torch.randn(4 * d, d, generator=gen) * 0.1, p + "pwconv1.bias": torch.zeros(4 * d),
-                       p + "pwconv2.weight": torch.randn(d, 4 * d, generator=gen) * 0.1, p + "pwconv2.bias": torch.zeros(d)})
+            sd.update({p + "gamma": torch.full((d,), 0.1),
+                       p + "dwconv.weight": torch.randn(d, 1, 7, 7, generator=gen) * 0.1,
+                       p + "dwconv.bias": torch.zeros(d), p + "norm.weight": torch.ones(d),
+                       p + "norm.bias": torch.zeros(d),
+                       p + "pwconv1.weight": torch.randn(4 * d, d, generator=gen) * 0.1,
+                       p + "pwconv1.bias": torch.zeros(4 * d),
+                       p + "pwconv2.weight": torch.randn(d, 4 * d, generator=gen) * 0.1,
+                       p + "pwconv2.bias": torch.zeros(d)})
     return sd
 
 
@@ -63,7 +67,8 @@ def test_small_tadaconvnextv2_trains_from_imagenet_and_tests(tmp_path):
     ])
     assert cfg.TRAIN.INIT == "in1k"  # the official config's ImageNet initialisation
     dataset_fn = dataset_fn_factory(num_train=8, num_val=4, num_test=4)
-    missing = cfg.with_overrides({"TRAIN.IN1K_WEIGHTS": str(tmp_path / "absent.pth"), "OUTPUT_DIR": str(tmp_path / "m")})
+    missing = cfg.with_overrides({"TRAIN.IN1K_WEIGHTS": str(tmp_path / "absent.pth"),
+                                  "OUTPUT_DIR": str(tmp_path / "m")})
     with pytest.raises(EngineError, match="absent.pth"):
         train(missing, dataset_fn=dataset_fn)
     result = train(cfg, dataset_fn=dataset_fn)

@@ -9,13 +9,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_standins import dataset_fn_factory, tiny_cfg
 
-from tada.engine import train
-from tada.engine import EngineError
+from tada.engine import EngineError, train
 from tada.engine.trainer import check_train_config
 from tada.models import create_model
 
-from engine_standins import dataset_fn_factory, tiny_cfg
 
 @pytest.mark.parametrize("extra, message", [
     (["NUM_GPUS", "0"], "needs a CUDA device"),
@@ -88,7 +87,7 @@ def test_graphed_steps_equal_eager_steps(amp, no_tf32):
     torch.testing.assert_close(torch.tensor(graph_losses), torch.tensor(eager_losses), rtol=tol, atol=tol)
     for (name, a), b in zip(eager.state_dict().items(), graph_model.state_dict().values()):
         if a.is_floating_point():
-            torch.testing.assert_close(b, a, rtol=tol * 10, atol=tol * 10, msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(b, a, rtol=tol * 10, atol=tol * 10, msg=lambda m, name=name: f"{name}: {m}")
         else:
             assert torch.equal(a, b), name  # num_batches_tracked: the warm-up left no trace
 

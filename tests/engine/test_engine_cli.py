@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from engine_standins import CONFIG
 
 from tada import cli
 from tada.data.synthetic import generate_dataset
-
-from engine_standins import CONFIG
 
 TINY = [
     "NUM_GPUS", "0", "VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
@@ -57,7 +56,8 @@ def test_train_then_test_then_predict(synthetic, tmp_path, capsys):
     assert printed.count("  1. ") == 2 and printed.count("  5. ") == 2
     assert any(name in printed for name in manifest["classes"])
     # default views: the config's multi-view protocol (as `tada test`), and the same scores as --views 2x3
-    code = cli.main(["predict", videos[0], "--checkpoint", ckpt, "--device", "cpu", "--json", "--cfg", str(CONFIG), *opts])
+    code = cli.main(["predict", videos[0], "--checkpoint", ckpt, "--device", "cpu", "--json",
+                     "--cfg", str(CONFIG), *opts])
     default = json.loads(capsys.readouterr().out)
     assert code == 0 and default["views"] == "2x3"
     # the same score as the first video's printed rank 1 (4 decimals; another batch may round the 5th)

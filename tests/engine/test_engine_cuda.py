@@ -8,11 +8,10 @@ import warnings
 
 import pytest
 import torch
+from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg
 
 from tada.engine import run_pipeline, train
 from tada.engine.checkpointing import read_checkpoint
-
-from engine_standins import NoBNNet, dataset_fn_factory, tiny_cfg
 
 pytestmark = [
     pytest.mark.cuda,

@@ -45,6 +45,7 @@ def test_failed_val_items_are_dropped_from_tensors_and_lists():
     keep = ~gpu["failed"].bool()
     kept = _select(gpu, keep)
     assert len(kept["jpegs"]) == kept["box"].shape[0] == 2 and kept["path"] == ["240x320", "320x240"]
-    video = gpu_decode_transform(kept, mean=(0.45,) * 3, std=(0.225,) * 3, device="cpu", decode=decode_jpegs_cpu)["video"]
+    video = gpu_decode_transform(kept, mean=(0.45,) * 3, std=(0.225,) * 3, device="cpu",
+                                 decode=decode_jpegs_cpu)["video"]
     # two routes of float32 resize arithmetic (batched vs per clip): equal up to rounding; a wrong clip is far off
     torch.testing.assert_close(video, cpu["video"][keep], rtol=0, atol=1e-5)

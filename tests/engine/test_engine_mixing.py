@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from engine_standins import CONFIG
 from torch import nn
 
 from tada.config import load_config
 from tada.engine.ema import ModelEma
 from tada.engine.mixing import Mixer, cutmix_box, mixer_from_config, smoothed_one_hot
-
-from engine_standins import CONFIG
 
 
 def batch(n=6, k=5):

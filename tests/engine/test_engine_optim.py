@@ -1,15 +1,14 @@
-"""Optimizer groups and the learning-rate schedule against the official values (spec section 5)."""
+"""Optimizer groups and the learning-rate schedule against the official values."""
 
 import math
 
 import pytest
 import torch
+from engine_standins import REPO
 
 from tada.config import load_config
 from tada.engine.optim import GROUP_NAMES, build_optimizer, lr_at, lr_from_config, set_lr
 from tada.models import build_model
-
-from engine_standins import REPO
 
 K400 = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
 

@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
+from engine_standins import REPO
+from v2_standins import NamedParameters, convnext_shapes, tadaformer_shapes
 
 from tada.config import load_config
 from tada.engine.optim import GROUP_NAMES, build_optimizer, layer_id, lr_from_config, param_groups, set_lr
-
-from engine_standins import REPO
-from v2_standins import NamedParameters, convnext_shapes, tadaformer_shapes
 
 K400 = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
 
@@ -202,7 +201,8 @@ def test_the_real_tadaconvnextv2_tiny_gets_the_official_groups():
     from tada.models import build_model
 
     cfg = load_config(REPO / "configs/projects/tadaconvnextv2/tadaconvnextv2_tiny_k400_16f.yaml")
-    opt = build_optimizer(build_model(cfg), cfg.OPTIMIZER, cfg.BN, lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE)
+    opt = build_optimizer(build_model(cfg), cfg.OPTIMIZER, cfg.BN,
+                          lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE)
     assert type(opt) is torch.optim.AdamW and opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-8
     assert [len(g["params"]) for g in opt.param_groups] == [74, 0, 108, 108, 80, 62, 1, 1, 0]
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == 45_971_488

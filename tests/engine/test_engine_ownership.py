@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_standins import CONFIG, NoBNNet, dataset_fn_factory, tiny_cfg
 
 from tada.config import load_config, walk_dotted
 from tada.engine import EngineError, run_tests, train
@@ -22,8 +23,6 @@ from tada.engine.ownership import (
     exclusive_output_dir,
     lock_path,
 )
-
-from engine_standins import CONFIG, NoBNNet, dataset_fn_factory, tiny_cfg
 
 WORKER = str(Path(__file__).resolve().parent / "engine_worker.py")
 SOLO = DistContext()

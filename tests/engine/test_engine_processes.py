@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_standins import REPO, NoBNNet64, dataset_fn_factory, max_weight_difference, tiny_cfg
 
 from tada.engine import run_pipeline, train
 from tada.engine.checkpointing import read_checkpoint
-
-from engine_standins import REPO, NoBNNet64, dataset_fn_factory, max_weight_difference, tiny_cfg
 
 WORKER = str(Path(__file__).resolve().parent / "engine_worker.py")
 
@@ -242,7 +241,7 @@ def test_sigint_to_two_torchrun_processes_stops_both_at_one_step(tmp_path):
     _, err = proc.communicate(timeout=120)
     saved = sorted((tmp_path / "checkpoints").glob("checkpoint_epoch_*.pyth"))
     assert len(saved) == 1 and "_iter_" in saved[0].name, err[-3000:]
-    assert err.count(f"training stopped by SIGINT at epoch 1") == 2 and err.count(f"saved {saved[0]}") == 2
+    assert err.count("training stopped by SIGINT at epoch 1") == 2 and err.count(f"saved {saved[0]}") == 2
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"auto-resume from {saved[0]}" in done.stderr

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_standins import CONFIG, REPO, tiny_cfg, tiny_overrides
 
 from tada import cli
 from tada.data.datasets import build_dataset
@@ -22,8 +23,6 @@ from tada.data.synthetic import generate_dataset
 from tada.engine import train
 from tada.engine.checkpointing import read_checkpoint
 from tada.engine.sampling import TrainSampler
-
-from engine_standins import CONFIG, REPO, tiny_cfg, tiny_overrides
 
 WORKER = str(Path(__file__).resolve().parent / "engine_worker.py")
 BROKEN = "videos/train/broken_0000.mp4"

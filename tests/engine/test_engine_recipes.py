@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import torch
+from engine_standins import NUM_CLASSES, tiny_cfg
 
 from tada.data.annotations import VideoEntry
 from tada.data.augment import RandomErasing, parse_rand_augment
 from tada.data.datasets import ClipSpec, VideoDataset
 from tada.engine import latest_checkpoint, run_pipeline, train
 from tada.engine.checkpointing import read_checkpoint
-
-from engine_standins import NUM_CLASSES, tiny_cfg
 
 RECIPE = [
     "OPTIMIZER.OPTIM_METHOD", "adamw", "OPTIMIZER.BASE_LR", "0.002", "OPTIMIZER.WEIGHT_DECAY", "0.05",

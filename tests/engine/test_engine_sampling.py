@@ -4,10 +4,9 @@ import random
 
 import numpy as np
 import pytest
-
-from tada.engine import EngineError
 import torch
 
+from tada.engine import EngineError
 from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler, mix_seed
 
 
@@ -87,4 +86,4 @@ def test_seeded_dataset_passes_attributes_through():
     inner.class_names = ["a", "b"]
     assert SeededDataset(inner).class_names == ["a", "b"]
     with pytest.raises(AttributeError):
-        SeededDataset(inner).missing_attribute
+        _ = SeededDataset(inner).missing_attribute

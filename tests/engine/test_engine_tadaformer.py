@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_standins import dataset_fn_factory, tiny_cfg
 
 from tada.engine import EngineError, run_pipeline
-
-from engine_standins import dataset_fn_factory, tiny_cfg
 
 VIT = [
     "VIDEO.BACKBONE.META_ARCH", "VisionTransformer", "VIDEO.BACKBONE.BRANCH.NAME", "TAdaFormerBlock",

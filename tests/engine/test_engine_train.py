@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
+from engine_standins import REPO, NoBNNet, dataset_fn_factory, tiny_cfg
 
 from tada import cli
 from tada.engine import EngineError, NonFiniteLossError, latest_checkpoint, run_pipeline, run_tests, train
 from tada.engine.checkpointing import best_path, read_checkpoint
-
-from engine_standins import REPO, NoBNNet, dataset_fn_factory, tiny_cfg
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -117,7 +116,8 @@ class _NaNWeightsAt(NoBNNet):
 
 def test_non_finite_weights_are_never_saved(tmp_path):
     cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1")
-    with pytest.raises(NonFiniteLossError, match=r"weights became NaN/inf by the end of epoch 1 \(trap\).*nothing was saved"):
+    with pytest.raises(NonFiniteLossError,
+                       match=r"weights became NaN/inf by the end of epoch 1 \(trap\).*nothing was saved"):
         train(cfg, dataset_fn=dataset_fn_factory(), model_fn=lambda c: _NaNWeightsAt(c, 6))
     assert latest_checkpoint(tmp_path) is None
 

@@ -50,7 +50,7 @@ def test_config_values_reach_the_modules():
     model = _meta(cfg)
     block = model.backbone.conv2.res_1.conv_branch
     assert block.a_bn.eps == 1e-3 and block.a_bn.momentum == 0.05
-    assert block.b_rf.bn.eps == 1e-3  # the routing BN follows the config too (spec 8.2 item 13)
+    assert block.b_rf.bn.eps == 1e-3  # the routing BN follows the config too (the official one ignores it)
     assert block.b_rf.a.weight.shape == (2, 16, 3, 1, 1)
     assert block.b_avgpool.kernel_size == 5
     assert model.channels_last is False and isinstance(model.head.dropout, torch.nn.Identity)

@@ -84,7 +84,8 @@ def _reference_logits(sd, x, depths, head_dim):
             z = F.linear(_qgelu(F.linear(z, sd[p + "pwconv1.weight"], sd[p + "pwconv1.bias"])),
                          sd[p + "pwconv2.weight"], sd[p + "pwconv2.bias"])
             x = x + (sd[p + "gamma"] * z).permute(0, 4, 1, 2, 3)
-    feats = F.layer_norm(x.mean(dim=(2, 3, 4)), (x.shape[1],), sd["backbone.norm.weight"], sd["backbone.norm.bias"], 1e-6)
+    feats = F.layer_norm(x.mean(dim=(2, 3, 4)), (x.shape[1],), sd["backbone.norm.weight"],
+                         sd["backbone.norm.bias"], 1e-6)
     return F.linear(feats, sd["head.out.weight"], sd["head.out.bias"])
 
 
@@ -135,7 +136,8 @@ def test_gradients_equal_the_reference():
 def _official_keys(depths, widths, num_classes):
     """The official state dict's keys and shapes, written out from the checkpoint layout."""
     keys = {
-        "backbone.downsample_layers.0.0.weight": (widths[0], 3, 3, 4, 4), "backbone.downsample_layers.0.0.bias": (widths[0],),
+        "backbone.downsample_layers.0.0.weight": (widths[0], 3, 3, 4, 4),
+        "backbone.downsample_layers.0.0.bias": (widths[0],),
         "backbone.downsample_layers.0.1.weight": (widths[0],), "backbone.downsample_layers.0.1.bias": (widths[0],),
     }
     for i in range(1, 4):
@@ -186,7 +188,8 @@ def test_initialisation_is_official():
     torch.manual_seed(0)
     model = create_model("tadaconvnextv2_tiny", num_classes=400, depths=(1, 1, 3, 1))
     block = model.backbone.stages[2][1]
-    assert torch.count_nonzero(block.dwconv_rf.b.weight) == 0 and torch.count_nonzero(block.dwconv_rf.b_bias.weight) == 0
+    assert torch.count_nonzero(block.dwconv_rf.b.weight) == 0
+    assert torch.count_nonzero(block.dwconv_rf.b_bias.weight) == 0
     assert torch.count_nonzero(block.norm_avgpool.weight) == 0 and torch.count_nonzero(block.norm_avgpool.bias) == 0
     assert torch.all(block.gamma == 1e-6) and torch.all(block.norm.weight == 1)
     assert torch.count_nonzero(block.dwconv.bias) == 0 and torch.count_nonzero(block.pwconv1.bias) == 0
@@ -221,7 +224,8 @@ def test_at_init_the_block_is_a_per_frame_convnext_block():
 def test_contract_and_size_overrides():
     model = create_model("tadaconvnextv2_small", num_classes=3, depths=(1, 1, 1, 1), widths=(8, 16, 32, 64),
                          head_dim=4, dropout=0.0).eval()
-    assert {"tadaconvnextv2_tiny", "tadaconvnextv2_small", "tadaconvnextv2_base", "convnext_tiny_frames"} <= set(list_models())
+    expected = {"tadaconvnextv2_tiny", "tadaconvnextv2_small", "tadaconvnextv2_base", "convnext_tiny_frames"}
+    assert expected <= set(list_models())
     x = torch.randn(2, 3, 5, 48, 40)  # odd frame count, non-square frames
     with torch.no_grad():
         feats = model.forward_features(x)

@@ -102,7 +102,8 @@ def test_new_keys_are_type_checked(key, value):
         _cfg("tiny", "k400", [key, value])
 
 
-@pytest.mark.parametrize("size, test_gmacs, train_gmacs", [("tiny", 47.0, 36.0), ("small", 91.3, 70.0), ("base", 161.3, 123.6)])
+@pytest.mark.parametrize("size, test_gmacs, train_gmacs",
+                         [("tiny", 47.0, 36.0), ("small", 91.3, 70.0), ("base", 161.3, 123.6)])
 def test_flops_per_view_are_the_official_table(size, test_gmacs, train_gmacs):
     """MACs per 16x256x256 test view: the official model zoo's 47 / 91 / 162 "GFLOPs"."""
     stats = count_model(_cfg(size, "k400"))

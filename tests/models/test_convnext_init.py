@@ -23,8 +23,10 @@ def _imagenet_convnext(depths, widths, seed=0, classes=10):
     sd = {"downsample_layers.0.0.weight": r(widths[0], 3, 4, 4), "downsample_layers.0.0.bias": r(widths[0]),
           "downsample_layers.0.1.weight": 1 + r(widths[0]), "downsample_layers.0.1.bias": r(widths[0])}
     for i in range(1, 4):
-        sd.update({f"downsample_layers.{i}.0.weight": 1 + r(widths[i - 1]), f"downsample_layers.{i}.0.bias": r(widths[i - 1]),
-                   f"downsample_layers.{i}.1.weight": r(widths[i], widths[i - 1], 2, 2), f"downsample_layers.{i}.1.bias": r(widths[i])})
+        sd.update({f"downsample_layers.{i}.0.weight": 1 + r(widths[i - 1]),
+                   f"downsample_layers.{i}.0.bias": r(widths[i - 1]),
+                   f"downsample_layers.{i}.1.weight": r(widths[i], widths[i - 1], 2, 2),
+                   f"downsample_layers.{i}.1.bias": r(widths[i])})
     for i, (n, d) in enumerate(zip(depths, widths, strict=True)):
         for j in range(n):
             p = f"stages.{i}.{j}."

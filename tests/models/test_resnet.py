@@ -70,7 +70,8 @@ def _official_block(block: ResBlock, x: torch.Tensor, training: bool, pool_k: in
     out = _bn3d(br.c_bn, F.conv3d(z, br.c.weight), training)
     sc = x
     if block.short_cut is not None:
-        sc = _bn3d(block.short_cut_bn, F.conv3d(x, block.short_cut.weight, stride=(1, *block.short_cut.stride)), training)
+        short = F.conv3d(x, block.short_cut.weight, stride=(1, *block.short_cut.stride))
+        sc = _bn3d(block.short_cut_bn, short, training)
     return F.relu(out + sc)
 
 
@@ -222,7 +223,7 @@ def test_logits_in_train_and_eval_and_dict_input(tiny):
         tiny({"frames": x})
     tiny.eval()
     with torch.no_grad():
-        torch.testing.assert_close(tiny([x, "meta"]), tiny(x))  # spec 1.1: a list's element 0
+        torch.testing.assert_close(tiny([x, "meta"]), tiny(x))  # as officially: a list's element 0
     with pytest.raises(TypeError, match="got str"):
         tiny(["clip.mp4"])
     tiny.train()

@@ -61,7 +61,8 @@ def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, caps
 
     def small(num_classes, models, reference="resnet50_2d"):
         tiny_2d = lambda: torch.nn.Sequential(  # noqa: E731
-            torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, num_classes))
+            torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(4, num_classes))
         return {"resnet50_2d": lambda: Frames2DResNet(tiny_2d()),
                 "tada2d_r50": lambda: create_model("tada2d_r50", num_classes=num_classes, **TINY)}
 

@@ -9,7 +9,6 @@ import torch
 
 from tada.config import ConfigError, load_config
 from tada.engine.trainer import check_train_config
-from tada.errors import TadaError
 from tada.flops import count_model
 from tada.models import build_model, create_model, model_kwargs_from_cfg
 from tada.models.tadaformer import TAdaBlock, TAdaBlockTempEnhanced, TAdaFormer
@@ -40,7 +39,8 @@ def test_official_configs_build_the_official_models_and_gmacs(name, params, gmac
     assert round(stats["gmacs_test_view"], 1) == gmacs
     with torch.device("meta"):
         built, registered = build_model(cfg), create_model(model, **kwargs)
-    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in registered.state_dict().items()}
+    registered_shapes = {k: v.shape for k, v in registered.state_dict().items()}
+    assert {k: v.shape for k, v in built.state_dict().items()} == registered_shapes
 
 
 def test_overrides_build_the_matching_small_model_and_it_runs():
@@ -55,7 +55,8 @@ def test_overrides_build_the_matching_small_model_and_it_runs():
     assert block.drop_path.drop_prob == 0.0 and model.head.dropout.p == 0.5
     reference = create_model("tadaformer_b16", num_classes=174, width=256, depth=2, heads=4, patch_size=8,
                              input_res=32, num_frames=8, temp_enhance=True, double_tada=True)
-    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    reference_shapes = {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == reference_shapes
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 8, 32, 32)).shape == (1, 174)
@@ -111,7 +112,8 @@ def test_the_real_b16_gets_the_layer_wise_decay_groups():
     from tada.engine.optim import build_optimizer
 
     cfg = load_config(PROJECTS / "tadaformer_b16_k400_16f.yaml")
-    opt = build_optimizer(build_model(cfg), cfg.OPTIMIZER, cfg.BN, lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
+    opt = build_optimizer(build_model(cfg), cfg.OPTIMIZER, cfg.BN,
+                          lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
                           num_layers=cfg.VIDEO.BACKBONE.DEPTH)
     assert type(opt).__name__ == "AdamW" and len(opt.param_groups) == 53
     assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == 104_195_728

@@ -7,13 +7,12 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from tadafy_nets import ConvNeXtLike, GroupedDilatedNet, MobileNetLike, R2Plus1DLike, randomize_norms
 from torch import nn
 
 from tada.models import create_image_model, tadafy
 from tada.models.tadafy import TAdaConvBlock, TAdaVideoModel, select_convs
 from tada.ops import TAdaConv2d, TAdaConv3d
-
-from tadafy_nets import ConvNeXtLike, GroupedDilatedNet, MobileNetLike, R2Plus1DLike, randomize_norms
 
 B, T, S = 2, 4, 32
 

@@ -1,4 +1,4 @@
-"""RouteFuncMLP: the official semantics (spec 1.5), computed on (B, C, T) with 1-D convs."""
+"""RouteFuncMLP: the official semantics, computed on (B, C, T) with 1-D convs."""
 
 from __future__ import annotations
 

@@ -67,7 +67,8 @@ CASES = [
 def test_route_func_attention_equals_official(case):
     c, r, ks, hd, bias_cal, zero_init, t = case
     torch.manual_seed(len(CASES) * c + t)
-    rf = RouteFuncAttention(c, ratio=r, kernels=ks, with_bias_cal=bias_cal, zero_init_cal=zero_init, head_dim=hd).double()
+    rf = RouteFuncAttention(c, ratio=r, kernels=ks, with_bias_cal=bias_cal, zero_init_cal=zero_init,
+                            head_dim=hd).double()
     _randomise(rf, c + t)
     x = torch.randn(2, c, t, 5, 4, dtype=torch.float64, requires_grad=True)
     got_w, got_b = rf(x)
@@ -80,7 +81,8 @@ def test_route_func_attention_equals_official(case):
     params = [x] + list(rf.parameters())
     outs_got = [got_w] + ([got_b] if bias_cal else [])
     outs_want = [want_w] + ([want_b] if bias_cal else [])
-    seeds = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(outs_got)]
+    seeds = [torch.randn(o.shape, dtype=o.dtype, generator=torch.Generator().manual_seed(i))
+             for i, o in enumerate(outs_got)]
     g_got = torch.autograd.grad(outs_got, params, seeds)
     g_want = torch.autograd.grad(outs_want, params, seeds)
     for a, b in zip(g_got, g_want, strict=True):

@@ -58,7 +58,7 @@ def test_tadaconv2d_equals_grouped_reference(case, cal_dim, bias):
 
 
 def test_grouped_reference_matches_per_frame_definition():
-    """The reference itself: per (b, t) conv2d with alpha-scaled kernels (the spec's math, literally)."""
+    """The reference itself: per (b, t) conv2d with alpha-scaled kernels (the official computation, literally)."""
     torch.manual_seed(0)
     b, t, c_in, c_out, g = 2, 3, 4, 6, 2
     x = torch.randn(b, c_in, t, 7, 6, dtype=torch.float64)

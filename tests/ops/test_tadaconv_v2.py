@@ -84,7 +84,8 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3 + (1.0 if name.endswith("bn_a.weight") else 0.0))
+            bias = 1.0 if name.endswith("bn_a.weight") else 0.0
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.3 + bias)
         for bn in (module.bn_a, module.bn_b):
             bn.running_mean.copy_(torch.randn(bn.running_mean.shape, generator=gen))
             bn.running_var.copy_(torch.rand(bn.running_var.shape, generator=gen) + 0.5)

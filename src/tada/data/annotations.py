@@ -1,7 +1,8 @@
 """Annotation files: video lists, class names, Something-Something-V2 JSON, mirrored class pairs.
 
 Every reader checks the whole file at start-up and fails with ``file:line`` (or the JSON entry
-number) and the reason, instead of crashing a worker in the middle of an epoch (spec 8.2 item 16).
+number) and the reason, instead of crashing a worker in the middle of an epoch (the official readers
+report every error as "not found").
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tada.errors import TadaError
 from tada.fileio import read_utf8_text

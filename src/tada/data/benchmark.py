@@ -24,10 +24,10 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -206,13 +206,19 @@ def _loader_rate(dataset: VideoDataset, workers: int, batches: int) -> float:
 FRAMES_GOAL = 0.25  # issue 8: a frame-folder train item costs at most 1/4 of the video item
 
 
+def _open_extracted(folders: dict[str, str], path: str):
+    """The frame-folder reader of ``path``'s extracted frames (``folders``: video path -> its folder)."""
+    from tada.data.frames import open_frames
+
+    return open_frames(folders[path])
+
+
 def _frame_rows(files: dict[str, list[Path]], folder: Path, iters: int) -> dict:
     """Frame folders (issue 8): the same train items read from JPEG frame folders and from the
     videos, timed interleaved; plus the USE_GPU worker item of frame folders (JPEG bytes only)."""
     import dataclasses
 
     from tada.data.extract import ExtractSettings, extract_video
-    from tada.data.frames import open_frames
 
     rows, disk = [], {}
     for kind in ("k400", "ssv2"):
@@ -228,8 +234,8 @@ def _frame_rows(files: dict[str, list[Path]], folder: Path, iters: int) -> dict:
         spec = _spec(kind)
         datasets = [VideoDataset(entries, split="train", spec=s, open_reader=r, name=kind) for s, r in (
             (spec, functools.partial(open_video, threads=1)),
-            (spec, lambda p: open_frames(folders[p])),
-            (dataclasses.replace(spec, gpu_resize=True, gpu_decode=True), lambda p: open_frames(folders[p])))]
+            (spec, functools.partial(_open_extracted, folders)),
+            (dataclasses.replace(spec, gpu_resize=True, gpu_decode=True), functools.partial(_open_extracted, folders)))]
         cpu: list[list[float]] = [[], [], []]
         wall: list[list[float]] = [[], [], []]
         for k in range(iters + 2):

@@ -25,9 +25,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,11 +43,10 @@ from tada.data.annotations import (
     read_ssv2_split,
     read_video_list,
 )
+from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.decode import DecodeError, VideoReader, open_video
 from tada.data.frames import failed_jpeg_clip_fields, jpeg_clip_fields
 from tada.data.sampling import sample_indices
-from tada.errors import TadaError
-from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.transforms import (
     apply_plan,
     extract_box,
@@ -56,6 +55,7 @@ from tada.data.transforms import (
     plan_test_crop,
     plan_train_crop,
 )
+from tada.errors import TadaError
 
 __all__ = [
     "ClipSpec",
@@ -70,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-# The official swap table (spec 4.6); used only when the labels file is not available.
+# The official SSv2 mirror swap table; used only when the labels file is not available.
 SSV2_OFFICIAL_FLIP_PAIRS = {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
 _MAX_TRAIN_ATTEMPTS = 20  # consecutive failed videos before one training item gives up
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import bisect
 import os
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -278,7 +279,7 @@ class PyAVReader(_Closing):
         check_frame_size(self.path, self.height, self.width)
 
     def _average_fps(self, durations: np.ndarray | None) -> float:
-        """The stream's declared average rate, as decord reports it (spec 4.2): a variable-rate mp4
+        """The stream's declared average rate, as decord (the official decoder) reports it: a variable-rate mp4
         declares frames / duration. Measured from the timestamps when no rate is declared, or when
         the declared one is more than 25% off the timestamps' mean rate (a broken header)."""
         tb = self._stream.time_base

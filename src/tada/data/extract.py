@@ -36,8 +36,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from tada.data.frames import (
     DEFAULT_TEMPLATE,
@@ -347,7 +348,7 @@ def extract_videos(
     tasks: list[_Task] = []
     task_of: list[int] = []  # input position -> task (a video listed twice is extracted once)
     seen: dict[str, int] = {}
-    for i, (rel, _) in enumerate(videos):
+    for rel, _ in videos:
         folder = folder_for_video(out, rel)
         if folder not in seen:
             seen[folder] = len(tasks)

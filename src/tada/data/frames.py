@@ -33,8 +33,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -255,7 +256,7 @@ class FrameFolderReader:
     def close(self) -> None:
         """Nothing is held open; present for the reader interface."""
 
-    def __enter__(self) -> "FrameFolderReader":
+    def __enter__(self) -> FrameFolderReader:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -399,7 +400,8 @@ def gpu_decode_transform(batch: dict, *, mean: Sequence[float], std: Sequence[fl
                 try:
                     decode([j], device=device)
                 except RuntimeError as exc:
-                    raise DecodeError(batch["path"][b], f"frame {t} of the clip: GPU JPEG decoding failed ({exc})")
+                    reason = f"frame {t} of the clip: GPU JPEG decoding failed ({exc})"
+                    raise DecodeError(batch["path"][b], reason) from exc
         raise RuntimeError("GPU JPEG decoding of the batch failed, but every frame decodes alone")
     boxes, k = [], 0
     num_frames = batch["video"].shape[2]

@@ -16,8 +16,8 @@ crop; :func:`gpu_transform` resizes and normalises the batch on the device.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
@@ -89,7 +89,7 @@ def gpu_transform(batch: dict, cfg, device: torch.device | str) -> dict:
 
 class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks, no padding
-    (unlike DistributedSampler, which repeats items and so double-counts test views, spec 8.2 item 8)."""
+    (unlike DistributedSampler, which repeats items and so double-counts test views)."""
 
     def __init__(self, length: int, *, rank: int, world_size: int) -> None:
         if not 0 <= rank < world_size:

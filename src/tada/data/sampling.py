@@ -8,9 +8,9 @@ and the result is deterministic:
   official single-view test;
 - several views: spread so that the first view starts at the first frame and the last view ends
   at the last frame (the official multi-view starts at ``max_start * k / num_views``, so the end
-  of a video was never seen, spec 8.2 item 21).
+  of a video is never seen; see ``docs/design.md``).
 
-Videos shorter than a clip repeat their last frame (spec 4.4).
+Videos shorter than a clip repeat their last frame, as in the official samplers.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def interval_indices(
     rng: np.random.Generator | None = None,
     minus_interval: bool = False,
 ) -> np.ndarray:
-    """Frames at a fixed time interval (spec 4.4): ``N`` frames spanning ``N*rate`` frames at ``target_fps``.
+    """Official ``interval_based`` frames: ``N`` frames spanning ``N*rate`` frames at ``target_fps``.
 
     The span is normalised by the video's own fps, so a 25 fps and a 30 fps video cover the same
     seconds. Training draws a continuous uniform start; the indices are ``linspace(start, end, N)``
@@ -57,7 +57,7 @@ def interval_indices(
     if not fps > 0:
         raise ValueError(f"interval_based sampling needs a positive fps, got {fps}")
     if num_input_frames == 1:
-        # Official: a random frame even at test (8.2 item 21). Here: evaluation is deterministic.
+        # Official: a random frame even at test. Here: evaluation is deterministic.
         if view is None:
             pos = rng.uniform(0, num_frames)
         else:
@@ -85,7 +85,7 @@ def segment_indices(
     num_views: int = 1,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """One frame from each of ``N`` equal segments of the whole video (spec 4.5); fps is ignored.
+    """One frame from each of ``N`` equal segments of the whole video (official ``segment_based``); fps is ignored.
 
     Training draws uniformly inside each segment; one view takes the midpoints; view ``v`` of
     ``V`` views takes ``lo + (hi - lo) * (v + 1) / V`` in each segment [lo, hi), as the official

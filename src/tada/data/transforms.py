@@ -1,7 +1,7 @@
 """Spatial transforms: short-side resize + crop + flip + normalise, computed only where needed.
 
 The official pipeline converts the whole clip to float, resizes every frame (bilinear,
-``align_corners=False``, no antialias) and then crops (spec 4.6). The same numbers come out of
+``align_corners=False``, no antialias) and then crops. The same numbers come out of
 far less work if one first asks, for every output row and column of the crop, which two source
 rows/columns the bilinear resize would read and with what weight (a :class:`CropPlan`), then
 gathers just those on the uint8 clip and interpolates: the float clip is only ever crop-sized,
@@ -114,7 +114,7 @@ def plan_resized_crop(height: int, width: int, *, box: tuple[int, int, int, int]
 
 def plan_train_crop(height: int, width: int, *, scales: Sequence[int], crop: int,
                     rng: np.random.Generator, hflip: bool = False) -> CropPlan:
-    """Random short side ``int(U(lo, hi))``, random ``crop``-square position, optional mirror (spec 4.6)."""
+    """Random short side ``int(U(lo, hi))``, random ``crop``-square position, optional mirror (official)."""
     lo, hi = scales
     if lo < crop:
         raise ValueError(f"TRAIN_JITTER_SCALES {list(scales)} must be >= TRAIN_CROP_SIZE {crop}")

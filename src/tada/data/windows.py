@@ -30,8 +30,9 @@ import math
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class WindowSpec:
                 raise ValueError(f"window {name} must be a positive number of seconds, got {value!r}")
 
     @classmethod
-    def from_config(cls, cfg: Any, *, stride: float | None = None, seconds: float | None = None) -> "WindowSpec":
+    def from_config(cls, cfg: Any, *, stride: float | None = None, seconds: float | None = None) -> WindowSpec:
         """The config's clip as a window. ``seconds`` sets the length of a segment-sampled window only:
         an interval-sampled model sees its trained time span (``frames x rate / target fps``)."""
         d = cfg.DATA

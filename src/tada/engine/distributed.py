@@ -11,8 +11,9 @@ A CPU job of several processes is started with torchrun directly and ``NUM_GPUS 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -30,9 +30,10 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tada.config import Config, load_config
 from tada.engine.distributed import EngineError

@@ -16,7 +16,7 @@ benchmark that called it between graph captures hit an illegal memory access at 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -11,7 +11,7 @@ from the terminal, and kills them itself when they take too long.
 Several processes agree on the request with an all-reduce at the loop's logging points, so all
 ranks stop after the same step. DataLoader workers forked while the handler is active inherit it
 and ignore SIGINT (their parent decides); torch's own handler lets them die of SIGTERM. Once a
-stop is requested, a worker's death no longer raises in the training process (DataLoader's SIGCHLD
+stop is requested, a worker's death does not raise in the training process (DataLoader's SIGCHLD
 check is suspended until the run ends) and a loader that failed for it ends the epoch's batches:
 the loop saves after the last complete step.
 """
@@ -62,7 +62,7 @@ class StopSignals:
         self._pid = os.getpid()
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)

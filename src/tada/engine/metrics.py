@@ -1,16 +1,17 @@
 """Accuracy counting and the multi-view test aggregation.
 
 Training and validation count correct predictions exactly (sums over samples, not averages of
-per-batch averages, spec 8.2 item 5). The test aggregates the views of each video by
-``prob``/``sum`` (sum of softmax, official), ``score`` (sum of logits) or ``max`` (element-wise max
-of softmax), checks that every video got each of its views exactly once, and excludes videos with
-a failed view from the scores, listing them instead.
+per-batch averages, which the official meters weight by channels instead of batch size). The test
+aggregates the views of each video by ``prob``/``sum`` (sum of softmax, official), ``score`` (sum
+of logits) or ``max`` (element-wise max of softmax), checks that every video got each of its views
+exactly once, and excludes videos with a failed view from the scores, listing them instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

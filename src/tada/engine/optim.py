@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -260,7 +261,7 @@ def lr_at(
 
     The cosine runs over the whole schedule from epoch 0 (``cosine_after_warmup`` starts it at the
     end of the warm-up instead); the warm-up goes linearly from ``warmup_start_lr`` to the cosine's
-    value at ``warmup_epochs``, not to ``base_lr`` (spec section 5).
+    value at ``warmup_epochs``, not to ``base_lr``, as the official schedule does.
     """
 
     def cosine(x: float) -> float:

@@ -25,8 +25,9 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tada.config import Config, walk_dotted
 from tada.engine.distributed import DistContext, EngineError, all_gather_objects

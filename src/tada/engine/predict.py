@@ -92,7 +92,8 @@ def build_predictor(cfg: Config, args: argparse.Namespace) -> Any:
     try:
         if args.backend == "onnxruntime":
             if args.precision != "fp32":
-                raise EngineError(f"--precision {args.precision}: an ONNX model runs in the precision it was exported in")
+                raise EngineError(
+                    f"--precision {args.precision}: an ONNX model runs in the precision it was exported in")
             if not Path(args.checkpoint).is_file():
                 raise EngineError(f"ONNX model not found: {args.checkpoint}")
             return Predictor.from_onnx(args.checkpoint, cfg=cfg, device=args.device, **common,

@@ -12,8 +12,9 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from tada.fileio import atomic_open
 

@@ -41,7 +41,9 @@ def resolve_precision(mode: str, device: torch.device) -> Precision:
     return Precision(torch.bfloat16, False, "bf16 (CPU autocast)")
 
 
-def autocast(precision: Precision, device: torch.device, *, cache_enabled: bool = True) -> contextlib.AbstractContextManager:
+def autocast(
+    precision: Precision, device: torch.device, *, cache_enabled: bool = True
+) -> contextlib.AbstractContextManager:
     """``cache_enabled=False`` inside a CUDA graph capture (autocast's weight cache cannot be captured)."""
     if precision.dtype is None:
         return contextlib.nullcontext()

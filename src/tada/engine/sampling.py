@@ -4,7 +4,7 @@ Exact resume needs every random choice to be a function of the run's state, not 
 - the order of an epoch is a permutation drawn from ``(seed, epoch)`` alone;
 - each sample's augmentation is drawn from its own seed ``(seed, epoch, position in the epoch)``,
   which :class:`SeededDataset` installs in the python, numpy and torch generators of whichever
-  worker process decodes it. Which worker that is, and what it decoded before, no longer matters.
+  worker process decodes it. Which worker that is, and what it decoded before, does not matter.
 A resumed run therefore skips exactly the iterations it had consumed and sees the same clips.
 
 Batches are split across ranks in contiguous blocks: iteration ``i`` of an epoch uses positions
@@ -15,7 +15,8 @@ block of ``B / world_size`` of them. A run of N processes sees the same global b
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -14,7 +15,8 @@ from tada.models.resnet import video_resnet
 from tada.models.tadaformer import tadaformer
 
 __all__ = [
-    "build_model", "convnext_kwargs_from_cfg", "model_kwargs_from_cfg", "resnet_kwargs_from_cfg", "tadafy_kwargs_from_cfg",
+    "build_model", "convnext_kwargs_from_cfg", "model_kwargs_from_cfg", "resnet_kwargs_from_cfg",
+    "tadafy_kwargs_from_cfg",
     "vit_kwargs_from_cfg",
 ]
 
@@ -40,7 +42,8 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     require_implemented(cfg, ("VIDEO.", "BN."), ConfigError, "model settings tada does not implement")
     for key, default in _CONVNEXT_ONLY.items():
         if cfg.get(key) != default:
-            raise ConfigError(f"{key} is a ConvNeXt setting; the ResNet3D family has no use for it (got {cfg.get(key)!r})")
+            raise ConfigError(
+                f"{key} is a ConvNeXt setting; the ResNet3D family has no use for it (got {cfg.get(key)!r})")
     if bb.STEM.NAME != "Base2DStem":
         raise ConfigError(f"VIDEO.BACKBONE.STEM.NAME: only 'Base2DStem' is supported, got {bb.STEM.NAME!r}")
     if bb.NONLOCAL.ENABLE:
@@ -150,7 +153,8 @@ def convnext_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     require_implemented(cfg, ("VIDEO.",), ConfigError, "model settings tada does not implement")
     if bb.BRANCH.NAME not in CONVNEXT_BLOCKS:
         raise ConfigError(
-            f"VIDEO.BACKBONE.BRANCH.NAME {bb.BRANCH.NAME!r} is not a ConvNeXt block; choose from {sorted(CONVNEXT_BLOCKS)}"
+            f"VIDEO.BACKBONE.BRANCH.NAME {bb.BRANCH.NAME!r} is not a ConvNeXt block; "
+            f"choose from {sorted(CONVNEXT_BLOCKS)}"
         )
     depth = bb.DEPTH
     if not isinstance(depth, list) or len(depth) != 4 or not all(isinstance(d, int) and d >= 1 for d in depth):
@@ -162,7 +166,8 @@ def convnext_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
             f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal NUM_FILTERS[-1] ({bb.NUM_FILTERS[-1]})"
         )
     if len(bb.BRANCH.ROUTE_FUNC_K) != 2:
-        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.ROUTE_FUNC_K must be two temporal kernels, got {bb.BRANCH.ROUTE_FUNC_K}")
+        raise ConfigError(
+            f"VIDEO.BACKBONE.BRANCH.ROUTE_FUNC_K must be two temporal kernels, got {bb.BRANCH.ROUTE_FUNC_K}")
     if not 0.0 <= bb.DROP_PATH < 1.0:
         raise ConfigError(f"VIDEO.BACKBONE.DROP_PATH must be in [0, 1), got {bb.DROP_PATH}")
     return dict(

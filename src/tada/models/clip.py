@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -56,7 +57,8 @@ def read_clip_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if _is_torchscript_archive(path):
         try:
             with warnings.catch_warnings():  # the OpenAI release is TorchScript: no other way to read it
-                warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=DeprecationWarning)
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated",
+                                        category=DeprecationWarning)
                 module = torch.jit.load(str(path), map_location="cpu")
         except RuntimeError as err:
             raise CheckpointError(f"{path}: not a loadable TorchScript CLIP archive: {err}") from err

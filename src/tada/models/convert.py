@@ -4,7 +4,7 @@
   prefixes (``module.`` from DDP, ``_orig_mod.`` from torch.compile). Names and shapes are
   already ours.
 * :func:`resnet50_2d_filter`: a torchvision or timm ImageNet ResNet (``conv1``, ``bn1``,
-  ``layerL.j.convN``, ``layerL.j.downsample.{0,1}``, ``fc``) -> our keys, spec 2.3.
+  ``layerL.j.convN``, ``layerL.j.downsample.{0,1}``, ``fc``) -> our keys, as the official in1k init maps them.
 * :func:`convnext_2d_filter`: an ImageNet ConvNeXt-V1 state dict in the original release's names
   (``downsample_layers``, ``stages``, ``norm``, ``head``) -> TAdaConvNeXtV2 / its plain twin.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from torch import Tensor
 
@@ -71,7 +71,7 @@ def resnet50_2d_key(key: str) -> str | None:
 def resnet50_2d_filter(
     state_dict: Mapping[str, Tensor], target_shapes: Mapping[str, tuple[int, ...]]
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """Map an ImageNet 2-D ResNet state dict onto our keys and the target's shapes (spec 2.3).
+    """Map an ImageNet 2-D ResNet state dict onto our keys and the target's shapes, as the official in1k init does.
 
     A (Cout, Cin, kh, kw) conv weight becomes (Cout, Cin, 1, kh, kw) for a frame conv, or
     (1, 1, Cout, Cin, kh, kw) for a TAdaConv, as the target asks. Returns the converted dict and

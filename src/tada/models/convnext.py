@@ -26,7 +26,8 @@ speed reference over the same frames, and the network an ImageNet ConvNeXt becom
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -213,7 +214,9 @@ class Downsample(nn.Sequential):
 class ConvNeXtBackbone(nn.Module):
     """``downsample_layers``, ``stages`` and the final ``norm`` (applied after pooling, in the head)."""
 
-    def __init__(self, downsample_layers: Sequence[nn.Module], stages: Sequence[Sequence[nn.Module]], norm: nn.Module) -> None:
+    def __init__(
+        self, downsample_layers: Sequence[nn.Module], stages: Sequence[Sequence[nn.Module]], norm: nn.Module
+    ) -> None:
         super().__init__()
         self.downsample_layers = nn.ModuleList(downsample_layers)
         self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
@@ -376,7 +379,8 @@ def tadaconvnextv2_small(**kwargs: Any) -> VideoConvNeXt:
 
 @register_model
 def tadaconvnextv2_base(**kwargs: Any) -> VideoConvNeXt:
-    """TAdaConvNeXtV2-B: depths (3, 3, 27, 3), widths (128, 256, 512, 1024), routing heads of 64; 145,687,632 parameters."""
+    """TAdaConvNeXtV2-B: depths (3, 3, 27, 3), widths (128, 256, 512, 1024), routing heads of 64;
+    145,687,632 parameters."""
     return _sized("base", "TAdaConvNeXtV2Block", kwargs)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 

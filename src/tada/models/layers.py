@@ -10,7 +10,7 @@ computes exactly what BatchNorm3d computes over (B, C, T, H, W) and has the same
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +62,7 @@ class FrameConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """nn.Conv3d's default init; the network init replaces it (spec 1.8)."""
+        """nn.Conv3d's default init; the network init replaces it, as in the official code."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             bound = 1.0 / math.sqrt(self.weight[0].numel())
@@ -119,7 +119,7 @@ def _frames_major(x: Tensor, num_frames: int) -> tuple[Tensor, bool]:
 class TemporalAvgPool(nn.Module):
     """AvgPool3d((k, 1, 1), stride 1, padding k//2, count_include_pad=True) on frames (B*T, C, H, W).
 
-    Edge frames are divided by k with zero padding, as in the official block (spec 1.4). Computed
+    Edge frames are divided by k with zero padding, as in the official block. Computed
     as k shifted adds over the frames' memory, so the layout (channels-last or not) is kept and no
     pooling kernel is needed (CPU avg_pool3d would drop channels-last).
     """

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

@@ -1,11 +1,11 @@
 """The ResNet3D family over frames: TAda2D (TAdaConv bottlenecks) and TSN (plain 2-D bottlenecks).
 
-Module names and parameter shapes follow the official TAda2D exactly (spec 1 and 2.1), so
+Module names and parameter shapes follow the official TAda2D exactly, so
 ``state_dict()`` of ``video_resnet(branch="tada2d", depth=50, num_classes=400)`` has the 560 keys
 of the official checkpoint. Compute is 2-D over frames (B*T, C, H, W) end to end; only the
 routing function and the temporal pool look at T.
 
-Data flow of one TAda2D bottleneck (``TAda2DBlock``, spec 1.4)::
+Data flow of one TAda2D bottleneck (``TAda2DBlock``)::
 
     x ─ a 1x1 ─ a_bn ─ relu ─ y ─┬──────────────── b 3x3 TAdaConv (stride s) ─ z
                                  └─ b_rf (alpha) ──┘                           │
@@ -59,7 +59,7 @@ def _bn(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
 
 
 class Stem(nn.Module):
-    """``Base2DStem``: conv (1, k, k) stride (1, s, s), BN, ReLU. No max-pool (spec 1.2)."""
+    """``Base2DStem``: conv (1, k, k) stride (1, s, s), BN, ReLU. No max-pool, as in the official stem."""
 
     def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int, stride: int, bn_eps: float,
                  bn_momentum: float) -> None:
@@ -73,7 +73,7 @@ class Stem(nn.Module):
 
 
 class TAda2DBlock(nn.Module):
-    """The TAda2D bottleneck branch (official ``TAda2DBlock``, spec 1.4), on frames."""
+    """The TAda2D bottleneck branch (official ``TAda2DBlock``), on frames."""
 
     def __init__(
         self,
@@ -274,7 +274,7 @@ class VideoResNet(nn.Module):
     # --- timm-like contract ------------------------------------------------------------------
     @staticmethod
     def _video(x: Tensor | dict | list | tuple) -> Tensor:
-        """The clip tensor of a bare tensor, ``{"video": tensor}``, or a list whose element 0 it is (spec 1.1)."""
+        """The clip tensor of a bare tensor, ``{"video": tensor}``, or a list whose element 0 it is (official)."""
         if isinstance(x, dict):
             if "video" not in x:
                 raise KeyError(f"model input dict needs a 'video' entry, got keys {sorted(x)}")
@@ -326,7 +326,7 @@ class VideoResNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------
-# Initialisation (spec 1.8, with item 12 of 8.2 optionally fixed)
+# Initialisation (the official one, with the TAdaConv weight's own init optionally replaced)
 # ------------------------------------------------------------------------------------------------
 def init_backbone_weights(backbone: nn.Module, *, tada_init: str = "official") -> None:
     """Official backbone init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, skip ``skip_init``.

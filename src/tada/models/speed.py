@@ -19,8 +19,8 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -349,7 +349,8 @@ def format_table(results: Sequence[BenchResult]) -> str:
         kept = f"{r.saved_mib:.0f}" if r.saved_mib is not None else "-"
         lines.append(
             f"{r.model:<28}{r.mode:<7}{r.precision:<6}{('on' if r.channels_last else 'off'):<5}"
-            f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}{cpu:>9}{r.clips_per_s:>10.2f}"
+            f"{('yes' if r.compiled else 'no'):<6}{('yes' if r.graphs else 'no'):<6}{r.batch:>6}{r.seconds:>10.4f}"
+            f"{cpu:>9}{r.clips_per_s:>10.2f}"
             f"{ratio:>8}{peak:>10}{kept:>11}"
         )
     return "\n".join(lines)
@@ -407,7 +408,8 @@ def run_suite(
                     results.extend(res)
                     if log is not None:
                         for r in res:
-                            log(f"{r.model} {mode} {prec} cl={cl} compiled={comp} graphs={graph}: {r.seconds:.4f} s/step")
+                            log(f"{r.model} {mode} {prec} cl={cl} compiled={comp} graphs={graph}: "
+                                f"{r.seconds:.4f} s/step")
     _set_ratios(results, clock, reference)
     return results
 
@@ -478,10 +480,14 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, clock=args.clock, log=lambda s: print(s, flush=True),
     )
     print()
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    if args.device.startswith("cuda"):
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"cpu, {torch.get_num_threads()} threads"
     load = "" if not hasattr(os, "getloadavg") else f", load average {os.getloadavg()[0]:.2f}"
     print(f"{device}{load}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, torch {torch.__version__}; "
-          f"x ref = {args.clock} time over the channels-last {args.reference}'s (same mode, precision, compile, graphs)")
+          f"x ref = {args.clock} time over the channels-last {args.reference}'s "
+          "(same mode, precision, compile, graphs)")
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:

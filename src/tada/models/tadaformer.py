@@ -23,7 +23,8 @@ depthwise TAdaConv without a copy.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -287,7 +288,9 @@ class TAdaFormer(nn.Module):
     and classifies.
     """
 
-    def __init__(self, backbone: VisionTransformerBackbone, head: VideoHead, *, arch: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, backbone: VisionTransformerBackbone, head: VideoHead, *, arch: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head

@@ -22,7 +22,8 @@ Layouts: an image model (``nn.Conv2d``) is run on the clip's frames (B*T, C, H, 
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

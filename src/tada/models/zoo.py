@@ -2,8 +2,8 @@
 it reported.
 
 A checkpoint is useless without its preprocessing and view protocol, so each entry carries both
-(torchvision-style weights metadata). Figures are the official README / MODEL_ZOO values
-(spec section 7); checkpoint files are not shipped (Google Drive / Baidu) and never downloaded:
+(torchvision-style weights metadata). Figures are the official README / MODEL_ZOO values;
+checkpoint files are not shipped (Google Drive / Baidu) and never downloaded:
 pass a local file to ``create_model(..., checkpoint_path=...)``.
 """
 

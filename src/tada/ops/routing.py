@@ -1,6 +1,6 @@
 """The calibration (routing) function of TAdaConv: per-frame channel weights from temporal context.
 
-Semantics of the official ``RouteFuncMLP`` (spec 1.5)::
+Semantics of the official ``RouteFuncMLP``::
 
     u     = spatial mean of x per frame            (B, C, T)
     gctx  = g(mean of x over T, H, W)              (B, C, 1)     g: 1x1 conv with bias
@@ -13,7 +13,7 @@ time-major (B, T, C) tensor of spatial means, each temporal conv as one GEMM ove
 zero-padded temporal unfold: no per-op layout copies, and no tiny cuDNN/oneDNN convolutions
 (slow, odd-shaped calls on both CPU and GPU). It costs one spatial mean of x; nothing after
 that is proportional to H*W. Unlike the official code, the BN takes the caller's eps/momentum
-(spec 8.2 item 13).
+(the official one ignores the config's BN settings; see ``docs/design.md``).
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class TemporalConvWeight(nn.Module):
         return F.linear(cols.reshape(b, t, c * k), w, self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), bias={self.bias is not None}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size=({self.kernel_size}, 1, 1), "
+                f"bias={self.bias is not None}")
 
 
 class RouteFuncMLP(nn.Module):

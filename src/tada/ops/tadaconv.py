@@ -2,8 +2,8 @@
 
 A TAdaConv2d uses, for every sample b and frame t, the kernel ``W_bt = alpha[b, :, t] * W``,
 scaled along the input channels (``cal_dim="cin"``) or the output channels (``"cout"``).
-The official code materialises all B*T kernels and runs one grouped convolution with B*T groups
-(spec 8.2 item 11). Scaling commutes with the convolution, so this module computes the exact
+The official code materialises all B*T kernels and runs one grouped convolution with B*T groups,
+which is slow and memory-heavy. Scaling commutes with the convolution, so this module computes the exact
 same function as
 
 * ``cin``:  ``conv2d(x * alpha, W)``  (scale each frame's input channels, then one shared conv),
@@ -20,7 +20,7 @@ Layouts: 5-D tensors are (B, C, T, H, W) as in the official code; 4-D tensors ar
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -25,7 +25,7 @@ official layout (``weight`` (1, 1, Cout, Cin/groups, kh, kw), ``bias`` (1, 1, Co
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from tada.ops.tadaconv import _check_cal_dim, _split_temporal
 
 __all__ = ["TAdaConv2dV2", "tada_conv2d_v2", "tada_conv2d_v2_grouped_reference"]
 
-Alpha = Union[Tensor, Sequence[Union[Tensor, None]]]
+Alpha = Tensor | Sequence[Tensor | None]
 
 
 def _split_alpha(alpha: Alpha) -> tuple[Tensor, Tensor | None]:
@@ -57,7 +57,8 @@ def _check_frames_alpha(alpha: Tensor, frames: int, channels: int, name: str) ->
     if alpha.dim() == 2:
         alpha = alpha[:, :, None, None]
     if tuple(alpha.shape) != (frames, channels, 1, 1):
-        raise ValueError(f"{name} must have shape ({frames}, {channels}, 1, 1) for frames input, got {tuple(alpha.shape)}")
+        raise ValueError(
+            f"{name} must have shape ({frames}, {channels}, 1, 1) for frames input, got {tuple(alpha.shape)}")
     return alpha
 
 
@@ -246,7 +247,8 @@ class TAdaConv2dV2(nn.Module):
         parts = []
         for name, a in zip(("alpha_w", "alpha_b"), _split_alpha(alpha), strict=True):
             if a is not None and (a.dim() != 5 or a.shape[0] != batch or a.shape[2] != frames or a.shape[3:] != (1, 1)):
-                raise ValueError(f"{name} must have shape (B, C, T, 1, 1) with B={batch}, T={frames}, got {tuple(a.shape)}")
+                raise ValueError(
+                    f"{name} must have shape (B, C, T, 1, 1) with B={batch}, T={frames}, got {tuple(a.shape)}")
             parts.append(None if a is None else a.transpose(1, 2).reshape(batch * frames, a.shape[1], 1, 1))
         return parts[0], parts[1]
 
