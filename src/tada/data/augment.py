@@ -262,20 +262,16 @@ def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
     used_x = [k for k in range(4) if np.any(wx[k] != 0)]
     used_y = [k for k in range(4) if np.any(wy[k] != 0)]
     taps = len(used_x) * len(used_y)
-    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame), applied to the
-    # (H*W, C*T) pixel rows by one sparse-dense product.
-    cols = np.empty((len(rows), taps), dtype=np.int64)
-    weights = np.empty((len(rows), taps), dtype=np.float32)
-    k = 0
-    for ky in used_y:
-        yy = np.clip(y0 + ky, 0, h - 1) * w
-        for kx in used_x:
-            cols[:, k] = yy + np.clip(x0 + kx, 0, w - 1)
-            weights[:, k] = wy[ky] * wx[kx]
-            k += 1
-    row_start = np.zeros(h * w + 1, dtype=np.int64)
-    row_start[1:] = np.cumsum(inside * taps)
-    pixels = x.reshape(c * t, h * w).t().contiguous().to(torch.float32)
+    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame; taps y-major),
+    # applied to the (H*W, C*T) pixel rows by one sparse-dense product.
+    tap_y = np.clip(y0 + np.array(used_y).reshape(-1, 1, 1), 0, h - 1) * w  # (ny, 1, N)
+    tap_x = np.clip(x0 + np.array(used_x).reshape(1, -1, 1), 0, w - 1)  # (1, nx, N)
+    cols = (tap_y + tap_x).reshape(taps, -1).T.astype(np.int32, order="C")
+    weights = (wy[used_y][:, None] * wx[used_x][None]).reshape(taps, -1).T.astype(np.float32, order="C")
+    row_start = np.zeros(h * w + 1, dtype=np.int32)  # int32 indices: the product's kernel takes them as they are
+    np.cumsum(inside * taps, out=row_start[1:])
+    # numpy transposes uint8 planes several times faster than torch's strided copy
+    pixels = torch.from_numpy(x.contiguous().numpy().reshape(c * t, h * w).T.astype(np.float32, order="C"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
         sparse = torch.sparse_csr_tensor(torch.from_numpy(row_start), torch.from_numpy(cols.reshape(-1)),
@@ -284,7 +280,7 @@ def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
     out = acc.clamp_(0, 255).to(torch.uint8)  # truncation: the values are >= 0
     if len(rows) < h * w:
         out[torch.from_numpy(np.flatnonzero(~inside))] = colour
-    return out.t().contiguous().view(c, t, h, w)
+    return torch.from_numpy(out.numpy().T.copy(order="C")).view(c, t, h, w)
 
 
 def _rotate_matrix(degrees: float, w: int, h: int) -> list[float]:
