@@ -6,15 +6,20 @@ A clip is (C, T, H, W) of 8-bit values held as float32 exact integers; every op 
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tada.data.augment import MAX_LEVEL, INCREASING_OPS, _rotate_matrix, _signed, _enhance_factor
+from tada.data.augment import (
+    INCREASING_OPS,
+    MAX_LEVEL,
+    _enhance_factor,
+    _rotate_matrix,
+    _signed,
+)
 
 
 def _lut(x: Tensor, table: np.ndarray) -> Tensor:

@@ -309,7 +309,7 @@ def _contrast(x: Tensor, factor: float) -> Tensor:
     """Blend with each frame's mean grey level, int(mean(L) + 0.5) (the integer sum, divided in float64)."""
     grey = _grey_l(x).flatten(1)
     mean = (grey.sum(1, dtype=torch.int64).to(torch.float64) / grey.shape[1] + 0.5).floor()
-    c, t = x.shape[:2]
+    c = x.shape[0]
     tables = _blend_table(factor).index_select(0, mean.to(torch.int32)).repeat(c, 1)  # (C*T, 256)
     return _planes_lut(x, tables)
 
