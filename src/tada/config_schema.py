@@ -62,7 +62,8 @@ SCHEMA: dict[str, Any] = {
         "ALLOW_CONFIG_CHANGES": Key(False, (bool,), doc="tada: auto-resume even when the config differs from the "
                                     "checkpoint's in keys a resume may not change (model, data, optimizer, ...)"),
         "INIT": Key("", (str,), ("", "in1k", "clip"), doc="'in1k' = ImageNet weights of the backbone from "
-                    "TRAIN.IN1K_WEIGHTS; 'clip' = OpenAI CLIP ViT image tower from TRAIN.CLIP_WEIGHTS (VisionTransformer)"),
+                    "TRAIN.IN1K_WEIGHTS; 'clip' = OpenAI CLIP ViT image tower from TRAIN.CLIP_WEIGHTS "
+                    "(VisionTransformer)"),
         "IN1K_WEIGHTS": Key("", (str,), doc="tada: local ImageNet state-dict file: a torchvision/timm ResNet-50 "
                                            "(ResNet3D), a ConvNeXt-V1 of the model's size (ConvNeXt), or the "
                                            "2-D backbone's own state dict (a tadafied model)"),
@@ -170,8 +171,8 @@ SCHEMA: dict[str, Any] = {
             "TEMP_ENHANCE": Key(False, (bool,), doc="TAdaFormer: 3x1x1 temporal conv before the TAdaConv"),
             "DOUBLE_TADA": Key(False, (bool,), doc="TAdaFormer: a second TAda branch after attention"),
             "BRANCH": {
-                "NAME": Key("TAda2DBlock", (str,), ("TAda2DBlock", "Base2DBlock", "TAdaConvNeXtV2Block", "ConvNeXtBlock",
-                                                    "TAdaFormerBlock"),
+                "NAME": Key("TAda2DBlock", (str,),
+                            ("TAda2DBlock", "Base2DBlock", "TAdaConvNeXtV2Block", "ConvNeXtBlock", "TAdaFormerBlock"),
                             doc="ConvNeXtBlock = tada: the plain per-frame ConvNeXt block"),
                 "ROUTE_FUNC_K": [3, 3],
                 "ROUTE_FUNC_R": 4,

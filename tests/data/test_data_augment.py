@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from augment_float_reference import run_op_float
 
 from tada.data.augment import (
     INCREASING_OPS,
@@ -189,11 +190,11 @@ def test_auto_contrast_and_equalize_work_per_frame_and_channel():
 def test_affine_ops_move_pixels_and_fill_what_comes_in():
     clip = random_clip(5, (3, 2, 10, 12))
     fill = (11, 22, 33)
-    shifted = _affine(clip.float(), (1, 0, 3, 0, 1, 0), fill).to(torch.uint8)  # reads x + 3: moves the image left by 3
+    shifted = _affine(clip, (1, 0, 3, 0, 1, 0), fill)  # reads x + 3: moves the image left by 3
     assert torch.equal(shifted[..., :9], clip[..., 3:])
     assert (shifted[..., 9:] == torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1, 1)).all()
     square = random_clip(6, (3, 1, 8, 8))
-    rotated = _affine(square.float(), _rotate_matrix(90.0, 8, 8), fill).to(torch.uint8)  # counter-clockwise, as Pillow
+    rotated = _affine(square, _rotate_matrix(90.0, 8, 8), fill)  # counter-clockwise, as Pillow
     assert torch.equal(rotated, torch.rot90(square, 1, dims=(-2, -1)))
     flat = torch.full((3, 2, 16, 16), 77, dtype=torch.uint8)
     out = apply_op(flat, "Rotate", 9.0, fill=fill)
@@ -202,8 +203,8 @@ def test_affine_ops_move_pixels_and_fill_what_comes_in():
     sheared = apply_op(flat, "ShearX", 10.0, fill=fill)  # x reads x + 0.3 (y + .5): the right side fills
     assert (sheared[:, :, 0, :] == 77).all()
     assert (sheared[:, :, -1, -4:] == torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1)).all()
-    gone = _affine(flat.float(), (1, 0, 100, 0, 1, 0), fill)  # every source point outside: all fill
-    assert torch.equal(gone, torch.tensor(fill, dtype=torch.float32).view(3, 1, 1, 1).expand_as(gone))
+    gone = _affine(flat, (1, 0, 100, 0, 1, 0), fill)  # every source point outside: all fill
+    assert torch.equal(gone, torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1, 1).expand_as(gone))
 
 
 def test_translate_magnitude_is_a_fraction_of_the_frame():
@@ -239,3 +240,37 @@ def test_random_erasing_probability_area_and_one_box_per_clip():
         RandomErasing(mode="noise")
     noisy = RandomErasing(prob=1.0, mode="pixel")(torch.full((3, 2, 30, 30), 100.0), np.random.default_rng(1))
     assert (noisy.abs() < 10).sum() > 0
+
+
+# ---------------------------------------------------------------- uint8 ops == the float32 reference
+@pytest.mark.parametrize("name", INCREASING_OPS)
+def test_uint8_ops_equal_the_float32_reference_bit_for_bit(name):
+    """Every op, on random and on smooth (photo-like) clips of odd sizes, at magnitudes over the
+    whole range and both signs, equals the float32 implementation it replaced."""
+    g = np.random.default_rng(sum(map(ord, name)))
+    yy, xx = np.mgrid[0:37, 0:53]
+    smooth = (128 + 100 * np.sin(xx / 7.0)[None, None] * np.cos(yy / 5.0 + np.arange(3)[:, None, None, None]))
+    smooth = smooth + np.arange(4)[None, :, None, None] * 9
+    clips = [random_clip(11, (3, 4, 37, 53)), torch.from_numpy(smooth.clip(0, 255).astype(np.uint8)),
+             torch.from_numpy(g.integers(60, 90, (3, 2, 24, 24), dtype=np.uint8))]
+    for clip in clips:
+        for m in (0.0, 0.37, 4.5, 9.0, 9.62, 10.0):
+            for negate in (False, True):
+                fill = tuple(int(v) for v in g.integers(0, 256, 3))
+                want = run_op_float(clip.float(), name, m, negate, fill)
+                got = apply_op(clip, name, m, negate=negate, fill=fill)
+                assert got.dtype == torch.uint8
+                assert torch.equal(got.float(), want), (name, m, negate)
+                assert torch.equal(apply_op(clip.float(), name, m, negate=negate, fill=fill), want)
+
+
+def test_rand_augment_on_uint8_equals_the_float32_reference():
+    ra = parse_rand_augment("rand-m9-n4-mstd0.5-inc1")
+    for seed in range(12):
+        clip = random_clip(seed, (3, 3, 30, 26))
+        got = ra(clip.float(), np.random.default_rng(seed), fill=(124, 116, 104))
+        want = clip.float()
+        for name, m, negate in ra.draw(np.random.default_rng(seed)):
+            want = run_op_float(want, name, m, negate, (124, 116, 104))
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+        assert torch.equal(ra(clip, np.random.default_rng(seed), fill=(124, 116, 104)), want.to(torch.uint8))

@@ -24,13 +24,12 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from engine_standins import REPO
 
 from tada.config import load_config
 from tada.data.synthetic import CLASSES, PRESETS, VideoParams, render_video
 from tada.engine.optim import build_optimizer, lr_from_config, set_lr
 from tada.models import build_model
-
-from engine_standins import REPO
 
 CONFIG = REPO / "configs" / "projects" / "tada" / "synthetic" / "reversal6_tada2d.yaml"
 SMALL = [  # the reversal6 recipe on a small network; everything else stays the config's (and library's) default

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ class RandAugment:
         fired = self.draw(rng)
         if not fired:
             return clip
-        x = clip.to(torch.float32)
+        x = clip.to(torch.uint8)  # exact: a float32 clip holds integers 0..255
         for name, m, negate in fired:
             x = _run_op(x, name, m, negate, fill)
         return x.to(clip.dtype)
@@ -134,23 +134,30 @@ def parse_rand_augment(text: str) -> RandAugment:
 
 
 # ------------------------------------------------------------------------------------------
-# The ops. A clip is (C, T, H, W) of 8-bit values 0..255, held as float32 (exact integers) while
-# the ops run: every op yields integers again (truncated or looked up as Pillow does), so this is
-# the uint8 arithmetic without a conversion per op.
+# The ops. A clip is uint8 (C, T, H, W). Each op computes exactly what Pillow's float or integer
+# arithmetic gives: a point op (one value in, one out) is a 256-entry table built by that
+# arithmetic on the 256 possible inputs and applied by one gather; a blend of a pixel with a
+# degenerate value (grey, mean, smoothed) is a 256 x 256 table of (degenerate, value). Only the
+# affine ops, whose result depends on 4 to 16 source pixels, run in float32.
 # ------------------------------------------------------------------------------------------
-def _lut(x: Tensor, table: np.ndarray) -> Tensor:
-    """A 256-entry lookup table applied to every value (one gather: cheaper than compare-and-select)."""
-    flat = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))
-    return flat.index_select(0, x.reshape(-1).to(torch.int32)).view(x.shape)
+_RAMP = torch.arange(256, dtype=torch.float32)
 
 
-def _planes_lut(x: Tensor, tables: np.ndarray) -> Tensor:
-    """One 256-entry table per (channel, frame) plane; ``tables`` is (C*T, 256)."""
+def _lut(x: Tensor, table: Tensor) -> Tensor:
+    """A uint8 256-entry ``table`` applied to every value of a uint8 tensor (one gather)."""
+    return table.index_select(0, x.reshape(-1).to(torch.int32)).view(x.shape)
+
+
+def _planes_lut(x: Tensor, tables: Tensor) -> Tensor:
+    """One uint8 256-entry table per (channel, frame) plane; ``tables`` is (C*T, 256)."""
     c, t, h, w = x.shape
     index = x.reshape(c * t, h * w).to(torch.int32)
     index += (torch.arange(c * t, dtype=torch.int32) * 256).view(-1, 1)
-    flat = torch.from_numpy(np.ascontiguousarray(tables, dtype=np.float32).reshape(-1))
-    return flat.index_select(0, index.view(-1)).view(c, t, h, w)
+    return tables.reshape(-1).index_select(0, index.view(-1)).view(c, t, h, w)
+
+
+def _as_uint8_tables(tables: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(tables, dtype=np.uint8))
 
 
 def _auto_contrast(x: Tensor) -> Tensor:
@@ -162,15 +169,14 @@ def _auto_contrast(x: Tensor) -> Tensor:
         scale = 255.0 / (hi[k] - lo[k])
         offset = -lo[k] * scale
         tables[k] = np.clip(np.trunc(np.arange(256) * scale + offset), 0, 255)
-    return _planes_lut(x, tables)
+    return _planes_lut(x, _as_uint8_tables(tables))
 
 
 def _equalize(x: Tensor) -> Tensor:
     c, t, h, w = x.shape
-    n = c * t * 256
-    # Plane k's value v counted in bin 256 k + v: unit-width bins centred on the integers, exact in float32.
-    index = x.reshape(c * t, h * w) + (torch.arange(c * t, dtype=torch.float32) * 256).view(-1, 1)
-    hist = torch.histc(index, bins=n, min=-0.5, max=n - 0.5).to(torch.int64).view(c * t, 256).numpy()
+    index = x.reshape(c * t, h * w).to(torch.int32)
+    index += (torch.arange(c * t, dtype=torch.int32) * 256).view(-1, 1)
+    hist = torch.bincount(index.view(-1), minlength=c * t * 256).view(c * t, 256).numpy()
     tables = np.tile(np.arange(256, dtype=np.int64), (c * t, 1))
     for k, counts in enumerate(hist):
         nonzero = counts[counts > 0]
@@ -181,19 +187,27 @@ def _equalize(x: Tensor) -> Tensor:
             continue
         below = np.concatenate([[0], np.cumsum(counts)[:-1]])
         tables[k] = np.minimum((step // 2 + below) // step, 255)  # Image.point clips to 255
-    flat = torch.from_numpy(tables.astype(np.float32).reshape(-1))
-    return flat.index_select(0, index.view(-1).to(torch.int32)).view(c, t, h, w)
+    flat = _as_uint8_tables(tables).view(-1)
+    return flat.index_select(0, index.view(-1)).view(c, t, h, w)
 
 
 def _grey_l(x: Tensor) -> Tensor:
-    """Pillow's RGB -> L, (19595 R + 38470 G + 7471 B + 0x8000) >> 16, as (T, H, W); exact in float32
-    (every partial sum stays below 2^24)."""
-    return (x[0] * 19595 + x[1] * 38470 + x[2] * 7471 + 0x8000).div_(65536).floor_()
+    """Pillow's RGB -> L, (19595 R + 38470 G + 7471 B + 0x8000) >> 16, as int32 (T, H, W)."""
+    r, g, b = (x[k].to(torch.int32) for k in range(3))
+    return (r.mul_(19595).add_(g.mul_(38470)).add_(b.mul_(7471)).add_(0x8000)).bitwise_right_shift_(16)
 
 
-def _blend(degenerate: Tensor, x: Tensor, factor: float) -> Tensor:
-    """Pillow's blend(degenerate, x, factor) in float32: d + factor * (x - d), clamped, truncated."""
-    return (x - degenerate).mul_(np.float32(factor)).add_(degenerate).clamp_(0, 255).floor_()
+def _blend_table(factor: float) -> Tensor:
+    """Pillow's blend(degenerate, x, factor) for every (degenerate, x) pair, as uint8 (256, 256):
+    d + factor * (x - d) in float32, clamped, truncated."""
+    d, v = _RAMP.view(-1, 1), _RAMP.view(1, -1)
+    return (v - d).mul_(np.float32(factor)).add_(d).clamp_(0, 255).floor_().to(torch.uint8)
+
+
+def _blend_with(degenerate: Tensor, x: Tensor, factor: float) -> Tensor:
+    """Blend uint8 ``x`` with an integer ``degenerate`` (0..255, broadcastable to ``x``)."""
+    index = torch.add(x.to(torch.int32), degenerate.to(torch.int32), alpha=256)
+    return _blend_table(factor).view(-1).index_select(0, index.view(-1)).view(index.shape)
 
 
 _SMOOTH = torch.tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]).div_(13).view(1, 1, 3, 3)
@@ -204,12 +218,18 @@ def _sharpness(x: Tensor, factor: float) -> Tensor:
     rows and columns are the image's own, so the border stays as it is.
 
     A smoothed value is an integer over 13, never within 1/26 of a rounding tie, so the float
-    summation order does not matter."""
+    summation order does not matter. (A depthwise float convolution is faster here than integer
+    sums of shifted slices.)"""
     c, t, h, w = x.shape
-    kernel = _SMOOTH.expand(c * t, 1, 3, 3).contiguous()  # depthwise: one pass over all planes
-    smooth = torch.nn.functional.conv2d(x.reshape(1, c * t, h, w), kernel, groups=c * t).view(c, t, h - 2, w - 2)
     out = x.clone()
-    out[..., 1:-1, 1:-1] = _blend(smooth.add_(0.5).floor_().clamp_(0, 255), x[..., 1:-1, 1:-1], factor)
+    if h < 3 or w < 3:
+        return out
+    planes = x.to(torch.float32)
+    kernel = _SMOOTH.expand(c * t, 1, 3, 3).contiguous()  # depthwise: one pass over all planes
+    smooth = torch.nn.functional.conv2d(planes.view(1, c * t, h, w), kernel, groups=c * t).view(c, t, h - 2, w - 2)
+    smooth.add_(0.5).floor_().clamp_(0, 255)
+    inner = planes[..., 1:-1, 1:-1]  # blend in float32: d + factor * (x - d), clamped, truncated
+    out[..., 1:-1, 1:-1] = inner.sub(smooth).mul_(np.float32(factor)).add_(smooth).clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -220,12 +240,12 @@ def _cubic_weights(d: np.ndarray) -> np.ndarray:
 
 
 def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
-    """Pillow's ``transform(AFFINE, matrix, BICUBIC, fillcolor=fill)`` of every frame.
+    """Pillow's ``transform(AFFINE, matrix, BICUBIC, fillcolor=fill)`` of every frame of a uint8 clip.
 
     Output pixel (x, y) reads the source at (a, b, c) . (x + .5, y + .5, 1), (d, e, f) . (...);
     a source point outside the frame gives ``fill``. The taps are shared by all planes, so each
-    output pixel is one row of a sparse tap matrix, applied to all planes at once; taps whose
-    weight is zero everywhere (shears, shifts) are left out.
+    output pixel is one row of a sparse tap matrix, applied to all planes at once in float32;
+    taps whose weight is zero everywhere (shears, shifts) are left out.
     """
     c, t, h, w = x.shape
     a, b, cc, d, e, f = (float(v) for v in matrix)
@@ -234,35 +254,36 @@ def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
     xin = a * xo + b * yo + cc
     yin = d * xo + e * yo + f
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    xin, yin = xin - 0.5, yin - 0.5
+    colour = torch.tensor([int(v) for v in fill], dtype=torch.uint8).repeat_interleave(t)
+    if not inside.any():
+        return colour.view(-1, 1).expand(c * t, h * w).reshape(c, t, h, w)
+    rows = np.flatnonzero(inside)
+    xin, yin = xin[rows] - 0.5, yin[rows] - 0.5
     x0, y0 = np.floor(xin), np.floor(yin)
     wx, wy = _cubic_weights(xin - x0), _cubic_weights(yin - y0)
     x0, y0 = x0.astype(np.int64) - 1, y0.astype(np.int64) - 1
-    colour = torch.tensor([float(v) for v in fill]).repeat_interleave(t)
-    if not inside.any():
-        return colour.view(-1, 1).expand(c * t, h * w).reshape(c, t, h, w)
-    used_x = [k for k in range(4) if np.any(wx[k][inside] != 0)]
-    used_y = [k for k in range(4) if np.any(wy[k][inside] != 0)]
-    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame), applied to the
-    # (H*W, C*T) pixel rows by one sparse-dense product.
-    cols, weights = [], []
-    for ky in used_y:
-        yy = np.clip(y0 + ky, 0, h - 1) * w
-        for kx in used_x:
-            cols.append((yy + np.clip(x0 + kx, 0, w - 1))[inside])
-            weights.append((wy[ky] * wx[kx])[inside])
-    taps = len(cols)
-    col_index = torch.from_numpy(np.stack(cols, axis=1).reshape(-1))
-    values = torch.from_numpy(np.stack(weights, axis=1).reshape(-1).astype(np.float32))
-    row_start = np.zeros(h * w + 1, dtype=np.int64)
-    row_start[1:] = np.cumsum(inside * taps)
+    used_x = [k for k in range(4) if np.any(wx[k] != 0)]
+    used_y = [k for k in range(4) if np.any(wy[k] != 0)]
+    taps = len(used_x) * len(used_y)
+    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame; taps y-major),
+    # applied to the (H*W, C*T) pixel rows by one sparse-dense product.
+    tap_y = np.clip(y0 + np.array(used_y).reshape(-1, 1, 1), 0, h - 1) * w  # (ny, 1, N)
+    tap_x = np.clip(x0 + np.array(used_x).reshape(1, -1, 1), 0, w - 1)  # (1, nx, N)
+    cols = (tap_y + tap_x).reshape(taps, -1).T.astype(np.int32, order="C")
+    weights = (wy[used_y][:, None] * wx[used_x][None]).reshape(taps, -1).T.astype(np.float32, order="C")
+    row_start = np.zeros(h * w + 1, dtype=np.int32)  # int32 indices: the product's kernel takes them as they are
+    np.cumsum(inside * taps, out=row_start[1:])
+    # numpy transposes uint8 planes several times faster than torch's strided copy
+    pixels = torch.from_numpy(x.contiguous().numpy().reshape(c * t, h * w).T.astype(np.float32, order="C"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        matrix = torch.sparse_csr_tensor(torch.from_numpy(row_start), col_index, values, size=(h * w, h * w))
-        acc = matrix @ x.reshape(c * t, h * w).t().contiguous()  # (H*W, C*T); rows outside are 0
-    outside = torch.from_numpy((~inside).astype(np.float32)).view(-1, 1)
-    acc.clamp_(0, 255).floor_().addcmul_(outside, colour.view(1, -1))
-    return acc.t().contiguous().view(c, t, h, w)
+        sparse = torch.sparse_csr_tensor(torch.from_numpy(row_start), torch.from_numpy(cols.reshape(-1)),
+                                         torch.from_numpy(weights.reshape(-1)), size=(h * w, h * w))
+        acc = sparse @ pixels  # (H*W, C*T); rows outside are 0
+    out = acc.clamp_(0, 255).to(torch.uint8)  # truncation: the values are >= 0
+    if len(rows) < h * w:
+        out[torch.from_numpy(np.flatnonzero(~inside))] = colour
+    return torch.from_numpy(out.numpy().T.copy(order="C")).view(c, t, h, w)
 
 
 def _rotate_matrix(degrees: float, w: int, h: int) -> list[float]:
@@ -285,34 +306,41 @@ def _enhance_factor(m: float, negate: bool) -> float:
 
 
 def _contrast(x: Tensor, factor: float) -> Tensor:
-    """Blend with each frame's mean grey level, int(mean(L) + 0.5)."""
-    mean = (_grey_l(x).flatten(1).to(torch.float64).mean(1) + 0.5).floor()
-    return _blend(mean.to(torch.float32).view(1, -1, 1, 1), x, factor)
+    """Blend with each frame's mean grey level, int(mean(L) + 0.5) (the integer sum, divided in float64)."""
+    grey = _grey_l(x).flatten(1)
+    mean = (grey.sum(1, dtype=torch.int64).to(torch.float64) / grey.shape[1] + 0.5).floor()
+    c = x.shape[0]
+    tables = _blend_table(factor).index_select(0, mean.to(torch.int32)).repeat(c, 1)  # (C*T, 256)
+    return _planes_lut(x, tables)
+
+
+def _point_table(values: np.ndarray) -> Tensor:
+    return torch.from_numpy(values.astype(np.uint8))
 
 
 def _run_op(x: Tensor, name: str, m: float, negate: bool, fill: Sequence[int]) -> Tensor:
-    """One op on an integer-valued float32 (3, T, H, W) clip."""
+    """One op on a uint8 (3, T, H, W) clip; returns a new uint8 clip."""
     _, _, h, w = x.shape
     if name == "AutoContrast":
         return _auto_contrast(x)
     if name == "Equalize":
         return _equalize(x)
     if name == "Invert":
-        return torch.sub(255.0, x)
+        return torch.bitwise_not(x)  # 255 - x
     ramp = np.arange(256)
     if name == "PosterizeIncreasing":
         bits = 4 - int(m / MAX_LEVEL * 4)
-        return x if bits >= 8 else _lut(x, ramp & (~(2 ** (8 - bits) - 1) & 0xFF))
+        return x.clone() if bits >= 8 else torch.bitwise_and(x, ~(2 ** (8 - bits) - 1) & 0xFF)
     if name == "SolarizeIncreasing":
-        return _lut(x, np.where(ramp < 256 - int(m / MAX_LEVEL * 256), ramp, 255 - ramp))
+        return _lut(x, _point_table(np.where(ramp < 256 - int(m / MAX_LEVEL * 256), ramp, 255 - ramp)))
     if name == "SolarizeAdd":
-        return _lut(x, np.where(ramp < 128, np.minimum(ramp + int(m / MAX_LEVEL * 110), 255), ramp))
+        return _lut(x, _point_table(np.where(ramp < 128, np.minimum(ramp + int(m / MAX_LEVEL * 110), 255), ramp)))
     if name == "ColorIncreasing":
-        return _blend(_grey_l(x).unsqueeze(0), x, _enhance_factor(m, negate))
+        return _blend_with(_grey_l(x).unsqueeze(0), x, _enhance_factor(m, negate))
     if name == "ContrastIncreasing":
         return _contrast(x, _enhance_factor(m, negate))
-    if name == "BrightnessIncreasing":
-        return x.mul(np.float32(_enhance_factor(m, negate))).clamp_(0, 255).floor_()
+    if name == "BrightnessIncreasing":  # blend with black: factor * x in float32, clamped, truncated
+        return _lut(x, _RAMP.mul(np.float32(_enhance_factor(m, negate))).clamp_(0, 255).floor_().to(torch.uint8))
     if name == "SharpnessIncreasing":
         return _sharpness(x, _enhance_factor(m, negate))
     if name == "Rotate":
@@ -339,7 +367,7 @@ def apply_op(clip: Tensor, name: str, magnitude: float, *, negate: bool = False,
     """One RandAugment op at ``magnitude`` (0..10) on a (3, T, H, W) RGB clip of 8-bit values; the
     result has the input's dtype (uint8, or float32 holding integers)."""
     _check_clip(clip)
-    out = _run_op(clip.to(torch.float32), name, magnitude, negate, fill)
+    out = _run_op(clip.to(torch.uint8), name, magnitude, negate, fill)
     return out.to(clip.dtype)
 
 

@@ -267,8 +267,9 @@ class VideoDataset(Dataset):
     def _augmented(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """RandAugment on the crop as uint8 (truncated, as officially), grayscale, normalise, erase."""
         spec = self.spec
-        if spec.rand_augment is not None:  # the 8-bit crop, held as float32 integers (see tada.data.augment)
-            video = spec.rand_augment(video.floor_(), rng, fill=spec.fill)  # bilinear: already in 0..255
+        if spec.rand_augment is not None:
+            # The 8-bit crop: the bilinear values lie in 0..255, so the conversion truncates = floors.
+            video = spec.rand_augment(video.to(torch.uint8), rng, fill=spec.fill).to(torch.float32)
         if spec.grayscale_prob > 0 and rng.random() < spec.grayscale_prob:
             grayscale_(video)
         normalize_(video, spec.mean, spec.std)

@@ -18,9 +18,10 @@ disk translating, learned last by TAda2D) and ``static cross`` are available thr
 ``classes=``. The ``reversal6`` preset (:data:`PRESETS`, ``tada synth --preset reversal6``) is a
 harder task of three pairs only: ``slides right`` / ``slides left`` (a disk crossing the frame),
 ``square grows`` / ``square shrinks`` and ``bar turns clockwise`` / ``bar turns anticlockwise``,
-36-90 frames, 96-160 px, 40 / 12 / 12 videos per class. Nuisances: colours, sizes, positions, drift, speed and timing of the change,
-lengths (24-64 frames), fps (24-30), resolutions 64-112 px in landscape, portrait and square,
-gradient backgrounds and pixel noise. Everything is a function of ``seed``.
+36-90 frames, 96-160 px, 40 / 12 / 12 videos per class. Nuisances of the default classes: colours,
+sizes, positions, drift, speed and timing of the change, lengths (24-64 frames), fps (24-30),
+resolutions 64-112 px in landscape, portrait and square, gradient backgrounds and pixel noise.
+Everything is a function of ``seed``.
 
 Layout of the output folder::
 
@@ -44,11 +45,11 @@ import os
 import shutil
 import time
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -15,8 +15,8 @@ can also run on the GPU (:func:`gpu_transform`) with identical arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class CropPlan:
     def out_size(self) -> tuple[int, int]:
         return int(self.rows0.numel()), int(self.cols0.numel())
 
-    def flipped(self) -> "CropPlan":
+    def flipped(self) -> CropPlan:
         """The same crop mirrored left-right."""
         return replace(self, cols0=self.cols0.flip(0), cols1=self.cols1.flip(0), col_w=self.col_w.flip(0))
 

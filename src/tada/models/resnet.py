@@ -18,7 +18,8 @@ and the residual block adds ``short_cut`` (projection in ``res_1``) then applies
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
