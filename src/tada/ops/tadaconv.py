@@ -65,6 +65,36 @@ def _check_cal_dim(cal_dim: str) -> None:
         raise ValueError(f"cal_dim must be one of {_CAL_DIMS}, got {cal_dim!r}")
 
 
+def _init_conv_geometry(
+    module: nn.Module,
+    *,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+    cal_dim: str,
+) -> None:
+    """Check and store a per-frame 2-D TAdaConv's geometry and its official (1, 1, Cout, Cin/groups, kh, kw)
+    weight and (1, 1, Cout) bias layout (parameters created by the caller)."""
+    _check_cal_dim(cal_dim)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
+            f"by groups ({groups})"
+        )
+    module.in_channels = in_channels
+    module.out_channels = out_channels
+    module.kernel_size = _split_temporal(kernel_size, "kernel_size", 1)
+    module.stride = _split_temporal(stride, "stride", 1)
+    module.padding = _split_temporal(padding, "padding", 0)
+    module.dilation = _split_temporal(dilation, "dilation", 1)
+    module.groups = groups
+    module.cal_dim = cal_dim
+
+
 def _frames_alpha(alpha: Tensor, frames: int, channels: int) -> Tensor:
     """Bring a frames-layout calibration to (N, C, 1, 1); accepts (N, C) or (N, C, 1, 1)."""
     if alpha.dim() == 2:
@@ -154,20 +184,8 @@ class TAdaConv2d(nn.Module):
         cal_dim: str = "cin",
     ) -> None:
         super().__init__()
-        _check_cal_dim(cal_dim)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
-                f"by groups ({groups})"
-            )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _split_temporal(kernel_size, "kernel_size", 1)
-        self.stride = _split_temporal(stride, "stride", 1)
-        self.padding = _split_temporal(padding, "padding", 0)
-        self.dilation = _split_temporal(dilation, "dilation", 1)
-        self.groups = groups
-        self.cal_dim = cal_dim
+        _init_conv_geometry(self, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                            stride=stride, padding=padding, dilation=dilation, groups=groups, cal_dim=cal_dim)
         kh, kw = self.kernel_size
         # Official layout (1, 1, Cout, Cin/groups, kh, kw): checkpoints load unchanged.
         self.weight = nn.Parameter(torch.empty(1, 1, out_channels, in_channels // groups, kh, kw))

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from tada.ops.primitives import temporal_avg_pool3
 from tada.ops.routing import TemporalConvWeight
 from tada.ops.routing_v2 import RouteFuncAttention
-from tada.ops.tadaconv import _check_cal_dim, _split_temporal
+from tada.ops.tadaconv import _check_cal_dim, _init_conv_geometry
 
 __all__ = ["TAdaConv2dV2", "tada_conv2d_v2", "tada_conv2d_v2_grouped_reference"]
 
@@ -133,24 +133,13 @@ class TAdaConv2dV2(nn.Module):
         internal_temp_aggr: bool = True,
     ) -> None:
         super().__init__()
-        _check_cal_dim(cal_dim)
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
-            )
+        _init_conv_geometry(self, in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size,
+                            stride=stride, padding=padding, dilation=dilation, groups=groups, cal_dim=cal_dim)
         if internal_rf_func and in_channels != out_channels:
             raise ValueError(
                 f"the internal routing function reads the input with out_channels channels: in_channels "
                 f"({in_channels}) must equal out_channels ({out_channels})"
             )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = _split_temporal(kernel_size, "kernel_size", 1)
-        self.stride = _split_temporal(stride, "stride", 1)
-        self.padding = _split_temporal(padding, "padding", 0)
-        self.dilation = _split_temporal(dilation, "dilation", 1)
-        self.groups = groups
-        self.cal_dim = cal_dim
         self.num_frames = num_frames
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(1, 1, out_channels, in_channels // groups, kh, kw))
