@@ -418,3 +418,23 @@ def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
     for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
         _assert_same_ranking(t["top"], o["top"], atol=1e-4)
         assert [x["label"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
+
+
+def test_onnx_of_a_calibration_clamped_model_clamps_as_eager(tmp_path):
+    """MODEL.CALIBRATION_CLAMP: the exported graph applies the tracked range, as the eager model does."""
+    from tada.ops import track_calibration_range
+
+    torch.manual_seed(2)
+    model = create_model("tada2d_r26", num_classes=5, widths=TINY_WIDTHS, layers=TINY_LAYERS, dropout=0.0)
+    track_calibration_range(model)
+    model = _trained_like(model, seed=2)
+    lows = [m.alpha_low for m in model.modules() if hasattr(m, "alpha_low")]
+    assert lows and all(torch.isfinite(v).all() for v in lows)  # calibration (train mode) tracked a range
+    out = tmp_path / "clamped.onnx"
+    export_model(model, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = _clips(3, 5) * 8  # outside the tracked range, so the clamp acts
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = session.run(None, {"video": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), rtol=0)

@@ -130,6 +130,10 @@ SCHEMA: dict[str, Any] = {
     "MODEL": {
         "NAME": "TAda2D",
         "EMA": {"ENABLE": False, "DECAY": 0.99996},
+        "CALIBRATION_CLAMP": Key(False, (bool,),
+                                 doc="tada: in eval mode clamp each TAdaConv calibration channel to the range it "
+                                     "takes in training (running extremes, BN.MOMENTUM); keeps from-scratch "
+                                     "TAda2D logits finite. Off: the official function (see docs/design.md)"),
     },
     "VIDEO": {
         "BACKBONE": {

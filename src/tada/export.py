@@ -155,6 +155,10 @@ class ExportRouteFunc(nn.Module):
         self.b_weight = rf.b.weight
         self.bn = rf.bn
         self.out_channels = rf.b.weight.shape[0]
+        # the calibration-range clamp, when the model tracks one (RouteFuncMLP.track_range): (1, C', 1)
+        clamped = getattr(rf, "range_momentum", None) is not None
+        self.alpha_low = rf.alpha_low.view(1, -1, 1) if clamped else None
+        self.alpha_high = rf.alpha_high.view(1, -1, 1) if clamped else None
 
     def forward(self, y: Tensor, num_frames: int) -> Tensor:
         n, c = y.shape[:2]
@@ -162,6 +166,8 @@ class ExportRouteFunc(nn.Module):
         gctx = _temporal_conv(u.mean(dim=2, keepdim=True), self.g_weight, self.g_bias)
         h = F.relu(self.bn(_temporal_conv(u + gctx, self.a_weight, self.a_bias)))
         alpha = _temporal_conv(h, self.b_weight, None) + 1.0  # (B, C', T)
+        if self.alpha_low is not None:
+            alpha = torch.maximum(torch.minimum(alpha, self.alpha_high), self.alpha_low)
         return alpha.transpose(1, 2).reshape(n, self.out_channels, 1, 1)
 
 

@@ -101,3 +101,110 @@ def test_errors():
         RouteFuncMLP(8, kernels=(2, 3))
     with pytest.raises(ValueError, match=">= 1"):
         RouteFuncMLP(2, ratio=4)
+
+
+# ------------------------------------------------------------------------------------------------
+# The calibration-range clamp (track_range / track_calibration_range)
+# ------------------------------------------------------------------------------------------------
+def _tracking(seed: int = 0, channels: int = 8) -> RouteFuncMLP:
+    rf = RouteFuncMLP(channels).double()
+    _randomise(rf, seed)
+    rf.track_range(0.25)
+    return rf
+
+
+def test_without_the_clamp_the_state_dict_is_the_official_one():
+    rf = RouteFuncMLP(8)
+    assert rf.range_momentum is None
+    assert not any("alpha_" in k for k in rf.state_dict())
+
+
+def test_range_is_batch_extremes_then_their_moving_average():
+    rf = _tracking().train()
+    assert torch.equal(rf.alpha_low, torch.full((8,), -float("inf"), dtype=torch.float64))
+    x1, x2 = torch.randn(3, 8, 5, 4, 4, dtype=torch.float64), torch.randn(2, 8, 5, 4, 4, dtype=torch.float64)
+    a1 = rf(x1).squeeze(-1).squeeze(-1)  # (B, C, T): train mode returns alpha unclamped
+    lo1, hi1 = a1.amin(dim=(0, 2)), a1.amax(dim=(0, 2))
+    torch.testing.assert_close(rf.alpha_low, lo1, **TOL)
+    torch.testing.assert_close(rf.alpha_high, hi1, **TOL)
+    a2 = rf(x2).squeeze(-1).squeeze(-1)
+    torch.testing.assert_close(rf.alpha_low, lo1 + 0.25 * (a2.amin(dim=(0, 2)) - lo1), **TOL)
+    torch.testing.assert_close(rf.alpha_high, hi1 + 0.25 * (a2.amax(dim=(0, 2)) - hi1), **TOL)
+
+
+def test_eval_clamps_to_the_range_and_leaves_values_inside_it():
+    rf = _tracking(1).train()
+    rf(torch.randn(4, 8, 6, 3, 3, dtype=torch.float64))
+    rf.eval()
+    plain = RouteFuncMLP(8).double().eval()
+    plain.load_state_dict(rf.state_dict(), strict=False)  # same weights and BN statistics, no clamp
+    x = torch.randn(4, 8, 6, 3, 3, dtype=torch.float64) * 20  # far outside what the range saw
+    free, clamped = plain(x), rf(x)
+    lo, hi = rf.alpha_low.view(1, -1, 1, 1, 1), rf.alpha_high.view(1, -1, 1, 1, 1)
+    assert ((free < lo) | (free > hi)).any()  # the test input does leave the range
+    assert torch.equal(clamped, torch.maximum(torch.minimum(free, hi), lo))
+    inside = (free >= lo) & (free <= hi)
+    assert inside.any() and torch.equal(clamped[inside], free[inside])
+
+
+def test_loading_an_official_state_dict_leaves_the_function_official():
+    official = RouteFuncMLP(8).double().eval()
+    _randomise(official, 2)
+    rf = _tracking(3).train()
+    rf(torch.randn(2, 8, 4, 3, 3, dtype=torch.float64))  # tracked something...
+    rf.load_state_dict(official.state_dict())  # ...then strict-loads a state dict without the buffers
+    assert torch.isinf(rf.alpha_low).all() and torch.isinf(rf.alpha_high).all()
+    x = torch.randn(2, 8, 4, 3, 3, dtype=torch.float64) * 50
+    assert torch.equal(rf.eval()(x), official(x))
+    # a clamping module's own state dict round-trips with its range
+    rf.train()(torch.randn(2, 8, 4, 3, 3, dtype=torch.float64))
+    again = _tracking(4)
+    again.load_state_dict(rf.state_dict())
+    assert torch.equal(again.alpha_low, rf.alpha_low) and torch.equal(again.alpha_high, rf.alpha_high)
+
+
+def test_track_calibration_range_reaches_every_routing_function_or_refuses():
+    from tada.models import create_model
+    from tada.ops import track_calibration_range
+
+    model = create_model("tada2d_r26", num_classes=3, widths=(8, 16, 32, 64, 128))
+    assert track_calibration_range(model, momentum=0.1) == 8
+    assert sum(k.endswith("alpha_low") for k in model.state_dict()) == 8
+    with pytest.raises(ValueError, match="no RouteFuncMLP"):
+        track_calibration_range(create_model("tsn_r26", num_classes=3, widths=(8, 16, 32, 64, 128)))
+    with pytest.raises(ValueError, match="momentum"):
+        RouteFuncMLP(8).track_range(0.0)
+
+
+def test_the_clamp_bounds_eval_mode_growth_that_the_official_function_lets_through():
+    """Eval-mode TAda2D squares the scale of a clip's features in every block (alpha grows with the
+    input, the TAdaConv output with alpha times the input). Without the clamp a clip at 20x the
+    training scale reaches logits near 1e298 (float32 gives inf); with it they grow about linearly."""
+    from tada.models import create_model
+    from tada.ops import track_calibration_range
+
+    torch.manual_seed(0)
+    model = create_model("tada2d_r26", num_classes=3, widths=(8, 16, 32, 64, 128), dropout=0.0).double()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained-like calibration: alpha depends on the input
+        for m in model.modules():
+            if isinstance(m, RouteFuncMLP):
+                m.b.weight.copy_(torch.randn(m.b.weight.shape, generator=gen, dtype=torch.float64) * 0.5)
+    clamped = create_model("tada2d_r26", num_classes=3, widths=(8, 16, 32, 64, 128), dropout=0.0).double()
+    track_calibration_range(clamped)
+    clamped.load_state_dict(model.state_dict())
+    train = torch.randn(8, 3, 4, 32, 32, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        for net in (model, clamped):
+            net.train()
+            for _ in range(20):
+                net(train)
+            net.eval()
+        x = torch.randn(2, 3, 4, 32, 32, generator=gen, dtype=torch.float64)
+        normal = model(x).abs().max()
+        near = (clamped(x) - model(x)).abs().max()
+        big = x * 20
+        free, bounded = model(big).abs().max(), clamped(big).abs().max()
+    assert near < 0.5 * normal  # at the training scale the clamp barely acts
+    assert free > 1e100 * normal  # measured: 4e298 against 0.25
+    assert bounded < 100 * normal  # measured: 5.4, about linear in the 20x scale

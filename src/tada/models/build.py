@@ -13,6 +13,7 @@ from tada.models.convnext import BLOCKS as CONVNEXT_BLOCKS
 from tada.models.convnext import video_convnext
 from tada.models.resnet import video_resnet
 from tada.models.tadaformer import tadaformer
+from tada.ops.routing import track_calibration_range
 
 __all__ = [
     "build_model", "convnext_kwargs_from_cfg", "model_kwargs_from_cfg", "resnet_kwargs_from_cfg",
@@ -256,8 +257,16 @@ def build_model(cfg: Any) -> nn.Module:
     otherwise the family VIDEO.BACKBONE.META_ARCH names (:data:`FAMILIES`). VIDEO.HEAD.ACTIVATION is not applied: the
     model returns logits, the evaluator applies softmax.
     """
-    if cfg.VIDEO.TADAFY.BACKBONE:
-        return _build_tadafied(cfg)
+    model = _build_tadafied(cfg) if cfg.VIDEO.TADAFY.BACKBONE else _build_family(cfg)
+    if cfg.MODEL.CALIBRATION_CLAMP:
+        try:
+            track_calibration_range(model, momentum=float(cfg.BN.MOMENTUM))
+        except ValueError as err:
+            raise ConfigError(f"MODEL.CALIBRATION_CLAMP: {err}") from err
+    return model
+
+
+def _build_family(cfg: Any) -> nn.Module:
     unused = [f"VIDEO.TADAFY.{k}" for k, default in _schema_leaf_defaults(SCHEMA["VIDEO"]["TADAFY"], "").items()
               if cfg.get("VIDEO.TADAFY." + k) != default]
     if unused:

@@ -1,7 +1,7 @@
 """Temporally-adaptive convolution ops: pure torch, importing nothing from config or data code."""
 
 from tada.ops.primitives import LayerNormChannelsFirst, QuickGELU, quick_gelu, temporal_avg_pool3
-from tada.ops.routing import RouteFuncMLP, TemporalConvWeight
+from tada.ops.routing import RouteFuncMLP, TemporalConvWeight, track_calibration_range
 from tada.ops.routing_v2 import RouteFuncAttention, temporal_self_attention
 from tada.ops.tadaconv import (
     TAdaConv2d,
@@ -17,6 +17,7 @@ __all__ = [
     "QuickGELU",
     "RouteFuncAttention",
     "RouteFuncMLP",
+    "track_calibration_range",
     "TAdaConv2d",
     "TAdaConv2dV2",
     "TAdaConv3d",

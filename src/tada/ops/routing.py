@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["RouteFuncMLP", "TemporalConvWeight"]
+__all__ = ["RouteFuncMLP", "TemporalConvWeight", "track_calibration_range"]
 
 
 def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
@@ -109,6 +109,51 @@ class RouteFuncMLP(nn.Module):
         self.b = TemporalConvWeight(hidden, out_channels, int(kernels[1]), bias=False)
         self.b.skip_init = True  # the network init leaves it at zero: alpha == 1 at start
         nn.init.zeros_(self.b.weight)
+        self.range_momentum: float | None = None  # set by track_range(): the calibration-range clamp is on
+
+    def track_range(self, momentum: float) -> None:
+        """Keep running per-channel extremes of alpha in train mode and clamp alpha to them in eval mode.
+
+        In eval mode every BN is a fixed affine map, so alpha grows in proportion to the scale of the
+        block's input; the TAdaConv output then grows with its square, and the next block squares
+        that again. A clip whose features are a little larger than training ones can thereby reach
+        1e60 and beyond (inf/NaN in float32) where train mode, which renormalises every batch, stays
+        finite. Clamping each channel of alpha to the range it takes in training bounds the loop.
+        The extremes are exponential moving averages (``momentum``, as a BN's running statistics) of
+        each batch's per-channel min and max, held in the buffers ``alpha_low`` / ``alpha_high``.
+        Until a first training batch, and after loading a state dict without them (e.g. an official
+        checkpoint), they are -inf / +inf: the clamp is the identity, the function the official one.
+        """
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"calibration-range momentum must be in (0, 1], got {momentum}")
+        self.range_momentum = float(momentum)
+        dtype = self.b.weight.dtype
+        device = self.b.weight.device
+        self.register_buffer("alpha_low", torch.full((self.out_channels,), -math.inf, dtype=dtype, device=device))
+        self.register_buffer("alpha_high", torch.full((self.out_channels,), math.inf, dtype=dtype, device=device))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if self.range_momentum is None:
+            return
+        for name, untracked in (("alpha_low", -math.inf), ("alpha_high", math.inf)):
+            key = prefix + name
+            if key in missing_keys:  # a state dict from a model without the clamp: untracked, no clamp
+                missing_keys.remove(key)
+                getattr(self, name).fill_(untracked)
+
+    def _range(self, alpha: Tensor) -> Tensor:
+        """Update the running extremes from alpha (..., C') in train mode; clamp alpha to them in eval mode."""
+        if self.training:
+            with torch.no_grad():
+                flat = alpha.detach().reshape(-1, self.out_channels)
+                for buf, batch in ((self.alpha_low, flat.amin(0)), (self.alpha_high, flat.amax(0))):
+                    ema = buf + self.range_momentum * (batch - buf)
+                    buf.copy_(torch.where(torch.isfinite(buf), ema, batch))
+            return alpha
+        return torch.maximum(torch.minimum(alpha, self.alpha_high), self.alpha_low)
 
     def forward_pooled(self, u: Tensor) -> Tensor:
         """From time-major per-frame spatial means u (B, T, C) to alpha (B, T, C').
@@ -124,7 +169,8 @@ class RouteFuncMLP(nn.Module):
             gctx = self.g(u.mean(dim=1, keepdim=True))  # (B, 1, C): context of the whole clip
             h = self.a(u + gctx)  # (B, T, C/r)
             h = self.relu(self.bn(h.reshape(b * t, -1))).view(b, t, -1)  # BN over B*T, as BN3d over (B, C, T)
-            return self.b(h) + 1.0
+            alpha = self.b(h) + 1.0
+            return alpha if self.range_momentum is None else self._range(alpha)
 
     def forward(self, x: Tensor, num_frames: int | None = None) -> Tensor:
         if x.dim() == 5:
@@ -144,3 +190,17 @@ class RouteFuncMLP(nn.Module):
         # place to x's other gradient, where a mean or pool backward would write a full tensor.
         u = x.sum(dim=(2, 3), dtype=self.g.weight.dtype).view(n // num_frames, num_frames, c) * (1.0 / (h * w))
         return self.forward_pooled(u).reshape(n, self.out_channels, 1, 1)
+
+
+def track_calibration_range(model: nn.Module, *, momentum: float = 0.1) -> int:
+    """Turn on the calibration-range clamp (:meth:`RouteFuncMLP.track_range`) in every routing function of a model.
+
+    Returns how many routing functions it reaches; a model without any is an error, since the
+    setting would otherwise do nothing.
+    """
+    routes = [m for m in model.modules() if isinstance(m, RouteFuncMLP)]
+    if not routes:
+        raise ValueError(f"{type(model).__name__} has no RouteFuncMLP: the calibration-range clamp does not apply")
+    for route in routes:
+        route.track_range(momentum)
+    return len(routes)
