@@ -69,7 +69,8 @@ def test_segment_single_view_is_the_midpoint_of_each_segment():
 
 
 def test_segment_multi_view_is_the_official_test_protocol():
-    # Spec 4.5: view v of V at lo + (hi - lo) (v + 1) / V; with 2 views the midpoints, then the ends.
+    # The official segment test views: view v of V at lo + (hi - lo) (v + 1) / V;
+    # with 2 views the midpoints, then the ends.
     a = segment_indices(40, num_input_frames=8, view=0, num_views=2)
     b = segment_indices(40, num_input_frames=8, view=1, num_views=2)
     np.testing.assert_array_equal(a, [2, 8, 12, 18, 22, 28, 32, 38])

@@ -20,7 +20,8 @@ from tada.data.transforms import (
 
 
 def official(clip: torch.Tensor, size: tuple[int, int], y: int, x: int, crop: int) -> torch.Tensor:
-    """Spec 4.6: float/255, bilinear resize of the whole (C,T,H,W) clip, then crop; back to 0..255."""
+    """The official test transform: float/255, bilinear resize of the whole (C,T,H,W) clip, then crop;
+    back to 0..255."""
     v = clip.permute(3, 0, 1, 2).float() / 255
     v = F.interpolate(v, size=size, mode="bilinear", align_corners=False)
     return v[:, :, y:y + crop, x:x + crop] * 255

@@ -103,7 +103,7 @@ def test_elastic_launcher_runs_two_cpu_processes(synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_tada_train_on_two_nodes_over_loopback(synthetic, tmp_path):
-    """The README's multi-node command, with two CPU "nodes" of one process on this host."""
+    """The multi-node command of docs/training.md, with two CPU "nodes" of one process on this host."""
     import os
     import socket
     import subprocess

@@ -12,7 +12,7 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 
 
 def _official(rf: RouteFuncMLP, x: torch.Tensor, training: bool) -> torch.Tensor:
-    """Spec 1.5 written with 5-D Conv3d/BN3d ops on (B, C, T, H, W)."""
+    """The official RouteFuncMLP, written with 5-D Conv3d/BN3d ops on (B, C, T, H, W)."""
     gctx = F.conv3d(F.adaptive_avg_pool3d(x, 1), rf.g.weight, rf.g.bias)
     u = F.adaptive_avg_pool3d(x, (x.shape[2], 1, 1))
     ka, kb = rf.a.kernel_size, rf.b.kernel_size

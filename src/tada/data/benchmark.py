@@ -40,7 +40,7 @@ from tada.data.decode import open_video
 __all__ = ["write_benchmark_sources", "floor_decode", "benchmark_data", "add_arguments", "run"]
 
 GOAL = 1.3
-V2_GOAL = 1.5  # issue 16: a TAdaConvV2 train item (16 frames, RandAugment, random resized crop) vs the floor
+V2_GOAL = 1.5  # goal: a TAdaConvV2 train item (16 frames, RandAugment, random resized crop) vs the floor
 
 
 def _scene(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
@@ -203,7 +203,7 @@ def _loader_rate(dataset: VideoDataset, workers: int, batches: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-FRAMES_GOAL = 0.25  # issue 8: a frame-folder train item costs at most 1/4 of the video item
+FRAMES_GOAL = 0.25  # goal: a frame-folder train item costs at most 1/4 of the video item
 
 
 def _open_extracted(folders: dict[str, str], path: str):
@@ -214,7 +214,7 @@ def _open_extracted(folders: dict[str, str], path: str):
 
 
 def _frame_rows(files: dict[str, list[Path]], folder: Path, iters: int) -> dict:
-    """Frame folders (issue 8): the same train items read from JPEG frame folders and from the
+    """Frame folders: the same train items read from JPEG frame folders and from the
     videos, timed interleaved; plus the USE_GPU worker item of frame folders (JPEG bytes only)."""
     import dataclasses
 
