@@ -259,7 +259,6 @@ def test_train_mode_backward_and_drop_path_per_video():
         (dict(widths=(96, 192, 384, 768), head_dim=64), "multiple of head_dim"),
         (dict(depths=(1, 1, 1)), "four positive"),
         (dict(stem_t_kernel=2), "odd"),
-        (dict(block="Nope"), "unknown ConvNeXt block"),
     ],
 )
 def test_builder_errors(kwargs, match):

@@ -365,7 +365,6 @@ def test_registry():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(branch="nonlocal"), "unknown branch"),
         (dict(depth=34), "depth"),
         (dict(kernel_sizes=(7, (3, 3, 3), 3, 3, 3)), "temporal kernel"),
         (dict(widths=(8, 18, 32, 64, 128)), "divisible"),
@@ -375,3 +374,38 @@ def test_registry():
 def test_builder_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         video_resnet(**kwargs)
+
+
+def test_builder_takes_its_parts():
+    """The branch class, its own arguments and the stem come in as arguments; a wrong part is an error."""
+    with pytest.raises(TypeError, match="block and stem"):
+        video_resnet(block="TAda2DBlock")
+    with pytest.raises(TypeError, match="route_ratio"):
+        video_resnet(block=Base2DBlock, block_args=dict(route_ratio=4), **TINY)
+    with pytest.raises(ValueError, match="tada_init"):
+        video_resnet(block=TAda2DBlock, block_args=dict(tada_init="xavier"), **TINY)
+    model = video_resnet(block=TAda2DBlock, block_args=dict(route_ratio=2, pool_kernel=5), **TINY)
+    branch = model.backbone.conv3.res_1.conv_branch
+    assert branch.b_rf.a.weight.shape[0] == 4 and branch.b_avgpool.kernel_size == 5
+    assert model.arch["block"] == "TAda2DBlock"
+    assert isinstance(video_resnet(block=Base2DBlock, **TINY).backbone.conv2.res_1.conv_branch, Base2DBlock)
+
+
+def test_init_weights_is_the_blocks_own_and_restores_the_plain_start():
+    """init_weights re-initialises a block in place: the temporal parts are zero again, BNs 1 / 0."""
+    torch.manual_seed(0)
+    model = create_model("tada2d_r26", num_classes=3, **TINY)
+    block = model.backbone.conv3.res_1
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(1.0)
+    block.init_weights()
+    branch = block.conv_branch
+    assert torch.count_nonzero(branch.b_rf.b.weight) == 0 and torch.count_nonzero(branch.b_avgpool_bn.weight) == 0
+    assert torch.equal(branch.c_bn.weight, torch.ones(32)) and torch.equal(block.short_cut_bn.bias, torch.zeros(32))
+    torch.manual_seed(5)
+    model.backbone.init_weights()
+    again = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    model.backbone.init_weights()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.items())

@@ -26,7 +26,7 @@ speed reference over the same frames, and the network an ImageNet ConvNeXt becom
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -183,9 +183,6 @@ def plain_convnext_block(dim: int, *, layer_scale: float, drop_path: float, **_:
     )
 
 
-BLOCKS = {"TAdaConvNeXtV2Block": tada_convnext_block, "ConvNeXtBlock": plain_convnext_block}
-
-
 class Stem(nn.Sequential):
     """``downsample_layers.0``: Conv3d (kt, 4, 4) stride (st, 4, 4), then LayerNorm; returns channels-last frames."""
 
@@ -287,10 +284,7 @@ class VideoConvNeXt(nn.Module):
         return self.head(self.backbone.norm(x.mean(dim=(2, 3, 4))), pre_logits=pre_logits)
 
     def forward(self, x: Tensor | dict) -> Tensor:
-        feats, num_frames = self.backbone.forward_frames(self._video(x))
-        n, h, w, c = feats.shape
-        pooled = feats.reshape(n // num_frames, num_frames * h * w, c).mean(dim=1)
-        return self.head(self.backbone.norm(pooled))
+        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head.out
@@ -309,7 +303,7 @@ class VideoConvNeXt(nn.Module):
 
 def video_convnext(
     *,
-    block: str = "TAdaConvNeXtV2Block",
+    block: Callable[..., nn.Module] = tada_convnext_block,
     depths: Sequence[int] = (3, 3, 9, 3),
     widths: Sequence[int] = (96, 192, 384, 768),
     in_channels: int = 3,
@@ -323,14 +317,16 @@ def video_convnext(
     drop_path: float = 0.0,
     dropout: float = 0.5,
 ) -> VideoConvNeXt:
-    """Build a TAdaConvNeXtV2 (``block="TAdaConvNeXtV2Block"``) or its plain twin (``"ConvNeXtBlock"``).
+    """Build a TAdaConvNeXtV2 (``block=tada_convnext_block``) or its plain twin (``plain_convnext_block``).
 
+    ``block``: a factory called as ``block(dim, route_ratio=, route_kernels=, head_dim=,
+    layer_scale=, drop_path=)`` that returns a block with ``reset_parameters()``.
     ``depths``/``widths``: blocks and channels of the four stages. Block n of N (0-based, all
     stages) gets drop-path rate ``drop_path * n / (N - 1)``. The routing width of a stage is
     ``width // route_ratio`` and must be a positive multiple of ``head_dim``.
     """
-    if block not in BLOCKS:
-        raise ValueError(f"unknown ConvNeXt block {block!r}; choose from {sorted(BLOCKS)}")
+    if not callable(block):
+        raise TypeError(f"block must be a block factory (tada_convnext_block, plain_convnext_block), got {block!r}")
     depths = tuple(int(d) for d in depths)
     widths = tuple(int(w) for w in widths)
     if len(depths) != 4 or min(depths) < 1 or len(widths) != 4 or min(widths) < 1:
@@ -339,13 +335,12 @@ def video_convnext(
         raise ValueError(f"stem temporal kernel must be odd and stride >= 1, got {stem_t_kernel}, {stem_t_stride}")
     total = sum(depths)
     rates = [drop_path * n / (total - 1) if total > 1 else 0.0 for n in range(total)]
-    make_block = BLOCKS[block]
     downsample = [Stem(in_channels, widths[0], t_kernel=stem_t_kernel, t_stride=stem_t_stride)]
     downsample += [Downsample(widths[i - 1], widths[i]) for i in range(1, 4)]
     stages, n = [], 0
     for depth, dim in zip(depths, widths, strict=True):
         stages.append([
-            make_block(dim, route_ratio=route_ratio, route_kernels=route_kernels, head_dim=head_dim,
+            block(dim, route_ratio=route_ratio, route_kernels=route_kernels, head_dim=head_dim,
                        layer_scale=layer_scale, drop_path=rates[n + j])
             for j in range(depth)
         ])
@@ -353,13 +348,14 @@ def video_convnext(
     backbone = ConvNeXtBackbone(downsample, stages, _layer_norm(widths[-1]))
     init_convnext_backbone(backbone)
     head = VideoHead(widths[-1], num_classes, dropout=dropout)
-    arch = dict(family="convnext", block=block, depths=depths, widths=widths, num_classes=num_classes)
+    arch = dict(family="convnext", block=getattr(block, "__name__", type(block).__name__), depths=depths,
+                widths=widths, num_classes=num_classes)
     return VideoConvNeXt(backbone, head, arch=arch)
 
 
 # Registered entry points. Keywords override the size's defaults (e.g. ``depths=(1, 1, 2, 1),
 # widths=(16, 32, 64, 128), head_dim=8`` for a small model); ``drop_path`` defaults to 0.
-def _sized(size: str, block: str, kwargs: dict[str, Any]) -> VideoConvNeXt:
+def _sized(size: str, block: Callable[..., nn.Module], kwargs: dict[str, Any]) -> VideoConvNeXt:
     depths, widths, head_dim, _ = CONVNEXT_SIZES[size]
     kwargs = {"depths": depths, "widths": widths, "head_dim": head_dim, **kwargs}
     return video_convnext(block=block, **kwargs)
@@ -368,35 +364,35 @@ def _sized(size: str, block: str, kwargs: dict[str, Any]) -> VideoConvNeXt:
 @register_model
 def tadaconvnextv2_tiny(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-T: depths (3, 3, 9, 3), widths (96, 192, 384, 768); 45,971,488 parameters with 400 classes."""
-    return _sized("tiny", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("tiny", tada_convnext_block, kwargs)
 
 
 @register_model
 def tadaconvnextv2_small(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-S: depths (3, 3, 27, 3), widths (96, 192, 384, 768); 82,249,120 parameters with 400 classes."""
-    return _sized("small", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("small", tada_convnext_block, kwargs)
 
 
 @register_model
 def tadaconvnextv2_base(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-B: depths (3, 3, 27, 3), widths (128, 256, 512, 1024), routing heads of 64;
     145,687,632 parameters."""
-    return _sized("base", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("base", tada_convnext_block, kwargs)
 
 
 @register_model
 def convnext_tiny_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-T: per-frame ConvNeXt-T blocks after the same 3-D stem."""
-    return _sized("tiny", "ConvNeXtBlock", kwargs)
+    return _sized("tiny", plain_convnext_block, kwargs)
 
 
 @register_model
 def convnext_small_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-S."""
-    return _sized("small", "ConvNeXtBlock", kwargs)
+    return _sized("small", plain_convnext_block, kwargs)
 
 
 @register_model
 def convnext_base_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-B."""
-    return _sized("base", "ConvNeXtBlock", kwargs)
+    return _sized("base", plain_convnext_block, kwargs)
