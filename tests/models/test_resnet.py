@@ -193,6 +193,7 @@ def test_temporal_pool_equals_avg_pool3d_values_and_grads(kernel, frames, channe
             video, (kernel, 1, 1), 1, (r, 0, 0), count_include_pad=True), rtol=1e-12, atol=1e-12)
     ref_frames = ref.transpose(1, 2).reshape(b * frames, c, h, w)
     torch.testing.assert_close(out, ref_frames, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pool.forward_export(frames_in, frames), ref_frames, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref_frames)
     (grad,) = torch.autograd.grad(out, video, g)
     (grad_ref,) = torch.autograd.grad(ref_frames, video, g)
@@ -409,3 +410,21 @@ def test_init_weights_is_the_blocks_own_and_restores_the_plain_start():
     torch.manual_seed(5)
     model.backbone.init_weights()
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.items())
+
+
+def test_temporal_pool_records_its_export_form():
+    """While torch.export records the graph the pool is one avg_pool3d, not shifted in-place adds."""
+
+    class Pool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = TemporalAvgPool(3)
+
+        def forward(self, x):
+            return self.pool(x, 4)
+
+    x = torch.randn(8, 3, 5, 5)
+    program = torch.export.export(Pool(), (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert any("avg_pool3d" in t for t in targets) and not any("add_" in t for t in targets)
+    torch.testing.assert_close(program.module()(x), Pool()(x))
