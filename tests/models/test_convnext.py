@@ -237,13 +237,7 @@ def test_contract_and_size_overrides():
     assert model.num_classes == 0 and model(x).shape == (2, 64)
 
 
-def test_train_mode_backward_and_drop_path_per_video():
-    torch.manual_seed(2)
-    model = create_model("tadaconvnextv2_tiny", num_classes=4, depths=(1, 1, 1, 1), widths=(8, 16, 32, 64),
-                         head_dim=4, drop_path=0.5).train()
-    x = torch.randn(3, 3, 4, 32, 32)
-    model(x).sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
+def test_drop_path_per_video():
     from tada.models.convnext import drop_path_frames
 
     ones = torch.ones(40 * 4, 2, 2, 3)
