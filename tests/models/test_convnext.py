@@ -202,6 +202,13 @@ def test_initialisation_is_official():
     assert drop == [0.0] * 6  # create_model default; configs set DROP_PATH
     m = create_model("tadaconvnextv2_tiny", depths=(1, 1, 3, 1), drop_path=0.2)
     assert [round(b.drop_path, 6) for s in m.backbone.stages for b in s] == [0.0, 0.04, 0.08, 0.12, 0.16, 0.2]
+    with torch.no_grad():  # the block's own init_weights() restores its start
+        for p in block.parameters():
+            p.add_(1.0)
+    block.init_weights()
+    assert torch.count_nonzero(block.norm_avgpool.weight) == 0 and torch.all(block.gamma == 1e-6)
+    assert torch.count_nonzero(block.dwconv_rf.b.weight) == 0 and torch.count_nonzero(block.dwconv.bias) == 0
+    assert 0.017 < block.pwconv1.weight.std().item() < 0.023
 
 
 def test_at_init_the_block_is_a_per_frame_convnext_block():

@@ -26,7 +26,7 @@ speed reference over the same frames, and the network an ImageNet ConvNeXt becom
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -60,6 +60,22 @@ CONVNEXT_SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int, float]] =
 
 def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=1e-6)
+
+
+def init_official(modules: Iterable[nn.Module]) -> None:
+    """The official V2 init of ``modules``: trunc-normal(0.02) weights and zero biases for convs and Linears,
+    LayerNorm 1 / 0, skipping layers their owner flags ``skip_init`` (the routing function's zero-initialised
+    calibration layers)."""
+    for module in modules:
+        if getattr(module, "skip_init", False):
+            continue
+        if isinstance(module, (nn.Conv3d, nn.Linear, FrameConv, TemporalConvWeight, TAdaConv2dV2)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def drop_path_frames(x: Tensor, rate: float, num_frames: int, training: bool) -> Tensor:
@@ -105,11 +121,17 @@ class TAdaConvNeXtV2Block(nn.Module):
         self.layer_scale = float(layer_scale)
 
     def reset_parameters(self) -> None:
-        """``norm_avgpool`` at zero and ``gamma`` at the layer-scale value (the rest by the backbone init)."""
+        """The block's starts: calibration 1 (``dwconv_rf.zero_init_calibration``), ``norm_avgpool`` at zero
+        (the temporal branch adds 0) and ``gamma`` at the layer-scale value."""
+        self.dwconv_rf.zero_init_calibration()
         nn.init.zeros_(self.norm_avgpool.weight)
         nn.init.zeros_(self.norm_avgpool.bias)
-        self.norm_avgpool.skip_init = True
         nn.init.constant_(self.gamma, self.layer_scale)
+
+    def init_weights(self) -> None:
+        """The official init: :func:`init_official` over the block's layers, then :meth:`reset_parameters`."""
+        init_official(self.modules())
+        self.reset_parameters()
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         n, h, w, c = x.shape
@@ -147,6 +169,11 @@ class ConvNeXtBlock(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.constant_(self.gamma, self.layer_scale)
+
+    def init_weights(self) -> None:
+        """The official init: :func:`init_official` over the block's layers, then :meth:`reset_parameters`."""
+        init_official(self.modules())
+        self.reset_parameters()
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
@@ -209,7 +236,8 @@ class Downsample(nn.Sequential):
 
 
 class ConvNeXtBackbone(nn.Module):
-    """``downsample_layers``, ``stages`` and the final ``norm`` (applied after pooling, in the head)."""
+    """``downsample_layers``, ``stages`` and the final ``norm`` (applied after pooling, in the head); built
+    with the official init (:meth:`init_weights`)."""
 
     def __init__(
         self, downsample_layers: Sequence[nn.Module], stages: Sequence[Sequence[nn.Module]], norm: nn.Module
@@ -218,6 +246,15 @@ class ConvNeXtBackbone(nn.Module):
         self.downsample_layers = nn.ModuleList(downsample_layers)
         self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
         self.norm = norm
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The stem and downsample layers, each block's own ``init_weights()``, the final norm, in module order."""
+        init_official(self.downsample_layers.modules())
+        for stage in self.stages:
+            for block in stage:
+                block.init_weights()
+        init_official(self.norm.modules())
 
     def forward_frames(self, x: Tensor) -> tuple[Tensor, int]:
         """(B, 3, T, H, W) -> channels-last frame features (B*T', h, w, d3) and T'."""
@@ -230,28 +267,6 @@ class ConvNeXtBackbone(nn.Module):
             for block in stage:
                 x = block(x, num_frames)
         return x, num_frames
-
-
-def init_convnext_backbone(backbone: ConvNeXtBackbone) -> None:
-    """Official init: trunc-normal(0.02) / zero bias for every conv and Linear not flagged ``skip_init``.
-
-    Covers the stem and downsample convs, the TAdaConv weight (its bias is zero), pwconvs and the
-    routing function's temporal convs (``b``/``b_bias`` are skip_init zeros). LayerNorms are 1/0
-    except ``norm_avgpool`` (0/0); ``gamma`` is the layer-scale value.
-    """
-    for module in backbone.modules():
-        if getattr(module, "skip_init", False):
-            continue
-        if isinstance(module, (nn.Conv3d, nn.Linear, FrameConv, TemporalConvWeight, TAdaConv2dV2)):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    for module in backbone.modules():
-        if isinstance(module, (TAdaConvNeXtV2Block, ConvNeXtBlock)):
-            module.reset_parameters()
 
 
 class VideoConvNeXt(nn.Module):
@@ -320,7 +335,7 @@ def video_convnext(
     """Build a TAdaConvNeXtV2 (``block=tada_convnext_block``) or its plain twin (``plain_convnext_block``).
 
     ``block``: a factory called as ``block(dim, route_ratio=, route_kernels=, head_dim=,
-    layer_scale=, drop_path=)`` that returns a block with ``reset_parameters()``.
+    layer_scale=, drop_path=)`` that returns a block with ``init_weights()``.
     ``depths``/``widths``: blocks and channels of the four stages. Block n of N (0-based, all
     stages) gets drop-path rate ``drop_path * n / (N - 1)``. The routing width of a stage is
     ``width // route_ratio`` and must be a positive multiple of ``head_dim``.
@@ -346,7 +361,6 @@ def video_convnext(
         ])
         n += depth
     backbone = ConvNeXtBackbone(downsample, stages, _layer_norm(widths[-1]))
-    init_convnext_backbone(backbone)
     head = VideoHead(widths[-1], num_classes, dropout=dropout)
     arch = dict(family="convnext", block=getattr(block, "__name__", type(block).__name__), depths=depths,
                 widths=widths, num_classes=num_classes)
