@@ -16,9 +16,9 @@ from tada.checkpoint import save_checkpoint
 from tada.cli import main as cli_main
 from tada.config import load_config
 from tada.errors import TadaError
-from tada.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
+from tada.export import export_model, fold_batchnorm, prepare_for_export
 from tada.export_speed import bench_export, calibrate, format_table
-from tada.models import build_model, create_model
+from tada.models import TAda2DBlock, build_model, create_model
 from tada.serving import (
     OnnxPredictor,
     SidecarError,
@@ -88,8 +88,8 @@ def _clips(batch: int, seed: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 def test_fold_batchnorm_keeps_logits_and_leaves_tada_bn(tiny_tada):
     folded = prepare_for_export(tiny_tada, fold_bn=False)
-    # every TAda2D block is in its plain-op export form, sharing the model's values
-    assert sum(isinstance(m, ExportTAda2DBlock) for m in folded.modules()) == 4
+    # the model's own TAda2D blocks are exported (no export-only twin of the block)
+    assert sum(isinstance(m, TAda2DBlock) for m in folded.modules()) == 4
     x = _clips(2, 0)
     with torch.no_grad():
         assert torch.allclose(folded(x), tiny_tada(x), atol=1e-5, rtol=1e-5)
@@ -418,6 +418,27 @@ def test_cli_export_then_predict_with_onnxruntime(synthetic, tmp_path, capsys):
     for t, o in zip(outputs["torch"], outputs["onnxruntime"]):
         _assert_same_ranking(t["top"], o["top"], atol=1e-4)
         assert [x["label"] for x in o["top"]] == [classes[x["id"]] for x in o["top"]]
+
+
+def test_a_tadafied_image_model_exports_with_its_own_blocks(tmp_path):
+    """tadafy's frames-layout blocks (routing, TAdaConv, pool branch) export as they are, with both exporters'
+    graphs reproducing the eager logits."""
+    from tada.models import create_image_model, tadafy
+
+    torch.manual_seed(3)
+    model = tadafy(create_image_model("resnet10_w16", num_classes=4), num_frames=FRAMES)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # live routing and pool branches (zero at init)
+        for name, p in model.named_parameters():
+            if name.endswith(".rf.b.weight") or ".pool_bn." in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    model = calibrate(model, frames=FRAMES, size=CROP, batches=2, batch=4, seed=3)
+    report = export_model(model, tmp_path / "tadafied.onnx", fmt="onnx", num_frames=FRAMES, crop_size=CROP,
+                          exporter="torchscript", opset=17, dynamic_batch=True)
+    assert report.checked_batches == [1, 3] and report.max_abs_diff < 1e-4
+    report = export_model(model, tmp_path / "tadafied.pt2", fmt="exported-program", num_frames=FRAMES,
+                          crop_size=CROP)
+    assert report.max_abs_diff < 1e-4
 
 
 def test_onnx_of_a_calibration_clamped_model_clamps_as_eager(tmp_path):

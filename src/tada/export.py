@@ -30,15 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tada
 from tada.config_schema import multi_view_protocol
 from tada.errors import TadaError
 from tada.fileio import file_sha256
-from tada.models.tadafy import TAdaConvBlock
-from tada.ops.tadaconv import TAdaConv2d
 from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
 
 __all__ = [
@@ -47,9 +44,6 @@ __all__ = [
     "ONNX_EXPORTERS",
     "ExportError",
     "ExportReport",
-    "ExportRouteFunc",
-    "ExportTAda2DBlock",
-    "ExportTAdaConvBlock",
     "add_arguments",
     "export_from_config",
     "export_model",
@@ -121,151 +115,19 @@ def fold_batchnorm(model: nn.Module) -> int:
     return folded
 
 
-def _temporal_avg_pool(z: Tensor, num_frames: int, kernel_size: int) -> Tensor:
-    """AvgPool over T, kernel k, zero padding counted (the official block's pool), on frames (B*T, C, H, W).
-
-    One 5-D AveragePool (k, 1, 1) between two transposes: onnxruntime runs it about 10x faster than
-    the transpose-free (B, 1, T, C*H*W) 2-D form, whose very wide rows its pooling kernel handles badly.
-    """
-    if kernel_size == 1:
-        return z
-    n, c, h, w = z.shape
-    v = z.reshape(n // num_frames, num_frames, c, h, w).transpose(1, 2)  # (B, C, T, H, W)
-    pooled = F.avg_pool3d(v, (kernel_size, 1, 1), stride=1, padding=(kernel_size // 2, 0, 0), count_include_pad=True)
-    return pooled.transpose(1, 2).reshape(n, c, h, w)
-
-
-def _temporal_conv(u: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """(B, Cin, T) -> (B, Cout, T) with an official (Cout, Cin, k, 1, 1) weight, zero padding k//2."""
-    k = weight.shape[2]
-    return F.conv1d(u, weight.reshape(weight.shape[0], weight.shape[1], k), bias, padding=k // 2)
-
-
-class ExportRouteFunc(nn.Module):
-    """The routing function (official ``RouteFuncMLP``) in plain ops: spatial means, three 1-D convs over T, BN, ReLU.
-
-    Holds the model's own parameters and BN (running statistics); only the computation is written
-    for exporters: (B, C, T) layout, ``conv1d``, no unfold or in-place slices.
-    """
-
-    def __init__(self, rf: nn.Module) -> None:
-        super().__init__()
-        self.g_weight, self.g_bias = rf.g.weight, rf.g.bias
-        self.a_weight, self.a_bias = rf.a.weight, rf.a.bias
-        self.b_weight = rf.b.weight
-        self.bn = rf.bn
-        self.out_channels = rf.b.weight.shape[0]
-        # the calibration-range clamp, when the model tracks one (RouteFuncMLP.track_range): (1, C', 1)
-        clamped = getattr(rf, "range_momentum", None) is not None
-        self.alpha_low = rf.alpha_low.view(1, -1, 1) if clamped else None
-        self.alpha_high = rf.alpha_high.view(1, -1, 1) if clamped else None
-
-    def forward(self, y: Tensor, num_frames: int) -> Tensor:
-        n, c = y.shape[:2]
-        u = y.mean(dim=(2, 3)).reshape(n // num_frames, num_frames, c).transpose(1, 2)  # (B, C, T)
-        gctx = _temporal_conv(u.mean(dim=2, keepdim=True), self.g_weight, self.g_bias)
-        h = F.relu(self.bn(_temporal_conv(u + gctx, self.a_weight, self.a_bias)))
-        alpha = _temporal_conv(h, self.b_weight, None) + 1.0  # (B, C', T)
-        if self.alpha_low is not None:
-            alpha = torch.maximum(torch.minimum(alpha, self.alpha_high), self.alpha_low)
-        return alpha.transpose(1, 2).reshape(n, self.out_channels, 1, 1)
-
-
-class ExportTAda2DBlock(nn.Module):
-    """The TAda2D bottleneck branch (official ``TAda2DBlock``) as an exporter sees it best, sharing the block's weights.
-
-    ``c``/``c_bn`` and ``a``/``a_bn`` stay the model's own modules (so BN folding applies), the
-    TAdaConv is ``conv2d(y * alpha, W)`` (``cin``) or ``conv2d(y, W) * alpha`` (``cout``), and
-    ``b_bn(z) + b_avgpool_bn(pool(z))`` is written out. The model's inference fast paths (in-place
-    scaling, the fused BN-pool-BN filter over shifted slices) compute the same values but become
-    scatter ops in ONNX, which the TorchScript exporter mistranslates (logits off by ~0.1).
-    """
-
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        conv = block.b
-        self.a, self.a_bn, self.a_relu = block.a, block.a_bn, nn.ReLU()
-        self.b_rf = ExportRouteFunc(block.b_rf)
-        self.b_weight = conv.weight  # official (1, 1, Cout, Cin/groups, kh, kw)
-        self.b_bias = conv.bias
-        self.stride, self.padding = tuple(conv.stride), tuple(conv.padding)
-        self.dilation, self.groups, self.cal_dim = tuple(conv.dilation), conv.groups, conv.cal_dim
-        self.b_bn, self.b_avgpool_bn = block.b_bn, block.b_avgpool_bn
-        self.pool_kernel = block.b_avgpool.kernel_size
-        self.b_relu = nn.ReLU()
-        self.c, self.c_bn = block.c, block.c_bn
-
-    def forward(self, x: Tensor, num_frames: int) -> Tensor:
-        y = self.a_relu(self.a_bn(self.a(x)))
-        alpha = self.b_rf(y, num_frames)  # (N, C, 1, 1), from the pre-stride input
-        weight = self.b_weight.reshape(self.b_weight.shape[2:])
-        if self.cal_dim == "cin":
-            z = F.conv2d(y * alpha, weight, None, self.stride, self.padding, self.dilation, self.groups)
-        else:
-            z = F.conv2d(y, weight, None, self.stride, self.padding, self.dilation, self.groups) * alpha
-        if self.b_bias is not None:
-            z = z + self.b_bias.reshape(1, -1, 1, 1)
-        z = self.b_bn(z) + self.b_avgpool_bn(_temporal_avg_pool(z, num_frames, self.pool_kernel))
-        return self.c_bn(self.c(self.b_relu(z)))
-
-
-class ExportTAdaConvBlock(TAdaConvBlock):
-    """A tadafied conv on frames (:class:`tada.models.TAdaConvBlock`) in plain ops, sharing its weights.
-
-    A subclass of the block, so that the video model still sets its frame count. The routing
-    function becomes :class:`ExportRouteFunc` and the temporal pool one AveragePool, for the
-    reasons given in :class:`ExportTAda2DBlock`.
-    """
-
-    def __init__(self, source: TAdaConvBlock) -> None:
-        nn.Module.__init__(self)  # the source's modules, not new ones
-        self.conv, self.rf, self.pool_bn = source.conv, ExportRouteFunc(source.rf), source.pool_bn
-        self.pool, self.pre_pad, self.num_frames = source.pool, source.pre_pad, source.num_frames
-
-    def forward(self, x: Tensor) -> Tensor:
-        conv = self.conv
-        alpha = self.rf(x, self.num_frames)
-        if self.pre_pad is not None:
-            x = F.pad(x, self.pre_pad[0], mode=self.pre_pad[1])
-        weight = conv.weight.reshape(conv.weight.shape[2:])
-        if conv.cal_dim == "cin":
-            z = F.conv2d(x * alpha, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        else:
-            z = F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups) * alpha
-        if conv.bias is not None:
-            z = z + conv.bias.reshape(1, -1, 1, 1)
-        if self.pool_bn is not None:
-            z = z + self.pool_bn(_temporal_avg_pool(z, self.num_frames, self.pool.kernel_size))
-        return z
-
-
-def _swap_tada_blocks(model: nn.Module) -> int:
-    from tada.models.resnet import TAda2DBlock
-
-    swapped = 0
-    for owner in list(model.modules()):
-        for name, child in list(owner.named_children()):
-            if isinstance(child, TAda2DBlock):
-                setattr(owner, name, ExportTAda2DBlock(child))
-                swapped += 1
-            elif type(child) is TAdaConvBlock and child.num_frames is not None and isinstance(child.conv, TAdaConv2d):
-                setattr(owner, name, ExportTAdaConvBlock(child))
-                swapped += 1
-    return swapped
-
-
 def prepare_for_export(model: nn.Module, *, fold_bn: bool = True) -> nn.Module:
-    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), TAda2D
-    blocks in their plain-op form (:class:`ExportTAda2DBlock`), BN folded into the frame convs.
+    """A frozen eval-mode copy for export: NCHW frames (layout is the runtime's business), BN folded
+    into the frame convs.
 
-    The caller's model is left untouched.
+    The model's own modules are exported: the ops whose eager form records badly (the temporal
+    pool's shifted adds, the routing function's unfold) switch to their export formulation while a
+    graph is recorded (:func:`tada.ops.primitives.is_exporting`). The caller's model is left untouched.
     """
     prepared = copy.deepcopy(model).eval()
     for p in prepared.parameters():
         p.requires_grad_(False)
     if hasattr(prepared, "channels_last"):
         prepared.channels_last = False
-    _swap_tada_blocks(prepared)
     if fold_bn:
         fold_batchnorm(prepared)
     return prepared

@@ -53,13 +53,3 @@ def test_exported_program_matches_eager(tiny_tada_convnext, tmp_path):
     x = _clips(2, 12)
     with torch.no_grad():
         torch.testing.assert_close(program(x), tiny_tada_convnext(x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_torchscript_onnx_exporter_opset17_matches_eager(tiny_tada_convnext, tmp_path):
-    pytest.importorskip("onnx")
-    out = tmp_path / "tadaconvnextv2_opset17.onnx"
-    report = export_model(tiny_tada_convnext, out, fmt="onnx", num_frames=FRAMES, crop_size=CROP, dynamic_batch=True,
-                          exporter="torchscript", opset=17)
-    assert report.checked_batches == [1, 3] and report.max_abs_diff < 1e-4
-    assert report.extra["exporter"] == "torchscript"

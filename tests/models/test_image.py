@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tada.models import create_image_model, list_image_models
-from tada.models.image import image_resnet
+from tada.models.image import BasicBlock, Bottleneck, image_resnet
 
 
 def _meta(name, **kwargs):
@@ -45,5 +45,10 @@ def test_registry_and_errors():
         create_image_model("resnet5O")
     with pytest.raises(ValueError, match="widths one longer"):
         image_resnet(layers=(1, 1), widths=(8, 8))
-    zero = image_resnet(block="basic", layers=(1, 1), widths=(8, 8, 16), zero_init_residual=True)
+    with pytest.raises(TypeError, match="block class"):
+        image_resnet(block="basic", layers=(1, 1), widths=(8, 8, 16))
+    zero = image_resnet(block=BasicBlock, layers=(1, 1), widths=(8, 8, 16), zero_init_residual=True)
     assert float(zero.layer1[0].bn2.weight.detach().abs().sum()) == 0.0
+    zero = image_resnet(block=Bottleneck, layers=(1, 1), widths=(8, 8, 16), zero_init_residual=True)
+    assert float(zero.layer2[0].bn3.weight.detach().abs().sum()) == 0.0
+    assert float(zero.layer2[0].bn2.weight.detach().abs().sum()) > 0.0

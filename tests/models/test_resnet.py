@@ -193,6 +193,7 @@ def test_temporal_pool_equals_avg_pool3d_values_and_grads(kernel, frames, channe
             video, (kernel, 1, 1), 1, (r, 0, 0), count_include_pad=True), rtol=1e-12, atol=1e-12)
     ref_frames = ref.transpose(1, 2).reshape(b * frames, c, h, w)
     torch.testing.assert_close(out, ref_frames, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(pool.forward_export(frames_in, frames), ref_frames, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(ref_frames)
     (grad,) = torch.autograd.grad(out, video, g)
     (grad_ref,) = torch.autograd.grad(ref_frames, video, g)
@@ -306,22 +307,6 @@ def test_channels_last_restrides_kernels_but_keeps_shapes_and_values(tmp_path):
     assert block.b.weight.is_contiguous() and model.backbone.conv1.a.weight.is_contiguous()
 
 
-def test_backward_reaches_every_parameter():
-    torch.manual_seed(1)
-    model = create_model("tada2d_r26", num_classes=3, **TINY).train()
-    # make the routing and pool paths live so their gradients are non-zero too
-    for m in model.modules():
-        if isinstance(m, TAda2DBlock):
-            torch.nn.init.normal_(m.b_rf.b.weight, std=0.1)
-            torch.nn.init.ones_(m.b_avgpool_bn.weight)
-    model.channels_last = True
-    loss = F.cross_entropy(model(torch.randn(2, 3, 3, 32, 32)), torch.tensor([0, 2]))
-    loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
-
-
 def test_init_follows_the_official_rules():
     torch.manual_seed(0)
     model = create_model("tada2d_r50", num_classes=10)
@@ -365,7 +350,6 @@ def test_registry():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(branch="nonlocal"), "unknown branch"),
         (dict(depth=34), "depth"),
         (dict(kernel_sizes=(7, (3, 3, 3), 3, 3, 3)), "temporal kernel"),
         (dict(widths=(8, 18, 32, 64, 128)), "divisible"),
@@ -375,3 +359,56 @@ def test_registry():
 def test_builder_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         video_resnet(**kwargs)
+
+
+def test_builder_takes_its_parts():
+    """The branch class, its own arguments and the stem come in as arguments; a wrong part is an error."""
+    with pytest.raises(TypeError, match="block and stem"):
+        video_resnet(block="TAda2DBlock")
+    with pytest.raises(TypeError, match="route_ratio"):
+        video_resnet(block=Base2DBlock, block_args=dict(route_ratio=4), **TINY)
+    with pytest.raises(ValueError, match="tada_init"):
+        video_resnet(block=TAda2DBlock, block_args=dict(tada_init="xavier"), **TINY)
+    model = video_resnet(block=TAda2DBlock, block_args=dict(route_ratio=2, pool_kernel=5), **TINY)
+    branch = model.backbone.conv3.res_1.conv_branch
+    assert branch.b_rf.a.weight.shape[0] == 4 and branch.b_avgpool.kernel_size == 5
+    assert model.arch["block"] == "TAda2DBlock"
+    assert isinstance(video_resnet(block=Base2DBlock, **TINY).backbone.conv2.res_1.conv_branch, Base2DBlock)
+
+
+def test_init_weights_is_the_blocks_own_and_restores_the_plain_start():
+    """init_weights re-initialises a block in place: the temporal parts are zero again, BNs 1 / 0."""
+    torch.manual_seed(0)
+    model = create_model("tada2d_r26", num_classes=3, **TINY)
+    block = model.backbone.conv3.res_1
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(1.0)
+    block.init_weights()
+    branch = block.conv_branch
+    assert torch.count_nonzero(branch.b_rf.b.weight) == 0 and torch.count_nonzero(branch.b_avgpool_bn.weight) == 0
+    assert torch.equal(branch.c_bn.weight, torch.ones(32)) and torch.equal(block.short_cut_bn.bias, torch.zeros(32))
+    torch.manual_seed(5)
+    model.backbone.init_weights()
+    again = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(5)
+    model.backbone.init_weights()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.items())
+
+
+def test_temporal_pool_records_its_export_form():
+    """While torch.export records the graph the pool is one avg_pool3d, not shifted in-place adds."""
+
+    class Pool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool = TemporalAvgPool(3)
+
+        def forward(self, x):
+            return self.pool(x, 4)
+
+    x = torch.randn(8, 3, 5, 5)
+    program = torch.export.export(Pool(), (x,))
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert any("avg_pool3d" in t for t in targets) and not any("add_" in t for t in targets)
+    torch.testing.assert_close(program.module()(x), Pool()(x))

@@ -33,8 +33,11 @@ def _randomise(rf: RouteFuncMLP, seed: int) -> None:
 
 def test_alpha_is_one_at_init_and_b_is_zero():
     rf = RouteFuncMLP(16)
-    assert rf.b.skip_init is True
     assert torch.count_nonzero(rf.b.weight) == 0
+    torch.nn.init.normal_(rf.b.weight)
+    rf.init_weights()  # the TAda2D init: b zero again, Kaiming-normal g and a, zero biases
+    assert torch.count_nonzero(rf.b.weight) == 0 and torch.count_nonzero(rf.g.bias) == 0
+    assert abs(rf.g.weight.std().item() / (2 / 16) ** 0.5 - 1) < 0.2
     alpha = rf(torch.randn(2, 16, 5, 7, 7))
     assert alpha.shape == (2, 16, 5, 1, 1)
     assert torch.equal(alpha, torch.ones_like(alpha))

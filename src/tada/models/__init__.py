@@ -16,7 +16,6 @@ from tada.models.resnet import (
     TAda2DBlock,
     VideoHead,
     VideoResNet,
-    init_backbone_weights,
     video_resnet,
 )
 from tada.models.tadafy import TAdaConvBlock, TAdaVideoModel, tadafy
@@ -38,7 +37,6 @@ __all__ = [
     "create_image_model",
     "create_model",
     "get_weights",
-    "init_backbone_weights",
     "is_model",
     "list_image_models",
     "list_models",

@@ -9,9 +9,8 @@ from torch import nn
 
 from tada.config import ConfigError
 from tada.config_schema import SCHEMA, require_implemented
-from tada.models.convnext import BLOCKS as CONVNEXT_BLOCKS
-from tada.models.convnext import video_convnext
-from tada.models.resnet import video_resnet
+from tada.models.convnext import plain_convnext_block, tada_convnext_block, video_convnext
+from tada.models.resnet import Base2DBlock, TAda2DBlock, video_resnet
 from tada.models.tadaformer import tadaformer
 from tada.ops.routing import track_calibration_range
 
@@ -22,6 +21,12 @@ __all__ = [
 ]
 
 _DEPTHS = (26, 50, 101, 152)
+# VIDEO.BACKBONE.BRANCH.NAME -> the residual branch class of the ResNet3D family
+RESNET_BLOCKS: dict[str, type[nn.Module]] = {"TAda2DBlock": TAda2DBlock, "Base2DBlock": Base2DBlock}
+# VIDEO.BACKBONE.BRANCH.NAME -> the block factory of the ConvNeXt family
+CONVNEXT_BLOCKS: dict[str, Callable[..., nn.Module]] = {
+    "TAdaConvNeXtV2Block": tada_convnext_block, "ConvNeXtBlock": plain_convnext_block,
+}
 # Keys only the ConvNeXt family reads, with their schema defaults: set otherwise on a ResNet3D, an error.
 _CONVNEXT_ONLY = {
     "VIDEO.BACKBONE.DROP_PATH": 0.0,
@@ -64,8 +69,17 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     pool_k = list(bb.BRANCH.POOL_K)
     if len(pool_k) != 3 or pool_k[1:] != [1, 1]:
         raise ConfigError(f"VIDEO.BACKBONE.BRANCH.POOL_K must be [k, 1, 1], got {pool_k}")
+    if bb.BRANCH.NAME not in RESNET_BLOCKS:
+        raise ConfigError(f"VIDEO.BACKBONE.BRANCH.NAME {bb.BRANCH.NAME!r} is not a ResNet3D block; "
+                          f"choose from {sorted(RESNET_BLOCKS)}")
+    block = RESNET_BLOCKS[bb.BRANCH.NAME]
+    block_args = {}
+    if block is TAda2DBlock:
+        block_args = dict(route_ratio=bb.BRANCH.ROUTE_FUNC_R, route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
+                          pool_kernel=pool_k[0], tada_init=bb.TADA_INIT)
     return dict(
-        branch=bb.BRANCH.NAME,
+        block=block,
+        block_args=block_args,
         depth=bb.DEPTH,
         widths=tuple(bb.NUM_FILTERS),
         expansion=bb.EXPANSION_RATIO,
@@ -73,13 +87,9 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
         num_classes=head.NUM_CLASSES,
         kernel_sizes=tuple(tuple(k) if isinstance(k, (list, tuple)) else k for k in bb.KERNEL_SIZE),
         downsampling=tuple(bool(d) for d in bb.DOWNSAMPLING),
-        route_ratio=bb.BRANCH.ROUTE_FUNC_R,
-        route_kernels=tuple(bb.BRANCH.ROUTE_FUNC_K),
-        pool_kernel=pool_k[0],
         dropout=float(head.DROPOUT_RATE),
         bn_eps=float(cfg.BN.EPS),
         bn_momentum=float(cfg.BN.MOMENTUM),
-        tada_init=bb.TADA_INIT,
         channels_last=bool(cfg.TRAIN.CHANNELS_LAST),
     )
 
@@ -172,7 +182,7 @@ def convnext_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
     if not 0.0 <= bb.DROP_PATH < 1.0:
         raise ConfigError(f"VIDEO.BACKBONE.DROP_PATH must be in [0, 1), got {bb.DROP_PATH}")
     return dict(
-        block=bb.BRANCH.NAME,
+        block=CONVNEXT_BLOCKS[bb.BRANCH.NAME],
         depths=tuple(depth),
         widths=tuple(int(w) for w in bb.NUM_FILTERS),
         in_channels=bb.NUM_INPUT_CHANNELS,

@@ -26,7 +26,7 @@ speed reference over the same frames, and the network an ImageNet ConvNeXt becom
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -60,6 +60,22 @@ CONVNEXT_SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...], int, float]] =
 
 def _layer_norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=1e-6)
+
+
+def init_official(modules: Iterable[nn.Module]) -> None:
+    """The official V2 init of ``modules``: trunc-normal(0.02) weights and zero biases for convs and Linears,
+    LayerNorm 1 / 0, skipping layers their owner flags ``skip_init`` (the routing function's zero-initialised
+    calibration layers)."""
+    for module in modules:
+        if getattr(module, "skip_init", False):
+            continue
+        if isinstance(module, (nn.Conv3d, nn.Linear, FrameConv, TemporalConvWeight, TAdaConv2dV2)):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def drop_path_frames(x: Tensor, rate: float, num_frames: int, training: bool) -> Tensor:
@@ -105,11 +121,17 @@ class TAdaConvNeXtV2Block(nn.Module):
         self.layer_scale = float(layer_scale)
 
     def reset_parameters(self) -> None:
-        """``norm_avgpool`` at zero and ``gamma`` at the layer-scale value (the rest by the backbone init)."""
+        """The block's starts: calibration 1 (``dwconv_rf.zero_init_calibration``), ``norm_avgpool`` at zero
+        (the temporal branch adds 0) and ``gamma`` at the layer-scale value."""
+        self.dwconv_rf.zero_init_calibration()
         nn.init.zeros_(self.norm_avgpool.weight)
         nn.init.zeros_(self.norm_avgpool.bias)
-        self.norm_avgpool.skip_init = True
         nn.init.constant_(self.gamma, self.layer_scale)
+
+    def init_weights(self) -> None:
+        """The official init: :func:`init_official` over the block's layers, then :meth:`reset_parameters`."""
+        init_official(self.modules())
+        self.reset_parameters()
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         n, h, w, c = x.shape
@@ -148,6 +170,11 @@ class ConvNeXtBlock(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.constant_(self.gamma, self.layer_scale)
 
+    def init_weights(self) -> None:
+        """The official init: :func:`init_official` over the block's layers, then :meth:`reset_parameters`."""
+        init_official(self.modules())
+        self.reset_parameters()
+
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         z = self.pwconv2(quick_gelu(self.pwconv1(self.norm(y)))) * self.gamma
@@ -183,9 +210,6 @@ def plain_convnext_block(dim: int, *, layer_scale: float, drop_path: float, **_:
     )
 
 
-BLOCKS = {"TAdaConvNeXtV2Block": tada_convnext_block, "ConvNeXtBlock": plain_convnext_block}
-
-
 class Stem(nn.Sequential):
     """``downsample_layers.0``: Conv3d (kt, 4, 4) stride (st, 4, 4), then LayerNorm; returns channels-last frames."""
 
@@ -212,7 +236,8 @@ class Downsample(nn.Sequential):
 
 
 class ConvNeXtBackbone(nn.Module):
-    """``downsample_layers``, ``stages`` and the final ``norm`` (applied after pooling, in the head)."""
+    """``downsample_layers``, ``stages`` and the final ``norm`` (applied after pooling, in the head); built
+    with the official init (:meth:`init_weights`)."""
 
     def __init__(
         self, downsample_layers: Sequence[nn.Module], stages: Sequence[Sequence[nn.Module]], norm: nn.Module
@@ -221,6 +246,15 @@ class ConvNeXtBackbone(nn.Module):
         self.downsample_layers = nn.ModuleList(downsample_layers)
         self.stages = nn.ModuleList(nn.ModuleList(blocks) for blocks in stages)
         self.norm = norm
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The stem and downsample layers, each block's own ``init_weights()``, the final norm, in module order."""
+        init_official(self.downsample_layers.modules())
+        for stage in self.stages:
+            for block in stage:
+                block.init_weights()
+        init_official(self.norm.modules())
 
     def forward_frames(self, x: Tensor) -> tuple[Tensor, int]:
         """(B, 3, T, H, W) -> channels-last frame features (B*T', h, w, d3) and T'."""
@@ -233,28 +267,6 @@ class ConvNeXtBackbone(nn.Module):
             for block in stage:
                 x = block(x, num_frames)
         return x, num_frames
-
-
-def init_convnext_backbone(backbone: ConvNeXtBackbone) -> None:
-    """Official init: trunc-normal(0.02) / zero bias for every conv and Linear not flagged ``skip_init``.
-
-    Covers the stem and downsample convs, the TAdaConv weight (its bias is zero), pwconvs and the
-    routing function's temporal convs (``b``/``b_bias`` are skip_init zeros). LayerNorms are 1/0
-    except ``norm_avgpool`` (0/0); ``gamma`` is the layer-scale value.
-    """
-    for module in backbone.modules():
-        if getattr(module, "skip_init", False):
-            continue
-        if isinstance(module, (nn.Conv3d, nn.Linear, FrameConv, TemporalConvWeight, TAdaConv2dV2)):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    for module in backbone.modules():
-        if isinstance(module, (TAdaConvNeXtV2Block, ConvNeXtBlock)):
-            module.reset_parameters()
 
 
 class VideoConvNeXt(nn.Module):
@@ -287,10 +299,7 @@ class VideoConvNeXt(nn.Module):
         return self.head(self.backbone.norm(x.mean(dim=(2, 3, 4))), pre_logits=pre_logits)
 
     def forward(self, x: Tensor | dict) -> Tensor:
-        feats, num_frames = self.backbone.forward_frames(self._video(x))
-        n, h, w, c = feats.shape
-        pooled = feats.reshape(n // num_frames, num_frames * h * w, c).mean(dim=1)
-        return self.head(self.backbone.norm(pooled))
+        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head.out
@@ -309,7 +318,7 @@ class VideoConvNeXt(nn.Module):
 
 def video_convnext(
     *,
-    block: str = "TAdaConvNeXtV2Block",
+    block: Callable[..., nn.Module] = tada_convnext_block,
     depths: Sequence[int] = (3, 3, 9, 3),
     widths: Sequence[int] = (96, 192, 384, 768),
     in_channels: int = 3,
@@ -323,14 +332,16 @@ def video_convnext(
     drop_path: float = 0.0,
     dropout: float = 0.5,
 ) -> VideoConvNeXt:
-    """Build a TAdaConvNeXtV2 (``block="TAdaConvNeXtV2Block"``) or its plain twin (``"ConvNeXtBlock"``).
+    """Build a TAdaConvNeXtV2 (``block=tada_convnext_block``) or its plain twin (``plain_convnext_block``).
 
+    ``block``: a factory called as ``block(dim, route_ratio=, route_kernels=, head_dim=,
+    layer_scale=, drop_path=)`` that returns a block with ``init_weights()``.
     ``depths``/``widths``: blocks and channels of the four stages. Block n of N (0-based, all
     stages) gets drop-path rate ``drop_path * n / (N - 1)``. The routing width of a stage is
     ``width // route_ratio`` and must be a positive multiple of ``head_dim``.
     """
-    if block not in BLOCKS:
-        raise ValueError(f"unknown ConvNeXt block {block!r}; choose from {sorted(BLOCKS)}")
+    if not callable(block):
+        raise TypeError(f"block must be a block factory (tada_convnext_block, plain_convnext_block), got {block!r}")
     depths = tuple(int(d) for d in depths)
     widths = tuple(int(w) for w in widths)
     if len(depths) != 4 or min(depths) < 1 or len(widths) != 4 or min(widths) < 1:
@@ -339,27 +350,26 @@ def video_convnext(
         raise ValueError(f"stem temporal kernel must be odd and stride >= 1, got {stem_t_kernel}, {stem_t_stride}")
     total = sum(depths)
     rates = [drop_path * n / (total - 1) if total > 1 else 0.0 for n in range(total)]
-    make_block = BLOCKS[block]
     downsample = [Stem(in_channels, widths[0], t_kernel=stem_t_kernel, t_stride=stem_t_stride)]
     downsample += [Downsample(widths[i - 1], widths[i]) for i in range(1, 4)]
     stages, n = [], 0
     for depth, dim in zip(depths, widths, strict=True):
         stages.append([
-            make_block(dim, route_ratio=route_ratio, route_kernels=route_kernels, head_dim=head_dim,
+            block(dim, route_ratio=route_ratio, route_kernels=route_kernels, head_dim=head_dim,
                        layer_scale=layer_scale, drop_path=rates[n + j])
             for j in range(depth)
         ])
         n += depth
     backbone = ConvNeXtBackbone(downsample, stages, _layer_norm(widths[-1]))
-    init_convnext_backbone(backbone)
     head = VideoHead(widths[-1], num_classes, dropout=dropout)
-    arch = dict(family="convnext", block=block, depths=depths, widths=widths, num_classes=num_classes)
+    arch = dict(family="convnext", block=getattr(block, "__name__", type(block).__name__), depths=depths,
+                widths=widths, num_classes=num_classes)
     return VideoConvNeXt(backbone, head, arch=arch)
 
 
 # Registered entry points. Keywords override the size's defaults (e.g. ``depths=(1, 1, 2, 1),
 # widths=(16, 32, 64, 128), head_dim=8`` for a small model); ``drop_path`` defaults to 0.
-def _sized(size: str, block: str, kwargs: dict[str, Any]) -> VideoConvNeXt:
+def _sized(size: str, block: Callable[..., nn.Module], kwargs: dict[str, Any]) -> VideoConvNeXt:
     depths, widths, head_dim, _ = CONVNEXT_SIZES[size]
     kwargs = {"depths": depths, "widths": widths, "head_dim": head_dim, **kwargs}
     return video_convnext(block=block, **kwargs)
@@ -368,35 +378,35 @@ def _sized(size: str, block: str, kwargs: dict[str, Any]) -> VideoConvNeXt:
 @register_model
 def tadaconvnextv2_tiny(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-T: depths (3, 3, 9, 3), widths (96, 192, 384, 768); 45,971,488 parameters with 400 classes."""
-    return _sized("tiny", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("tiny", tada_convnext_block, kwargs)
 
 
 @register_model
 def tadaconvnextv2_small(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-S: depths (3, 3, 27, 3), widths (96, 192, 384, 768); 82,249,120 parameters with 400 classes."""
-    return _sized("small", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("small", tada_convnext_block, kwargs)
 
 
 @register_model
 def tadaconvnextv2_base(**kwargs: Any) -> VideoConvNeXt:
     """TAdaConvNeXtV2-B: depths (3, 3, 27, 3), widths (128, 256, 512, 1024), routing heads of 64;
     145,687,632 parameters."""
-    return _sized("base", "TAdaConvNeXtV2Block", kwargs)
+    return _sized("base", tada_convnext_block, kwargs)
 
 
 @register_model
 def convnext_tiny_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-T: per-frame ConvNeXt-T blocks after the same 3-D stem."""
-    return _sized("tiny", "ConvNeXtBlock", kwargs)
+    return _sized("tiny", plain_convnext_block, kwargs)
 
 
 @register_model
 def convnext_small_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-S."""
-    return _sized("small", "ConvNeXtBlock", kwargs)
+    return _sized("small", plain_convnext_block, kwargs)
 
 
 @register_model
 def convnext_base_frames(**kwargs: Any) -> VideoConvNeXt:
     """The plain twin of TAdaConvNeXtV2-B."""
-    return _sized("base", "ConvNeXtBlock", kwargs)
+    return _sized("base", plain_convnext_block, kwargs)

@@ -45,6 +45,10 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.downsample = downsample
 
+    def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the block starts as its shortcut."""
+        nn.init.zeros_(self.bn2.weight)
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
@@ -67,14 +71,15 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
+    def zero_init_last(self) -> None:
+        """Zero the last BN's gamma: the block starts as its shortcut."""
+        nn.init.zeros_(self.bn3.weight)
+
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         return self.relu(self.bn3(self.conv3(out)) + identity)
-
-
-_BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ImageResNet(nn.Module):
@@ -125,7 +130,7 @@ class ImageResNet(nn.Module):
 
 def image_resnet(
     *,
-    block: str = "bottleneck",
+    block: type[BasicBlock] | type[Bottleneck] = Bottleneck,
     layers: Sequence[int] = (3, 4, 6, 3),
     widths: Sequence[int] = (64, 64, 128, 256, 512),
     in_channels: int = 3,
@@ -133,18 +138,19 @@ def image_resnet(
     drop_rate: float = 0.0,
     zero_init_residual: bool = False,
 ) -> ImageResNet:
-    """A 2-D ResNet from plain arguments; ``widths``: stem output, then each stage's bottleneck width.
+    """A 2-D ResNet of ``block`` (:class:`BasicBlock` or :class:`Bottleneck`, or a class with their
+    constructor, ``expansion`` and ``zero_init_last``); ``widths``: stem output, then each stage's
+    bottleneck width.
 
-    Init as torchvision: Kaiming-normal (fan_out) convs, BN gamma 1 / beta 0 (0 on each block's last
-    BN with ``zero_init_residual``), PyTorch's default Linear init.
+    Init as torchvision: Kaiming-normal (fan_out) convs, BN gamma 1 / beta 0 (each block's
+    ``zero_init_last`` with ``zero_init_residual``), PyTorch's default Linear init.
     """
-    if block not in _BLOCKS:
-        raise ValueError(f"block must be one of {sorted(_BLOCKS)}, got {block!r}")
+    if not isinstance(block, type) or not hasattr(block, "expansion"):
+        raise TypeError(f"block must be a residual block class (BasicBlock, Bottleneck), got {block!r}")
     layers, widths = tuple(int(n) for n in layers), tuple(int(w) for w in widths)
     if len(layers) < 1 or min(layers) < 1 or len(widths) != len(layers) + 1:
         raise ValueError(f"layers must be positive block counts and widths one longer (stem first), "
                          f"got layers={layers}, widths={widths}")
-    block_cls = _BLOCKS[block]
     stem = nn.Sequential()
     stem.add_module("conv1", nn.Conv2d(in_channels, widths[0], 7, stride=2, padding=3, bias=False))
     stem.add_module("bn1", nn.BatchNorm2d(widths[0]))
@@ -152,14 +158,14 @@ def image_resnet(
     stem.add_module("maxpool", nn.MaxPool2d(3, stride=2, padding=1))
     stages, c_in = [], widths[0]
     for s, (count, width) in enumerate(zip(layers, widths[1:])):
-        c_out = width * block_cls.expansion
+        c_out = width * block.expansion
         blocks = []
         for i in range(count):
             stride = 2 if (i == 0 and s > 0) else 1
             downsample = None
             if i == 0 and (stride != 1 or c_in != c_out):
                 downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
-            blocks.append(block_cls(c_in if i == 0 else c_out, width, stride=stride, downsample=downsample))
+            blocks.append(block(c_in if i == 0 else c_out, width, stride=stride, downsample=downsample))
         stages.append(nn.Sequential(*blocks))
         c_in = c_out
     model = ImageResNet(stem, stages, num_features=c_in, num_classes=num_classes, drop_rate=drop_rate)
@@ -171,10 +177,8 @@ def image_resnet(
             nn.init.zeros_(m.bias)
     if zero_init_residual:
         for m in model.modules():
-            if isinstance(m, Bottleneck):
-                nn.init.zeros_(m.bn3.weight)
-            elif isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+            if isinstance(m, block):
+                m.zero_init_last()
     return model
 
 
@@ -217,19 +221,19 @@ def create_image_model(name: str, *, num_classes: int = 1000, in_channels: int =
 @register_image_model
 def resnet18(**kwargs: Any) -> ImageResNet:
     """torchvision's ResNet-18 layout (basic blocks, (2, 2, 2, 2))."""
-    return image_resnet(block="basic", layers=(2, 2, 2, 2), **kwargs)
+    return image_resnet(block=BasicBlock, layers=(2, 2, 2, 2), **kwargs)
 
 
 @register_image_model
 def resnet34(**kwargs: Any) -> ImageResNet:
     """torchvision's ResNet-34 layout (basic blocks, (3, 4, 6, 3))."""
-    return image_resnet(block="basic", layers=(3, 4, 6, 3), **kwargs)
+    return image_resnet(block=BasicBlock, layers=(3, 4, 6, 3), **kwargs)
 
 
 @register_image_model
 def resnet50(**kwargs: Any) -> ImageResNet:
     """torchvision's ResNet-50 layout (bottlenecks, (3, 4, 6, 3)); loads its ImageNet state dicts."""
-    return image_resnet(block="bottleneck", layers=(3, 4, 6, 3), **kwargs)
+    return image_resnet(block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)
 
 
 @register_image_model
@@ -238,4 +242,4 @@ def resnet10_w16(**kwargs: Any) -> ImageResNet:
 
     0.31 M parameters before the classifier.
     """
-    return image_resnet(block="basic", layers=(1, 1, 1, 1), widths=(16, 16, 32, 64, 128), **kwargs)
+    return image_resnet(block=BasicBlock, layers=(1, 1, 1, 1), widths=(16, 16, 32, 64, 128), **kwargs)

@@ -1,7 +1,8 @@
 """Named model constructors: ``create_model("tada2d_r50", num_classes=400)``, ``list_models()``.
 
-Each entry is a thin function over :func:`tada.models.resnet.video_resnet`; any keyword overrides
-the entry's defaults (e.g. ``widths=(16, 64, 128, 256, 512)`` for a small test model). A name may
+Each entry is a thin function over its family's builder (:func:`tada.models.resnet.video_resnet`
+with its block class, :func:`tada.models.tadaformer.tadaformer`, ...); any keyword overrides the
+entry's defaults (e.g. ``widths=(16, 64, 128, 256, 512)`` for a small test model). A name may
 carry a zoo tag, ``"tada2d_r50.k400_8x8"``, whose class count becomes the default.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from tada.models.resnet import VideoResNet, video_resnet
+from tada.models.resnet import Base2DBlock, TAda2DBlock, VideoResNet, video_resnet
 from tada.models.tadaformer import TAdaFormer, tadaformer
 
 __all__ = ["create_model", "is_model", "list_models", "register_model"]
@@ -84,40 +85,48 @@ def create_model(
 
 
 # Registered entry points (explicit, so that they are greppable).
+def _tada2d(depth: int, *, route_ratio: int = 4, route_kernels: tuple[int, int] = (3, 3), pool_kernel: int = 3,
+            tada_init: str = "official", **kwargs: Any) -> VideoResNet:
+    """A ResNet3D with :class:`TAda2DBlock` branches; the block's own keywords go to the block."""
+    block_args = dict(route_ratio=route_ratio, route_kernels=tuple(route_kernels), pool_kernel=pool_kernel,
+                      tada_init=tada_init)
+    return video_resnet(block=TAda2DBlock, block_args=block_args, depth=depth, **kwargs)
+
+
 @register_model
 def tada2d_r26(**kwargs: Any) -> VideoResNet:
     """TAda2D with ResNet-26 bottleneck layout (2, 2, 2, 2)."""
-    return video_resnet(branch="tada2d", depth=26, **kwargs)
+    return _tada2d(26, **kwargs)
 
 
 @register_model
 def tada2d_r50(**kwargs: Any) -> VideoResNet:
     """TAda2D-R50, the paper's model (27,485,472 parameters with 400 classes)."""
-    return video_resnet(branch="tada2d", depth=50, **kwargs)
+    return _tada2d(50, **kwargs)
 
 
 @register_model
 def tada2d_r101(**kwargs: Any) -> VideoResNet:
     """TAda2D with ResNet-101 layout (3, 4, 23, 3)."""
-    return video_resnet(branch="tada2d", depth=101, **kwargs)
+    return _tada2d(101, **kwargs)
 
 
 @register_model
 def tsn_r26(**kwargs: Any) -> VideoResNet:
     """TSN baseline: the same network with plain 2-D bottlenecks, ResNet-26 layout."""
-    return video_resnet(branch="base2d", depth=26, **kwargs)
+    return video_resnet(block=Base2DBlock, depth=26, **kwargs)
 
 
 @register_model
 def tsn_r50(**kwargs: Any) -> VideoResNet:
     """TSN-R50: a 2-D ResNet-50 over frames with average consensus (the TAda2D baseline)."""
-    return video_resnet(branch="base2d", depth=50, **kwargs)
+    return video_resnet(block=Base2DBlock, depth=50, **kwargs)
 
 
 @register_model
 def tsn_r101(**kwargs: Any) -> VideoResNet:
     """TSN baseline, ResNet-101 layout."""
-    return video_resnet(branch="base2d", depth=101, **kwargs)
+    return video_resnet(block=Base2DBlock, depth=101, **kwargs)
 
 
 @register_model

@@ -1,7 +1,7 @@
 """The ResNet3D family over frames: TAda2D (TAdaConv bottlenecks) and TSN (plain 2-D bottlenecks).
 
 Module names and parameter shapes follow the official TAda2D exactly, so
-``state_dict()`` of ``video_resnet(branch="tada2d", depth=50, num_classes=400)`` has the 560 keys
+``state_dict()`` of ``video_resnet(block=TAda2DBlock, depth=50, num_classes=400)`` has the 560 keys
 of the official checkpoint. Compute is 2-D over frames (B*T, C, H, W) end to end; only the
 routing function and the temporal pool look at T.
 
@@ -18,7 +18,7 @@ and the residual block adds ``short_cut`` (projection in ``res_1``) then applies
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,12 +30,12 @@ from tada.models.layers import (
     frames_to_video,
     video_to_frames,
 )
-from tada.ops.routing import RouteFuncMLP, TemporalConvWeight
+from tada.ops.routing import RouteFuncMLP
 from tada.ops.tadaconv import TAdaConv2d
 
 __all__ = [
-    "BRANCHES",
     "DEPTH_LAYERS",
+    "TADA_INITS",
     "Base2DBlock",
     "ResBlock",
     "ResNetBackbone",
@@ -55,8 +55,23 @@ DEPTH_LAYERS: dict[int, tuple[int, int, int, int]] = {
 }
 
 
+TADA_INITS = ("official", "kaiming")
+
+
 def _bn(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+def _kaiming_conv(conv: FrameConv) -> None:
+    """The official conv init: Kaiming-normal, fan_out, relu gain; zero bias."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def _reset_bn(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    nn.init.ones_(bn.weight)
+    nn.init.zeros_(bn.bias)
 
 
 class Stem(nn.Module):
@@ -69,12 +84,26 @@ class Stem(nn.Module):
         self.a_bn = _bn(out_channels, bn_eps, bn_momentum)
         self.a_relu = nn.ReLU(inplace=True)
 
+    def init_weights(self) -> None:
+        """The official init: Kaiming-normal (fan_out, relu) conv, BN gamma 1 / beta 0."""
+        _kaiming_conv(self.a)
+        _reset_bn(self.a_bn)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.a_relu(self.a_bn(self.a(x)))
 
 
 class TAda2DBlock(nn.Module):
-    """The TAda2D bottleneck branch (official ``TAda2DBlock``), on frames."""
+    """The TAda2D bottleneck branch (official ``TAda2DBlock``), on frames.
+
+    ``tada_init`` chooses the init of the TAdaConv weight in :meth:`init_weights`: "official"
+    (Kaiming-uniform a=sqrt(5) on the 6-D tensor, the official construction init, which the
+    official network init leaves alone; about 1/sqrt(3*Cout) of a Kaiming-normal weight's norm)
+    or "kaiming" (the Kaiming-normal init of every other conv). Behind a BN this only changes the
+    step size: the TAdaConv weights turn much faster early in training, and from scratch at lr 0.1
+    TAda2D learns temporal order sooner and better with "official" (docs/design.md, "Training
+    from scratch").
+    """
 
     def __init__(
         self,
@@ -87,10 +116,14 @@ class TAda2DBlock(nn.Module):
         route_ratio: int = 4,
         route_kernels: Sequence[int] = (3, 3),
         pool_kernel: int = 3,
+        tada_init: str = "official",
         bn_eps: float = 1e-5,
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
+        if tada_init not in TADA_INITS:
+            raise ValueError(f"tada_init must be one of {TADA_INITS}, got {tada_init!r}")
+        self.tada_init = tada_init
         self.a = FrameConv(in_channels, width, 1)
         self.a_bn = _bn(width, bn_eps, bn_momentum)
         self.a_relu = nn.ReLU(inplace=True)
@@ -100,12 +133,34 @@ class TAda2DBlock(nn.Module):
         self.b_bn = _bn(width, bn_eps, bn_momentum)
         self.b_avgpool = TemporalAvgPool(pool_kernel)
         self.b_avgpool_bn = _bn(width, bn_eps, bn_momentum)
-        self.b_avgpool_bn.skip_init = True  # zero at start: the block begins as a plain bottleneck
-        nn.init.zeros_(self.b_avgpool_bn.weight)
-        nn.init.zeros_(self.b_avgpool_bn.bias)
         self.b_relu = nn.ReLU(inplace=True)
         self.c = FrameConv(width, out_channels, 1)
         self.c_bn = _bn(out_channels, bn_eps, bn_momentum)
+        self.zero_init_temporal()
+
+    def zero_init_temporal(self) -> None:
+        """Zero the pool branch's BN (the routing function's last layer is zero already): alpha == 1 and the
+        pool branch adds 0, so the block computes a plain 2-D bottleneck."""
+        nn.init.zeros_(self.b_avgpool_bn.weight)
+        nn.init.zeros_(self.b_avgpool_bn.bias)
+
+    def init_weights(self) -> None:
+        """The official init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, the TAdaConv
+        weight as ``tada_init`` says, the routing function's own init (:meth:`RouteFuncMLP.init_weights`)
+        and :meth:`zero_init_temporal`. Layers are visited in their registration order."""
+        _kaiming_conv(self.a)
+        _reset_bn(self.a_bn)
+        if self.tada_init == "kaiming":
+            nn.init.kaiming_normal_(self.b.weight_2d, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.kaiming_uniform_(self.b.weight, a=math.sqrt(5))
+        if self.b.bias is not None:
+            nn.init.zeros_(self.b.bias)
+        self.b_rf.init_weights()
+        _reset_bn(self.b_bn)
+        self.zero_init_temporal()
+        _kaiming_conv(self.c)
+        _reset_bn(self.c_bn)
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.a_relu(self.a_bn(self.a(x)))
@@ -145,14 +200,16 @@ class Base2DBlock(nn.Module):
         self.c = FrameConv(width, out_channels, 1)
         self.c_bn = _bn(out_channels, bn_eps, bn_momentum)
 
+    def init_weights(self) -> None:
+        """The official init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0 (no zero-init of ``c_bn``)."""
+        for conv, bn in ((self.a, self.a_bn), (self.b, self.b_bn), (self.c, self.c_bn)):
+            _kaiming_conv(conv)
+            _reset_bn(bn)
+
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         y = self.a_relu(self.a_bn(self.a(x)))
         z = self.b_relu(self.b_bn(self.b(y)))
         return self.c_bn(self.c(z))
-
-
-BRANCHES: dict[str, type[nn.Module]] = {"tada2d": TAda2DBlock, "base2d": Base2DBlock}
-_BRANCH_ALIASES = {"TAda2DBlock": "tada2d", "Base2DBlock": "base2d"}
 
 
 class ResBlock(nn.Module):
@@ -170,6 +227,13 @@ class ResBlock(nn.Module):
         self.conv_branch = branch
         self.relu = nn.ReLU(inplace=True)
 
+    def init_weights(self) -> None:
+        """The official init of the projection (Kaiming-normal conv, BN 1 / 0), then the branch's own."""
+        if self.short_cut is not None:
+            _kaiming_conv(self.short_cut)
+            _reset_bn(self.short_cut_bn)
+        self.conv_branch.init_weights()
+
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         out = self.conv_branch(x, num_frames)
         identity = x if self.short_cut is None else self.short_cut_bn(self.short_cut(x))
@@ -184,6 +248,10 @@ class ResStage(nn.Module):
         for i, block in enumerate(blocks, start=1):
             self.add_module(f"res_{i}", block)
 
+    def init_weights(self) -> None:
+        for block in self.children():
+            block.init_weights()
+
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         for block in self.children():
             x = block(x, num_frames)
@@ -191,7 +259,8 @@ class ResStage(nn.Module):
 
 
 class ResNetBackbone(nn.Module):
-    """Stem ``conv1`` and stages ``conv2`` .. ``conv5`` over frames."""
+    """Stem ``conv1`` and stages ``conv2`` .. ``conv5`` over frames; built with the official init
+    (:meth:`init_weights`)."""
 
     def __init__(self, stem: Stem, stages: Sequence[ResStage]) -> None:
         super().__init__()
@@ -199,6 +268,13 @@ class ResNetBackbone(nn.Module):
         for i, stage in enumerate(stages, start=2):
             self.add_module(f"conv{i}", stage)
         self.num_stages = len(stages)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Each part's own init, stem first, blocks in order (the official network init)."""
+        self.conv1.init_weights()
+        for i in range(2, 2 + self.num_stages):
+            getattr(self, f"conv{i}").init_weights()
 
     def forward(self, x: Tensor, num_frames: int) -> Tensor:
         x = self.conv1(x)
@@ -302,14 +378,14 @@ class VideoResNet(nn.Module):
         return frames_to_video(feats, num_frames)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        """(B, C, T, h, w) features -> logits (B, num_classes), or pooled (B, C) with pre_logits."""
-        return self.head(x.mean(dim=(2, 3, 4)), pre_logits=pre_logits)
+        """(B, C, T, h, w) features -> logits (B, num_classes), or pooled (B, C) with pre_logits.
+
+        Pooled as the official head pools: over (h, w) per frame, then over T.
+        """
+        return self.head(x.mean(dim=(3, 4)).mean(dim=2), pre_logits=pre_logits)
 
     def forward(self, x: Tensor | dict) -> Tensor:
-        feats, num_frames = self.forward_frames(x)
-        n, c = feats.shape[:2]
-        pooled = feats.mean(dim=(2, 3)).view(n // num_frames, num_frames, c).mean(dim=1)
-        return self.head(pooled)
+        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head.out
@@ -324,41 +400,6 @@ class VideoResNet(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.head.out.out_features if isinstance(self.head.out, nn.Linear) else 0
-
-
-# ------------------------------------------------------------------------------------------------
-# Initialisation (the official one, with the TAdaConv weight's own init optionally replaced)
-# ------------------------------------------------------------------------------------------------
-def init_backbone_weights(backbone: nn.Module, *, tada_init: str = "official") -> None:
-    """Official backbone init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, skip ``skip_init``.
-
-    ``tada_init="official"`` (default) gives the TAdaConv weight the official construction init,
-    which the official network init leaves alone: Kaiming-uniform a=sqrt(5) on the 6-D tensor,
-    i.e. bound 1/sqrt(Cout*Cin*kh*kw), about 1/sqrt(3*Cout) of a Kaiming-normal weight's norm.
-    Behind a BN this only changes the step size: the TAdaConv weights turn much faster early in
-    training, and from scratch at lr 0.1 TAda2D learns temporal order sooner and better than with
-    ``"kaiming"`` (the Kaiming-normal init of every other conv; docs/design.md, "Training from
-    scratch").
-    """
-    if tada_init not in ("kaiming", "official"):
-        raise ValueError(f"tada_init must be 'kaiming' or 'official', got {tada_init!r}")
-    for module in backbone.modules():
-        if hasattr(module, "skip_init"):
-            continue
-        if isinstance(module, (FrameConv, TemporalConvWeight)):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, TAdaConv2d):
-            if tada_init == "kaiming":
-                nn.init.kaiming_normal_(module.weight_2d, mode="fan_out", nonlinearity="relu")
-            else:
-                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,7 +421,9 @@ def _spatial_kernel(k: int | Sequence[int], what: str) -> int:
 
 def video_resnet(
     *,
-    branch: str = "tada2d",
+    block: Callable[..., nn.Module] = TAda2DBlock,
+    block_args: Mapping[str, Any] | None = None,
+    stem: Callable[..., nn.Module] = Stem,
     depth: int = 50,
     layers: Sequence[int] | None = None,
     widths: Sequence[int] = (64, 256, 512, 1024, 2048),
@@ -389,25 +432,24 @@ def video_resnet(
     num_classes: int = 400,
     kernel_sizes: Sequence[int | Sequence[int]] = (7, 3, 3, 3, 3),
     downsampling: Sequence[bool] = (True, True, True, True, True),
-    route_ratio: int = 4,
-    route_kernels: Sequence[int] = (3, 3),
-    pool_kernel: int = 3,
     dropout: float = 0.5,
     bn_eps: float = 1e-5,
     bn_momentum: float = 0.1,
-    tada_init: str = "official",
     channels_last: bool = False,
 ) -> VideoResNet:
-    """Build a ResNet3D-family video classifier from plain arguments.
+    """Build a ResNet3D-family video classifier from its parts and plain arguments.
 
-    ``branch``: "tada2d" (TAda2D) or "base2d" (TSN). ``widths``: stem output then each stage's
-    output channels (official NUM_FILTERS); bottleneck width = output / ``expansion``.
-    ``layers`` overrides the block counts that ``depth`` implies. ``kernel_sizes``: stem then the
-    3x3 conv of each stage. ``downsampling``: stride 2 in the stem and in ``res_1`` of each stage.
+    ``block``: the residual branch, a class or factory called as ``block(in_channels, width,
+    out_channels, stride=, kernel_size=, bn_eps=, bn_momentum=, **block_args)`` with an
+    ``init_weights()`` method: :class:`TAda2DBlock` (TAda2D) or :class:`Base2DBlock` (TSN).
+    ``stem``: called as ``stem(in_channels, out_channels, kernel_size=, stride=, bn_eps=,
+    bn_momentum=)``. ``widths``: stem output then each stage's output channels (official
+    NUM_FILTERS); bottleneck width = output / ``expansion``. ``layers`` overrides the block counts
+    that ``depth`` implies. ``kernel_sizes``: stem then the 3x3 conv of each stage.
+    ``downsampling``: stride 2 in the stem and in ``res_1`` of each stage.
     """
-    branch = _BRANCH_ALIASES.get(branch, branch)
-    if branch not in BRANCHES:
-        raise ValueError(f"unknown branch {branch!r}; choose from {sorted(BRANCHES)} (or {sorted(_BRANCH_ALIASES)})")
+    if not callable(block) or not callable(stem):
+        raise TypeError(f"block and stem must be classes or factories, got {block!r} and {stem!r}")
     if layers is None:
         if depth not in DEPTH_LAYERS:
             raise ValueError(f"depth must be one of {sorted(DEPTH_LAYERS)} (bottleneck ResNets), got {depth}")
@@ -422,11 +464,9 @@ def video_resnet(
         if w % expansion:
             raise ValueError(f"stage width {w} is not divisible by expansion {expansion}")
     bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
-    stem = Stem(in_channels, widths[0], kernel_size=_spatial_kernel(kernel_sizes[0], "stem"),
-                stride=2 if downsampling[0] else 1, **bn)
-    block_cls = BRANCHES[branch]
-    extra = dict(route_ratio=route_ratio, route_kernels=tuple(route_kernels), pool_kernel=pool_kernel) \
-        if branch == "tada2d" else {}
+    stem_module = stem(in_channels, widths[0], kernel_size=_spatial_kernel(kernel_sizes[0], "stem"),
+                       stride=2 if downsampling[0] else 1, **bn)
+    block_args = dict(block_args or {})
     stages = []
     c_in = widths[0]
     for s in range(4):
@@ -437,12 +477,12 @@ def video_resnet(
         for i in range(layers[s]):
             stride = 2 if (i == 0 and downsampling[s + 1]) else 1
             block_in = c_in if i == 0 else c_out
-            branch_mod = block_cls(block_in, width, c_out, stride=stride, kernel_size=k, **extra, **bn)
-            blocks.append(ResBlock(block_in, c_out, stride=stride, branch=branch_mod, **bn))
+            branch = block(block_in, width, c_out, stride=stride, kernel_size=k, **block_args, **bn)
+            blocks.append(ResBlock(block_in, c_out, stride=stride, branch=branch, **bn))
         stages.append(ResStage(blocks))
         c_in = c_out
-    backbone = ResNetBackbone(stem, stages)
-    init_backbone_weights(backbone, tada_init=tada_init)
+    backbone = ResNetBackbone(stem_module, stages)
     head = VideoHead(widths[-1], num_classes, dropout=dropout)
-    arch = dict(branch=branch, layers=layers, widths=widths, expansion=expansion, num_classes=num_classes)
+    arch = dict(block=getattr(block, "__name__", type(block).__name__), layers=layers, widths=widths,
+                expansion=expansion, num_classes=num_classes)
     return VideoResNet(backbone, head, channels_last=channels_last, arch=arch)

@@ -222,7 +222,10 @@ class TAdaFormerBlock(nn.Module):
         if self.tada is not None:
             x = self._tada(self.tada, x, num_frames, grid)
         h = self.ln_1(x)
-        x = x + self.drop_path(self.attn(h, h, h, need_weights=False)[0], num_frames)
+        # nn.MultiheadAttention's fused inference kernel has no TorchScript-ONNX translation: while TorchScript
+        # traces, key and value are a view of h (not h itself), which keeps the layer on its plain path.
+        kv = h.view_as(h) if torch.jit.is_tracing() else h
+        x = x + self.drop_path(self.attn(h, kv, kv, need_weights=False)[0], num_frames)
         if self.tada2 is not None:
             x = self._tada(self.tada2, x, num_frames, grid)
         return x + self.drop_path(self.mlp(self.ln_2(x)), num_frames)

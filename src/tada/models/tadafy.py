@@ -83,17 +83,11 @@ class TAdaConvBlock(nn.Module):
     def init_weights(self) -> None:
         """The TAda2D init of the new parameters; the conv's weights are left as they are.
 
-        Routing ``g``/``a``: Kaiming-normal (fan_out), zero bias; routing ``b``: zero (alpha == 1);
-        routing BN gamma 1 / beta 0; ``pool_bn`` gamma = beta = 0 (the branch adds exactly 0).
+        The routing function's own init (:meth:`RouteFuncMLP.init_weights`: alpha == 1);
+        ``pool_bn`` gamma = beta = 0 (the branch adds exactly 0).
         """
-        for layer in (self.rf.g, self.rf.a):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
-        nn.init.zeros_(self.rf.b.weight)
-        nn.init.ones_(self.rf.bn.weight)
-        nn.init.zeros_(self.rf.bn.bias)
+        self.rf.init_weights()
         if self.pool_bn is not None:
-            self.pool_bn.skip_init = True
             nn.init.zeros_(self.pool_bn.weight)
             nn.init.zeros_(self.pool_bn.bias)
 

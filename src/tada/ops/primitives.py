@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LayerNormChannelsFirst", "QuickGELU", "quick_gelu", "temporal_avg_pool3"]
+__all__ = ["LayerNormChannelsFirst", "QuickGELU", "is_exporting", "quick_gelu", "temporal_avg_pool3"]
+
+
+def is_exporting() -> bool:
+    """True while a graph is being recorded for export: TorchScript tracing (the TorchScript ONNX
+    exporter) or ``torch.export`` (the exported-program format and the dynamo ONNX exporter)."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def quick_gelu(x: Tensor) -> Tensor:

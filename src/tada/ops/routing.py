@@ -107,9 +107,18 @@ class RouteFuncMLP(nn.Module):
         self.bn = nn.BatchNorm1d(hidden, eps=bn_eps, momentum=bn_momentum)
         self.relu = nn.ReLU(inplace=True)
         self.b = TemporalConvWeight(hidden, out_channels, int(kernels[1]), bias=False)
-        self.b.skip_init = True  # the network init leaves it at zero: alpha == 1 at start
-        nn.init.zeros_(self.b.weight)
+        nn.init.zeros_(self.b.weight)  # alpha == 1 at start
         self.range_momentum: float | None = None  # set by track_range(): the calibration-range clamp is on
+
+    def init_weights(self) -> None:
+        """The TAda2D init: Kaiming-normal (fan_out, relu) ``g`` and ``a`` with zero biases, BN gamma 1 /
+        beta 0, and ``b`` zero, so that alpha == 1 and the TAdaConv starts as its plain conv."""
+        for layer in (self.g, self.a):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+        nn.init.ones_(self.bn.weight)
+        nn.init.zeros_(self.bn.bias)
+        nn.init.zeros_(self.b.weight)
 
     def track_range(self, momentum: float) -> None:
         """Keep running per-channel extremes of alpha in train mode and clamp alpha to them in eval mode.

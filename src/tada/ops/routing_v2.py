@@ -94,8 +94,15 @@ class RouteFuncAttention(nn.Module):
         if zero_init_cal:
             for layer in (self.b, self.b_bias):
                 if layer is not None:
+                    layer.skip_init = True  # enclosing networks' init walks leave them to zero_init_calibration
+            self.zero_init_calibration()
+
+    def zero_init_calibration(self) -> None:
+        """With ``zero_init_cal``, zero ``b`` and ``b_bias``: the calibration is exactly 1 (nothing otherwise)."""
+        if self.zero_init_cal:
+            for layer in (self.b, self.b_bias):
+                if layer is not None:
                     nn.init.zeros_(layer.weight)
-                    layer.skip_init = True
 
     @property
     def with_bias_cal(self) -> bool:

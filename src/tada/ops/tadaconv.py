@@ -195,7 +195,7 @@ class TAdaConv2d(nn.Module):
     def reset_parameters(self) -> None:
         """Like nn.Conv2d: Kaiming-uniform with the 2-D fan-in (not the official 6-D fan-in).
 
-        The networks re-initialise it (:func:`tada.models.resnet.init_backbone_weights`); their
+        The networks re-initialise it (:meth:`tada.models.resnet.TAda2DBlock.init_weights`); their
         default is the official 6-D fan-in.
         """
         w = self.weight.data[0, 0]
