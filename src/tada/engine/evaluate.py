@@ -35,7 +35,7 @@ from tada.engine.reporting import (
     write_predictions_csv,
 )
 from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.sampling import EvalSampler
+from tada.engine.samplers import EvalSampler
 
 __all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir",
            "tested_as_now"]

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from tada.engine.distributed import DistContext, EngineError
-from tada.engine.sampling import SeededDataset
+from tada.engine.samplers import SeededDataset
 
 __all__ = ["Precision", "autocast", "build_loader", "configure_backends", "resolve_precision"]
 

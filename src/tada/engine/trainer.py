@@ -9,7 +9,7 @@
 - an epoch-end checkpoint every CHECKPOINT_PERIOD epochs and at the end, one every
   TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
 - killed at any moment and restarted with the same command, a CPU run ends with weights
-  bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
+  bit-identical to an uninterrupted one (see :mod:`tada.engine.samplers` for how).
 - OUTPUT_DIR belongs to one run: locked while it trains, and an auto-resume with the config of
   another run is refused (see :mod:`tada.engine.ownership`).
 
@@ -55,7 +55,7 @@ from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, s
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
 from tada.engine.runtime import Precision, autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.sampling import EvalSampler, TrainSampler, mix_seed
+from tada.engine.samplers import EvalSampler, TrainSampler, mix_seed
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
 
