@@ -141,7 +141,8 @@ class VideoLoader(DataLoader):
 
 
 def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: int | None = None,
-                 sampler: Sampler | None = None, dataset: Dataset | None = None) -> VideoLoader:
+                 sampler: Sampler | None = None, dataset: Dataset | None = None,
+                 pin_memory: bool | None = None) -> VideoLoader:
     """The loader of ``split`` for one process of ``world_size``.
 
     Per-process batch = global batch (TRAIN.BATCH_SIZE or TEST.BATCH_SIZE) // world_size.
@@ -149,6 +150,9 @@ def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: i
     data (the engine's :mod:`tada.engine.samplers` over a ``SeededDataset``). Without it, one
     process reads train in a random order (seeded) and val/test in order. Train drops the last
     partial batch. ``seed`` (default RANDOM_SEED) seeds the shuffling and the workers' augmentation RNG.
+    The loader has its own generator, so creating an iterator never draws from the global torch
+    generator (which a training loop's dropout uses). ``pin_memory`` (default
+    DATA_LOADER.PIN_MEMORY) pins batches for asynchronous copies when CUDA is available.
     """
     dataset = build_dataset(cfg, split) if dataset is None else dataset
     train = split == "train"
@@ -178,7 +182,7 @@ def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: i
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
+        pin_memory=(cfg.DATA_LOADER.PIN_MEMORY if pin_memory is None else pin_memory) and torch.cuda.is_available(),
         drop_last=train,
         generator=generator,
         **extra,

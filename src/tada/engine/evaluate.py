@@ -34,8 +34,8 @@ from tada.engine.reporting import (
     write_json_atomic,
     write_predictions_csv,
 )
-from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.samplers import EvalSampler
+from tada.engine.runtime import autocast, configure_backends, resolve_precision
+from tada.engine.samplers import EvalSampler, SeededDataset
 
 __all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir",
            "tested_as_now"]
@@ -294,7 +294,10 @@ def _score_views(ctx: DistContext, tests: _TestSet, *, scorer: _ViewScorer) -> t
     """This rank's share of the test views, scored into a :class:`VideoAggregator`; and the seconds it took."""
     seed = int(scorer.cfg.RANDOM_SEED)
     sampler = EvalSampler(len(tests.dataset), rank=ctx.rank, world_size=ctx.world_size, seed=seed)
-    loader = build_loader(tests.dataset, split="test", sampler=sampler, cfg=tests.cfg, ctx=ctx, seed=seed)
+    from tada.data import build_loader
+
+    loader = build_loader(tests.cfg, "test", dataset=SeededDataset(tests.dataset), sampler=sampler, rank=ctx.rank,
+                          world_size=ctx.world_size, seed=seed, pin_memory=True if ctx.device.type == "cuda" else None)
     agg = VideoAggregator(tests.num_views, scorer.method)
     started = time.perf_counter()
     log_every = max(len(loader) // 10, 5)

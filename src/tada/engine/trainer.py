@@ -54,8 +54,8 @@ from tada.engine.mixing import Mixer, mixer_from_config
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
-from tada.engine.runtime import Precision, autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.samplers import EvalSampler, TrainSampler, mix_seed
+from tada.engine.runtime import Precision, autocast, configure_backends, resolve_precision
+from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler, mix_seed
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
 
@@ -623,10 +623,15 @@ def _prepare_loop(run: _Run, *, train_set: Any, val_set: Any) -> None:
         from tada.data import gpu_transform
 
         run.gpu_transform = gpu_transform
-    run.loader = build_loader(train_set, split="train", sampler=run.sampler, cfg=cfg, ctx=ctx, seed=seed)
+    from tada.data import build_loader
+
+    pin_memory = True if device.type == "cuda" else None  # asynchronous copies whatever the config says
+    run.loader = build_loader(cfg, "train", dataset=SeededDataset(train_set), sampler=run.sampler, rank=ctx.rank,
+                              world_size=ctx.world_size, seed=seed, pin_memory=pin_memory)
     if val_set is not None:
         val_sampler = EvalSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size, seed=seed)
-        run.val_loader = build_loader(val_set, split="val", sampler=val_sampler, cfg=cfg, ctx=ctx, seed=seed)
+        run.val_loader = build_loader(cfg, "val", dataset=SeededDataset(val_set), sampler=val_sampler,
+                                      rank=ctx.rank, world_size=ctx.world_size, seed=seed, pin_memory=pin_memory)
 
     log.info("precision %s; start %s; epochs %d..%d", run.precision.label, run.pos.start, run.pos.epoch + 1,
              run.max_epoch)
