@@ -236,8 +236,6 @@ def _test_set(cfg: Config, dataset_fn: Callable, *, views: int, crops: int) -> _
 def _test(cfg: Config, ctx: DistContext, *, out: Path, views: int, crops: int,
           checkpoint: str | os.PathLike | None, checkpoint_choice: str, model_fn: Callable, dataset_fn: Callable,
           extra: dict[str, Any]) -> dict[str, Any] | None:
-    from tada.checkpoint import load_checkpoint
-
     method = _check_test_request(cfg, views=views, crops=crops)
     if checkpoint is None:
         path, why = resolve_test_checkpoint(cfg)
@@ -250,7 +248,7 @@ def _test(cfg: Config, ctx: DistContext, *, out: Path, views: int, crops: int,
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     torch.manual_seed(int(cfg.RANDOM_SEED))
     model = model_fn(cfg).to(device)
-    loaded = load_checkpoint(model, path, strict=True, state_key=WEIGHTS[extra.get("weights", "model")])
+    loaded = ckpt.load_checkpoint(model, path, strict=True, state_key=WEIGHTS[extra.get("weights", "model")])
     model.eval()
     log.info("testing %s (%s, epoch %s) on %d videos x %d views (%dx%d), aggregation %s, %d process(es)",
              path, why, "?" if loaded.epoch is None else loaded.epoch + 1, tests.num_videos, tests.num_views, views,

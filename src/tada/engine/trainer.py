@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from tada.checkpoint import CheckpointError
 from tada.config import Config, save_config
 from tada.engine import checkpointing as ckpt
+from tada.engine.checkpointing import CheckpointError, unwrap
 from tada.engine.distributed import (
     DistContext,
     EngineError,
@@ -57,7 +57,7 @@ from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_
 from tada.engine.runtime import Precision, autocast, configure_backends, resolve_precision
 from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler, mix_seed
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
+__all__ = ["NonFiniteLossError", "TrainResult", "train", "validate"]
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,6 @@ class _Position:
     best: dict[str, Any] | None = None
     start: str = "random"
     ema_state: dict[str, Any] | None = None  # the resumed checkpoint's model_ema_state, if any
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP (``.module``) and torch.compile (``._orig_mod``)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def _default_model_fn(cfg: Config) -> nn.Module:
@@ -341,13 +330,11 @@ def _start_from_file(
 ) -> _Position:
     """TRAIN.CHECKPOINT_FILE_PATH: its weights only (TRAIN.FINE_TUNE), else weights and optimizer
     at the epoch after the file's."""
-    from tada.checkpoint import load_checkpoint
-
     path = cfg.TRAIN.CHECKPOINT_FILE_PATH
     if not Path(path).is_file():
         raise EngineError(f"TRAIN.CHECKPOINT_FILE_PATH: file not found: {path}")
     if cfg.TRAIN.FINE_TUNE:
-        loaded = load_checkpoint(model, path, strict=False)
+        loaded = ckpt.load_checkpoint(model, path, strict=False)
         foreign = [
             k for k in loaded.missing_keys + loaded.unexpected_keys + loaded.mismatched_keys
             if not k.startswith("head.")
@@ -356,7 +343,7 @@ def _start_from_file(
             raise EngineError(f"{path}: does not fit the model outside the head: {foreign[:10]}")
         note = " (head re-initialised: its shape differs)" if loaded.mismatched_keys else ""
         return _Position(start=f"fine-tune from {path}: weights only, from epoch 1{note}")
-    loaded = load_checkpoint(model, path, strict=True, optimizer=optimizer)
+    loaded = ckpt.load_checkpoint(model, path, strict=True, optimizer=optimizer)
     ours = loaded.extra.get("tada")
     if isinstance(ours, dict) and int(ours.get("iteration", 0)) > 0:
         raise EngineError(
@@ -373,13 +360,11 @@ def _start_from_file(
 
 def _start_from_in1k(cfg: Config, model: nn.Module) -> _Position:
     """TRAIN.INIT in1k: the backbone from a local ImageNet state dict of its 2-D counterpart."""
-    from tada.checkpoint import load_in1k
-
     weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local ImageNet state-dict file of the "
                           "backbone (a torchvision/timm ResNet-50, or a ConvNeXt-V1 of the model's size)")
     if not Path(weights).is_file():
         raise EngineError(f"TRAIN.IN1K_WEIGHTS: file not found: {weights}")
-    report = load_in1k(model, weights)
+    report = ckpt.load_in1k(model, weights)
     return _Position(
         start=f"ImageNet init from {weights}: {len(report.loaded)} tensors loaded, "
         f"{len(report.missing)} kept their init (routing, temporal-pool BN, head)"
