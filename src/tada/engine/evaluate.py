@@ -34,7 +34,7 @@ from tada.engine.reporting import (
     write_json_atomic,
     write_predictions_csv,
 )
-from tada.engine.runtime import autocast, configure_backends, resolve_precision
+from tada.engine.runtime import autocast, configure_backends, default_dataset_fn, default_model_fn, resolve_precision
 from tada.engine.samplers import EvalSampler, SeededDataset
 
 __all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir",
@@ -93,18 +93,6 @@ def checkpoint_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _default_model_fn(cfg: Config) -> nn.Module:
-    from tada.models import build_model
-
-    return build_model(cfg)
-
-
-def _default_dataset_fn(cfg: Config, split: str) -> Any:
-    from tada.data import build_dataset
-
-    return build_dataset(cfg, split)
-
-
 def _as_list(value: Any, n: int, *, default: Any) -> list[Any]:
     if value is None:
         return [default] * n
@@ -143,8 +131,8 @@ def test(
     undo_logging = setup_logging(out / "test.log", master=ctx.is_master, console_iterations=True)
     try:
         return _test(cfg, ctx, out=out, views=views, crops=crops, checkpoint=checkpoint,
-                     checkpoint_choice=checkpoint_choice, model_fn=model_fn or _default_model_fn,
-                     dataset_fn=dataset_fn or _default_dataset_fn, extra={**(extra or {}), "weights": weights})
+                     checkpoint_choice=checkpoint_choice, model_fn=model_fn or default_model_fn,
+                     dataset_fn=dataset_fn or default_dataset_fn, extra={**(extra or {}), "weights": weights})
     finally:
         undo_logging()
         if own_ctx:

@@ -1,15 +1,17 @@
-"""Per-run device settings shared by training, testing and prediction: AMP and cuDNN."""
+"""What training and testing share: AMP precision, cuDNN settings, and the default model and dataset builders."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Any
 
 import torch
+from torch import nn
 
 from tada.engine.distributed import EngineError
 
-__all__ = ["Precision", "autocast", "configure_backends", "resolve_precision"]
+__all__ = ["Precision", "autocast", "configure_backends", "default_dataset_fn", "default_model_fn", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +61,17 @@ def configure_backends(device: torch.device, *, deterministic: bool) -> None:
     torch.backends.cudnn.allow_tf32 = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def default_model_fn(cfg: Any) -> nn.Module:
+    """The model a config describes (:func:`tada.models.build_model`): the default ``model_fn``."""
+    from tada.models import build_model
+
+    return build_model(cfg)
+
+
+def default_dataset_fn(cfg: Any, split: str) -> Any:
+    """The dataset of ``split`` a config describes (:func:`tada.data.build_dataset`): the default ``dataset_fn``."""
+    from tada.data import build_dataset
+
+    return build_dataset(cfg, split)

@@ -54,7 +54,14 @@ from tada.engine.mixing import Mixer, mixer_from_config
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
-from tada.engine.runtime import Precision, autocast, configure_backends, resolve_precision
+from tada.engine.runtime import (
+    Precision,
+    autocast,
+    configure_backends,
+    default_dataset_fn,
+    default_model_fn,
+    resolve_precision,
+)
 from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler, mix_seed
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train", "validate"]
@@ -88,18 +95,6 @@ class _Position:
     best: dict[str, Any] | None = None
     start: str = "random"
     ema_state: dict[str, Any] | None = None  # the resumed checkpoint's model_ema_state, if any
-
-
-def _default_model_fn(cfg: Config) -> nn.Module:
-    from tada.models import build_model
-
-    return build_model(cfg)
-
-
-def _default_dataset_fn(cfg: Config, split: str) -> Any:
-    from tada.data import build_dataset
-
-    return build_dataset(cfg, split)
 
 
 def _to_device(batch: dict, device: torch.device, *, gpu_transform: Callable | None, cfg: Config | None):
@@ -437,8 +432,8 @@ def train(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
     check_train_config(cfg, ctx.world_size)
-    model_fn = model_fn or _default_model_fn
-    dataset_fn = dataset_fn or _default_dataset_fn
+    model_fn = model_fn or default_model_fn
+    dataset_fn = dataset_fn or default_dataset_fn
     # Data first: a missing list or key fails before OUTPUT_DIR is touched or a model is built.
     train_set = dataset_fn(cfg, "train")
     val_set = dataset_fn(cfg, "val") if int(cfg.TRAIN.EVAL_PERIOD) > 0 else None
