@@ -341,7 +341,7 @@ def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def checkpoint_path(output_dir: str | os.PathLike, epochs_done: int, iteration: int = 0) -> Path:
+def checkpoint_path(output_dir: str | os.PathLike, epochs_done: int, *, iteration: int = 0) -> Path:
     name = f"checkpoint_epoch_{epochs_done:05d}"
     if iteration:
         name += f"_iter_{iteration:06d}"

@@ -321,8 +321,8 @@ def _write_results(out: Path, *, results: dict[str, Any], rows: list[dict[str, A
     """predictions.csv, confusion.png and results.json in ``out``; the summary and failures logged."""
     views, crops = tests.views, tests.crops
     write_predictions_csv(out / "predictions.csv", rows)
-    write_confusion_png(out / "confusion.png", results["confusion_matrix"], tests.class_names,
-                        f"{title} {views}x{crops}: top-1 {_fmt(results['top1'])}%")
+    write_confusion_png(out / "confusion.png", results["confusion_matrix"], class_names=tests.class_names,
+                        title=f"{title} {views}x{crops}: top-1 {_fmt(results['top1'])}%")
     write_json_atomic(out / "results.json", results)
     log.info("test %dx%d: top1 %s%% top5 %s%% mean class acc %s%% over %d videos (%d failed) in %.1f s -> %s",
              views, crops, _fmt(results["top1"]), _fmt(results["top5"]), _fmt(results["mean_class_accuracy"]),

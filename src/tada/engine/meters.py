@@ -96,7 +96,7 @@ class TrainMeter:
         """Add one step to the window, on the device (no host sync)."""
         detached = loss.detach().double()
         finite = torch.isfinite(detached)
-        correct = topk_correct(logits.detach(), labels, (1, 5)).double()
+        correct = topk_correct(logits.detach(), labels, ks=(1, 5)).double()
         n = float(labels.numel())
         self.sums += torch.stack([torch.where(finite, detached, 0.0) * n, correct[0], correct[1],
                                   torch.full((), n, dtype=torch.float64, device=self.ctx.device)])
@@ -217,7 +217,7 @@ class ValMeter:
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         finite = torch.isfinite(logits).all(dim=1)
         loss = nn.functional.cross_entropy(logits[finite], labels[finite], reduction="sum")
-        correct = topk_correct(logits[finite], labels[finite], (1, 5))
+        correct = topk_correct(logits[finite], labels[finite], ks=(1, 5))
         self.sums += torch.stack([loss.double(), correct[0].double(), correct[1].double(),
                                   torch.full((), float(labels.numel()), dtype=torch.float64, device=self.ctx.device),
                                   (~finite).sum().double()])

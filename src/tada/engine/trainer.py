@@ -273,7 +273,7 @@ def _resume(
     file at the start of the epoch after it."""
     out = Path(cfg.OUTPUT_DIR)
     state = _read_for_resume(latest, out)
-    check_resume_config(cfg, state.get("cfg"), latest.path, strict=state.get("tada") is not None)
+    check_resume_config(cfg, state.get("cfg"), path=latest.path, strict=state.get("tada") is not None)
     try:
         model.load_state_dict(state["model_state"], strict=True)
         optimizer.load_state_dict(state["optimizer_state"])
@@ -467,7 +467,7 @@ def train(
             shutdown(ctx)
 
 
-def scheduled_epoch(epochs_done: int, period: int, max_epoch: int) -> bool:
+def scheduled_epoch(epochs_done: int, *, period: int, max_epoch: int) -> bool:
     """Whether epoch ``epochs_done`` (1-based) is a checkpoint (or evaluation) epoch.
 
     Every ``period`` epochs, the last one, and every one of the last 11 (best.pyth is picked there).
@@ -677,9 +677,9 @@ def _train_step(run: _Run, batch: dict) -> None:
     targets = labels
     if run.mixer is not None:  # the step's own seed: a resumed run mixes as an uninterrupted one
         rng = np.random.default_rng(mix_seed(int(cfg.RANDOM_SEED), ctx.rank, pos.global_step, 0x313))
-        video, targets = run.mixer(video, labels, rng)
-    set_lr(run.optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(pos.epoch, pos.iteration, run.ipe),
-                                         global_batch=int(cfg.TRAIN.BATCH_SIZE)))
+        video, targets = run.mixer(video, labels, rng=rng)
+    position = epoch_position(pos.epoch, pos.iteration, iters_per_epoch=run.ipe)
+    set_lr(run.optimizer, lr_from_config(cfg.OPTIMIZER, position, global_batch=int(cfg.TRAIN.BATCH_SIZE)))
     if run.graphed is not None:  # forward+backward replayed; the gradients are overwritten in place
         logits, loss = run.graphed(video, labels)
     else:
@@ -751,7 +751,7 @@ def _stop_here(run: _Run, signum: int) -> Exception:
     _flush(run)  # the NaN check guards the file
     run.meter.close_bar()
     run.clock()
-    if run.last_path != ckpt.checkpoint_path(run.out, pos.epoch, pos.iteration):
+    if run.last_path != ckpt.checkpoint_path(run.out, pos.epoch, iteration=pos.iteration):
         _save(run, is_best=False)
     return StopSignals.interrupted(signum, where=f"epoch {pos.epoch + 1}, iteration {pos.iteration}/{run.ipe}",
                                    checkpoint=run.last_path, auto_resume=run.cfg.TRAIN.AUTO_RESUME)
@@ -763,7 +763,8 @@ def _end_epoch(run: _Run) -> None:
     epochs_done = pos.epoch + 1
     train_record = run.meter.epoch_record(lr=_base_lr(run.optimizer))
     is_best, val_record = False, None
-    if run.val_loader is not None and scheduled_epoch(epochs_done, int(cfg.TRAIN.EVAL_PERIOD), run.max_epoch):
+    eval_epoch = scheduled_epoch(epochs_done, period=int(cfg.TRAIN.EVAL_PERIOD), max_epoch=run.max_epoch)
+    if run.val_loader is not None and eval_epoch:
         is_best, val_record = _validate_epoch(run, epochs_done)
     pos.epoch, pos.iteration = epochs_done, 0
     run.clock()
@@ -772,7 +773,8 @@ def _end_epoch(run: _Run) -> None:
     if val_record is not None:
         run.stats.write("val_epoch", val_record, step=pos.global_step)
     iter_period = int(cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
-    checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), run.max_epoch)
+    checkpoint_epoch = scheduled_epoch(epochs_done, period=int(cfg.TRAIN.CHECKPOINT_PERIOD),
+                                       max_epoch=run.max_epoch)
     if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
         _save(run, is_best=is_best)
     signum = run.stops.agreed(run.ctx) if epochs_done < run.max_epoch else None
@@ -857,7 +859,7 @@ def _save(run: _Run, *, is_best: bool) -> Path:
     rng = all_gather_objects(ctx, ckpt.capture_rng(ctx.device))
     out = Path(cfg.OUTPUT_DIR)
     epochs_done = pos.epoch  # full epochs behind this position (mid-epoch: the one in progress is not)
-    path = ckpt.checkpoint_path(out, epochs_done, pos.iteration)
+    path = ckpt.checkpoint_path(out, epochs_done, iteration=pos.iteration)
     if ctx.is_master:
         state = {
             "model_state": unwrap(model).state_dict(),
