@@ -10,7 +10,8 @@ from tada.engine.checkpointing import (
     CheckpointError,
     InitReport,
     LoadedCheckpoint,
-    _names,  # noqa: F401  (the key-list formatting of tada.models.clip)
+    _names,  # noqa: F401  (tada.models.clip formats key lists and splits state dicts as the loader does)
+    _split_state,  # noqa: F401
     load_checkpoint,
     load_in1k,
     load_state_dict_file,
