@@ -41,7 +41,7 @@ from torch import Tensor
 
 from tada.config import Config, default_config, load_config
 from tada.data.decode import DecodeError, VideoReader, first_video_stream, open_video
-from tada.data.sampling import sample_indices
+from tada.data.frame_indices import sample_indices
 from tada.data.transforms import apply_plan, normalize_, plan_test_crop
 from tada.data.windows import FrameStream, WindowClip, WindowSpec, prefetched, stream_windows
 from tada.errors import TadaError

@@ -81,8 +81,10 @@ def test_loader_batches_and_collation(synth_cfg):
     torch.manual_seed(0)
     again = next(iter(build_loader(synth_cfg, "train", seed=0)))
     torch.testing.assert_close(again["video"], first["video"])  # same seeds, same clips
-    test = build_loader(synth_cfg, "test", world_size=2, rank=1)
-    assert list(test.sampler) == list(range(1, len(test.dataset), 2))
+    test = build_loader(synth_cfg, "test")
+    assert list(test.sampler) == list(range(len(test.dataset)))  # one process: val/test in order
+    with pytest.raises(ValueError, match="needs a sampler that shards"):  # several: the engine's samplers shard
+        build_loader(synth_cfg, "test", world_size=2, rank=1)
 
 
 @pytest.fixture()

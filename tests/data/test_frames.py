@@ -12,6 +12,7 @@ import pytest
 
 from tada.data.decode import DecodeError, PyAVReader
 from tada.data.extract import ExtractSettings, extract_video, extract_videos, find_videos, read_video_list
+from tada.data.frame_indices import sample_indices
 from tada.data.frames import (
     FrameFolderReader,
     FrameListEntry,
@@ -22,7 +23,6 @@ from tada.data.frames import (
     read_meta,
     write_frame_list,
 )
-from tada.data.sampling import sample_indices
 from tada.errors import TadaError
 
 HEIGHT, WIDTH, FRAMES, FPS = 48, 64, 45, 25

@@ -10,7 +10,7 @@ import torch
 from media_helpers import coded_frames, sequential_decode, write_video
 
 from tada.data.decode import DecodeError
-from tada.data.sampling import interval_indices, segment_indices
+from tada.data.frame_indices import interval_indices, segment_indices
 from tada.data.windows import SEGMENT_WINDOW_SECONDS, FrameStream, WindowSpec, stream_windows
 
 FPS = 30

@@ -11,7 +11,7 @@ from tada.engine import checkpointing as ckpt
 def test_names_sort_in_training_order(tmp_path):
     positions = [(0, 3), (1, 0), (1, 2), (1, 10), (2, 0), (10, 0)]
     for e, i in reversed(positions):
-        ckpt.save_atomic({"x": torch.zeros(1)}, ckpt.checkpoint_path(tmp_path, e, i))
+        ckpt.save_atomic({"x": torch.zeros(1)}, ckpt.checkpoint_path(tmp_path, e, iteration=i))
     (ckpt.checkpoint_dir(tmp_path) / "notes.txt").write_text("ignored")
     found = ckpt.list_checkpoints(tmp_path)
     assert [(c.epochs_done, c.iteration) for c in found] == positions
@@ -30,7 +30,7 @@ def test_atomic_save_leaves_no_temporary_and_reads_weights_only(tmp_path):
 
 def test_prune_keeps_the_last_epochs_and_only_the_newest_iteration_file(tmp_path):
     for e, i in [(1, 0), (1, 5), (2, 0), (3, 0), (3, 2), (3, 4)]:
-        ckpt.save_atomic({}, ckpt.checkpoint_path(tmp_path, e, i))
+        ckpt.save_atomic({}, ckpt.checkpoint_path(tmp_path, e, iteration=i))
     ckpt.link_best(ckpt.checkpoint_path(tmp_path, 1), tmp_path)
     ckpt.prune_checkpoints(tmp_path, keep_last=2)
     left = [(c.epochs_done, c.iteration) for c in ckpt.list_checkpoints(tmp_path)]

@@ -10,7 +10,7 @@ from tada.engine.metrics import VideoAggregator, aggregate_views, summarise_vide
 def test_topk_correct_counts():
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.05, 0.15], [0.2, 0.3, 0.5]])
     labels = torch.tensor([1, 2, 0])
-    assert topk_correct(logits, labels, (1, 2, 5)).tolist() == [1, 2, 3]
+    assert topk_correct(logits, labels, ks=(1, 2, 5)).tolist() == [1, 2, 3]
 
 
 def _add(agg, video, view, label, logits, failed=False):

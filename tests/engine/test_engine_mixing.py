@@ -17,7 +17,7 @@ def batch(n=6, k=5):
 
 
 def test_smoothed_one_hot_values():
-    y = smoothed_one_hot(torch.tensor([2, 0]), 4, 0.1)
+    y = smoothed_one_hot(torch.tensor([2, 0]), 4, smoothing=0.1)
     assert torch.allclose(y, torch.tensor([[0.025, 0.025, 0.925, 0.025], [0.925, 0.025, 0.025, 0.025]]))
 
 
@@ -26,9 +26,9 @@ def test_mixup_mixes_clips_and_targets_with_the_reversed_batch():
     video, labels = batch()
     lam, use_cutmix = mixer.draw(np.random.default_rng(7))
     assert not use_cutmix and 0 < lam < 1
-    mixed, targets = mixer(video.clone(), labels, np.random.default_rng(7))
+    mixed, targets = mixer(video.clone(), labels, rng=np.random.default_rng(7))
     assert torch.allclose(mixed, lam * video + (1 - lam) * video.flip(0))
-    y = smoothed_one_hot(labels, 5, 0.1)
+    y = smoothed_one_hot(labels, 5, smoothing=0.1)
     assert torch.allclose(targets, (lam * y + (1 - lam) * y.flip(0)).float())
     assert torch.allclose(targets.sum(1), torch.ones(6))
 
@@ -37,7 +37,7 @@ def test_cutmix_pastes_one_box_into_every_frame_and_corrects_lam():
     mixer = Mixer(num_classes=5, cutmix_alpha=1.0)
     video, labels = batch()
     for seed in range(20):
-        mixed, targets = mixer(video.clone(), labels, np.random.default_rng(seed))
+        mixed, targets = mixer(video.clone(), labels, rng=np.random.default_rng(seed))
         pasted = (mixed != video).any(dim=(0, 1, 2))  # (H, W) where any clip changed
         changed = mixed == video.flip(0)
         assert changed[..., pasted].all()  # the box holds the reversed batch, on all frames
@@ -62,10 +62,10 @@ def test_draw_statistics_follow_prob_switch_prob_and_beta():
 
 def test_cutmix_box_sides_and_minmax():
     rng = np.random.default_rng(0)
-    y0, y1, x0, x1 = cutmix_box(100, 200, 0.75, rng)
+    y0, y1, x0, x1 = cutmix_box(100, 200, lam=0.75, rng=rng)
     assert (y1 - y0) <= 50 and (x1 - x0) <= 100  # sqrt(1 - 0.75) = 0.5 of each side, clipped
     for _ in range(200):
-        y0, y1, x0, x1 = cutmix_box(100, 200, 0.5, rng, minmax=(0.2, 0.4))
+        y0, y1, x0, x1 = cutmix_box(100, 200, lam=0.5, rng=rng, minmax=(0.2, 0.4))
         assert 20 <= y1 - y0 < 40 and 40 <= x1 - x0 < 80 and y1 <= 100 and x1 <= 200
 
 

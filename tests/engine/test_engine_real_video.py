@@ -22,7 +22,7 @@ from tada.data.datasets import build_dataset
 from tada.data.synthetic import generate_dataset
 from tada.engine import train
 from tada.engine.checkpointing import read_checkpoint
-from tada.engine.sampling import TrainSampler
+from tada.engine.samplers import TrainSampler
 
 WORKER = str(Path(__file__).resolve().parent / "engine_worker.py")
 BROKEN = "videos/train/broken_0000.mp4"

@@ -288,8 +288,10 @@ def test_checkpoint_and_validation_epochs_follow_spec_2_2(tmp_path):
     from tada.engine.checkpointing import list_checkpoints
     from tada.engine.trainer import scheduled_epoch
 
-    assert [e for e in range(1, 101) if scheduled_epoch(e, 5, 100)] == [*range(5, 90, 5), *range(90, 101)]
-    assert [e for e in range(1, 8) if scheduled_epoch(e, 5, 7)] == [*range(1, 8)]  # short runs: every epoch
+    every_5 = [e for e in range(1, 101) if scheduled_epoch(e, period=5, max_epoch=100)]
+    assert every_5 == [*range(5, 90, 5), *range(90, 101)]
+    short = [e for e in range(1, 8) if scheduled_epoch(e, period=5, max_epoch=7)]
+    assert short == [*range(1, 8)]  # short runs: every epoch
 
     cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.MAX_EPOCH", "14", "TRAIN.CHECKPOINT_PERIOD", "2",
                    "TRAIN.EVAL_PERIOD", "3", "TRAIN.KEEP_LAST", "0", "LOG_PERIOD", "100")

@@ -6,7 +6,7 @@ Public entry points::
     ds = build_dataset(cfg, "train")          # items: video (C,T,H,W) float, label, index, path, ...
     loader = build_loader(cfg, "train", rank=0, world_size=1)
 
-Layers, each usable alone: :mod:`~tada.data.decode` (readers), :mod:`~tada.data.sampling`
+Layers, each usable alone: :mod:`~tada.data.decode` (readers), :mod:`~tada.data.frame_indices`
 (frame indices), :mod:`~tada.data.transforms` (crop plans), :mod:`~tada.data.annotations`
 (list/JSON files), :mod:`~tada.data.datasets`, :mod:`~tada.data.loader`,
 :mod:`~tada.data.synthetic` (the generated dataset).
@@ -15,8 +15,8 @@ Layers, each usable alone: :mod:`~tada.data.decode` (readers), :mod:`~tada.data.
 from tada.data.annotations import AnnotationError, VideoEntry, mirrored_pairs, read_class_names
 from tada.data.datasets import ClipSpec, DataFailureError, VideoDataset, build_dataset, dataset_kind
 from tada.data.decode import DecodeError, VideoReader, open_video
-from tada.data.loader import PassStats, ShardSampler, VideoLoader, build_loader, collate, gpu_transform
-from tada.data.sampling import interval_indices, sample_indices, segment_indices
+from tada.data.frame_indices import interval_indices, sample_indices, segment_indices
+from tada.data.loader import PassStats, VideoLoader, build_loader, collate, gpu_transform
 
 __all__ = [
     "AnnotationError",
@@ -24,7 +24,6 @@ __all__ = [
     "DataFailureError",
     "DecodeError",
     "PassStats",
-    "ShardSampler",
     "VideoDataset",
     "VideoEntry",
     "VideoLoader",

@@ -45,8 +45,8 @@ from tada.data.annotations import (
 )
 from tada.data.augment import RandAugment, RandomErasing, grayscale_, parse_rand_augment, random_resized_box
 from tada.data.decode import DecodeError, VideoReader, open_video
+from tada.data.frame_indices import sample_indices
 from tada.data.frames import failed_jpeg_clip_fields, jpeg_clip_fields
-from tada.data.sampling import sample_indices
 from tada.data.transforms import (
     apply_plan,
     extract_box,
@@ -195,7 +195,7 @@ class VideoDataset(Dataset):
 
     def _train_item(self, index: int) -> dict:
         # One draw from torch's generator seeds the item: the DataLoader seeds it in each worker,
-        # and the engine per sample (tada.engine.sampling.SeededDataset), so runs are reproducible.
+        # and the engine per sample (tada.engine.samplers.SeededDataset), so runs are reproducible.
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         failures: list[str] = []
         video_index = index

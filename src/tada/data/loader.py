@@ -16,16 +16,16 @@ crop; :func:`gpu_transform` resizes and normalises the batch on the device.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from tada.data.datasets import DataFailureError, build_dataset
 from tada.data.transforms import normalize_, resize_boxes
 
-__all__ = ["ShardSampler", "VideoLoader", "PassStats", "build_loader", "collate", "gpu_transform"]
+__all__ = ["VideoLoader", "PassStats", "build_loader", "collate", "gpu_transform"]
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +87,6 @@ def gpu_transform(batch: dict, cfg, device: torch.device | str) -> dict:
     return out
 
 
-class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...`` in order: every item exactly once over all ranks, no padding
-    (unlike DistributedSampler, which repeats items and so double-counts test views)."""
-
-    def __init__(self, length: int, *, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside [0, {world_size})")
-        self.length, self.rank, self.world_size = length, rank, world_size
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.length, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world_size))
-
-
 @dataclass
 class PassStats:
     """Failure counts of one pass over a loader."""
@@ -157,14 +141,18 @@ class VideoLoader(DataLoader):
 
 
 def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: int | None = None,
-                 sampler: Sampler | None = None, dataset: Dataset | None = None) -> VideoLoader:
+                 sampler: Sampler | None = None, dataset: Dataset | None = None,
+                 pin_memory: bool | None = None) -> VideoLoader:
     """The loader of ``split`` for one process of ``world_size``.
 
     Per-process batch = global batch (TRAIN.BATCH_SIZE or TEST.BATCH_SIZE) // world_size.
-    Train shuffles (DistributedSampler with ``seed`` when world_size > 1; call
-    ``loader.sampler.set_epoch(epoch)``), drops the last partial batch; val/test keep order and
-    shard without padding. ``sampler`` replaces the default sampler (e.g. the engine's test sampler).
-    ``seed`` (default RANDOM_SEED) seeds shuffling and the workers' augmentation RNG.
+    ``sampler`` chooses the items of this process; several processes need one that shards the
+    data (the engine's :mod:`tada.engine.samplers` over a ``SeededDataset``). Without it, one
+    process reads train in a random order (seeded) and val/test in order. Train drops the last
+    partial batch. ``seed`` (default RANDOM_SEED) seeds the shuffling and the workers' augmentation RNG.
+    The loader has its own generator, so creating an iterator never draws from the global torch
+    generator (which a training loop's dropout uses). ``pin_memory`` (default
+    DATA_LOADER.PIN_MEMORY) pins batches for asynchronous copies when CUDA is available.
     """
     dataset = build_dataset(cfg, split) if dataset is None else dataset
     train = split == "train"
@@ -176,13 +164,10 @@ def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: i
     seed = cfg.RANDOM_SEED if seed is None else seed
     generator = torch.Generator().manual_seed(seed + 1_000_003 * rank)
     if sampler is None:
-        if train:
-            sampler = (DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                          drop_last=True)
-                       if world_size > 1 else RandomSampler(dataset, generator=generator))
-        else:
-            sampler = (ShardSampler(len(dataset), rank=rank, world_size=world_size)
-                       if world_size > 1 else SequentialSampler(dataset))
+        if world_size > 1:
+            raise ValueError(f"{split}: a loader for one of {world_size} processes needs a sampler that shards the "
+                             f"data (tada.engine.samplers.TrainSampler or EvalSampler over a SeededDataset)")
+        sampler = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
     if train and len(sampler) < batch_size:
         raise ValueError(f"{split}: {len(sampler)} clips per process, fewer than one batch of {batch_size}")
     workers = cfg.DATA_LOADER.NUM_WORKERS
@@ -197,7 +182,7 @@ def build_loader(cfg, split: str, *, rank: int = 0, world_size: int = 1, seed: i
         sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
-        pin_memory=cfg.DATA_LOADER.PIN_MEMORY and torch.cuda.is_available(),
+        pin_memory=(cfg.DATA_LOADER.PIN_MEMORY if pin_memory is None else pin_memory) and torch.cuda.is_available(),
         drop_last=train,
         generator=generator,
         **extra,

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from tada.data.decode import DecodeError, first_video_stream
-from tada.data.sampling import sample_indices
+from tada.data.frame_indices import sample_indices
 
 __all__ = [
     "SEGMENT_WINDOW_SECONDS",

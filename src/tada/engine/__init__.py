@@ -14,7 +14,7 @@ from tada.engine.interrupt import TrainingInterrupted
 from tada.engine.metrics import VideoAggregator, topk_correct
 from tada.engine.optim import build_optimizer, lr_at, lr_from_config, param_groups
 from tada.engine.ownership import OutputDirInUseError
-from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler
+from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler
 from tada.engine.trainer import NonFiniteLossError, TrainResult, train, validate
 
 __all__ = [

@@ -120,7 +120,7 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier()
 
 
-def all_reduce(ctx: DistContext, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+def all_reduce(ctx: DistContext, tensor: torch.Tensor, *, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce (sum, min or max) across ranks; a no-op in a single process."""
     if ctx.distributed:
         ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}

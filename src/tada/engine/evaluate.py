@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ from tada.engine.reporting import (
     write_json_atomic,
     write_predictions_csv,
 )
-from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.sampling import EvalSampler
+from tada.engine.runtime import autocast, configure_backends, default_dataset_fn, default_model_fn, resolve_precision
+from tada.engine.samplers import EvalSampler, SeededDataset
 
 __all__ = ["TEST_PROTOCOL_VERSION", "checkpoint_identity", "resolve_test_checkpoint", "test", "test_dir",
            "tested_as_now"]
@@ -92,19 +93,7 @@ def checkpoint_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _default_model_fn(cfg: Config) -> nn.Module:
-    from tada.models import build_model
-
-    return build_model(cfg)
-
-
-def _default_dataset_fn(cfg: Config, split: str) -> Any:
-    from tada.data import build_dataset
-
-    return build_dataset(cfg, split)
-
-
-def _as_list(value: Any, n: int, default: Any) -> list[Any]:
+def _as_list(value: Any, n: int, *, default: Any) -> list[Any]:
     if value is None:
         return [default] * n
     if isinstance(value, torch.Tensor):
@@ -141,8 +130,9 @@ def test(
         out.mkdir(parents=True, exist_ok=True)
     undo_logging = setup_logging(out / "test.log", master=ctx.is_master, console_iterations=True)
     try:
-        return _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn or _default_model_fn,
-                     dataset_fn or _default_dataset_fn, {**(extra or {}), "weights": weights}, out)
+        return _test(cfg, ctx, out=out, views=views, crops=crops, checkpoint=checkpoint,
+                     checkpoint_choice=checkpoint_choice, model_fn=model_fn or default_model_fn,
+                     dataset_fn=dataset_fn or default_dataset_fn, extra={**(extra or {}), "weights": weights})
     finally:
         undo_logging()
         if own_ctx:
@@ -151,22 +141,70 @@ def test(
             shutdown(ctx)
 
 
-def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, dataset_fn, extra,
-          out) -> dict[str, Any] | None:
-    from tada.checkpoint import load_checkpoint
+@dataclass
+class _TestSet:
+    """The test split of one protocol: ``views`` clips x ``crops`` crops of each video, in the
+    layout ``index = video_index * num_views + view``."""
 
+    cfg: Config  # the run's config with the protocol's TEST.NUM_ENSEMBLE_VIEWS / NUM_SPATIAL_CROPS
+    dataset: Any
+    views: int
+    crops: int
+    num_videos: int
+    class_names: list[str]
+
+    @property
+    def num_views(self) -> int:
+        return self.views * self.crops
+
+
+@dataclass
+class _ViewScorer:
+    """The model in eval mode and how a batch reaches it; turns a batch into per-view contributions."""
+
+    model: nn.Module
+    cfg: Config
+    device: torch.device
+    precision: Any
+    gpu_transform: Callable | None
+    method: str
+
+    def contributions(self, batch: dict, *, failed: list[bool]) -> np.ndarray | None:
+        """(B, classes) float64 contributions of the items that decoded (zeros for the others);
+        None when none did."""
+        n = len(failed)
+        ok = [j for j in range(n) if not failed[j]]
+        if not ok:
+            return None
+        if self.gpu_transform is not None:
+            video = self.gpu_transform(batch, self.cfg, self.device)["video"]
+        else:
+            video = batch["video"].to(self.device, non_blocking=True)
+        if len(ok) < n:
+            video = video[torch.tensor(ok, device=video.device)]
+        with autocast(self.precision, self.device):
+            logits = self.model(video)
+        # Non-finite logits stay non-finite in the video's scores: summarise_videos counts that
+        # video as wrong (NaN would otherwise rank as class 0 and could count as correct).
+        part = aggregate_views(logits.float(), self.method).cpu().numpy()
+        contribution = np.zeros((n, part.shape[1]), dtype=np.float64)
+        contribution[ok] = part
+        return contribution
+
+
+def _check_test_request(cfg: Config, *, views: int, crops: int) -> str:
+    """The aggregation method, after the protocol and the config's test keys are checked."""
     if views < 1 or crops < 1:
         raise EngineError(f"test views must be >= 1 clips x >= 1 crops, got {views}x{crops}")
     require_implemented(cfg, TEST_KEY_PREFIXES, EngineError)
     method = cfg.DATA.ENSEMBLE_METHOD
     if method not in AGGREGATIONS:
         raise EngineError(f"DATA.ENSEMBLE_METHOD must be one of {sorted(AGGREGATIONS)}, got {method!r}")
-    if checkpoint is None:
-        path, why = resolve_test_checkpoint(cfg)
-    else:
-        path, why = Path(checkpoint), checkpoint_choice
-        if not path.is_file():
-            raise EngineError(f"checkpoint to test not found: {path}")
+    return method
+
+
+def _test_set(cfg: Config, dataset_fn: Callable, *, views: int, crops: int) -> _TestSet:
+    """The protocol's test dataset, checked against the view layout."""
     test_cfg = cfg.with_overrides({"TEST.NUM_ENSEMBLE_VIEWS": views, "TEST.NUM_SPATIAL_CROPS": crops})
     dataset = dataset_fn(test_cfg, "test")
     num_views = views * crops
@@ -179,75 +217,45 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
             f"the test dataset has {len(dataset)} items, expected {num_videos} videos x {num_views} views"
         )
     class_names = list(getattr(dataset, "class_names", None) or [str(i) for i in range(cfg.VIDEO.HEAD.NUM_CLASSES)])
+    return _TestSet(cfg=test_cfg, dataset=dataset, views=views, crops=crops, num_videos=num_videos,
+                    class_names=class_names)
 
+
+def _test(cfg: Config, ctx: DistContext, *, out: Path, views: int, crops: int,
+          checkpoint: str | os.PathLike | None, checkpoint_choice: str, model_fn: Callable, dataset_fn: Callable,
+          extra: dict[str, Any]) -> dict[str, Any] | None:
+    method = _check_test_request(cfg, views=views, crops=crops)
+    if checkpoint is None:
+        path, why = resolve_test_checkpoint(cfg)
+    else:
+        path, why = Path(checkpoint), checkpoint_choice
+        if not path.is_file():
+            raise EngineError(f"checkpoint to test not found: {path}")
+    tests = _test_set(cfg, dataset_fn, views=views, crops=crops)
     device = ctx.device
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
     torch.manual_seed(int(cfg.RANDOM_SEED))
     model = model_fn(cfg).to(device)
-    loaded = load_checkpoint(model, path, strict=True, state_key=WEIGHTS[extra.get("weights", "model")])
+    loaded = ckpt.load_checkpoint(model, path, strict=True, state_key=WEIGHTS[extra.get("weights", "model")])
     model.eval()
     log.info("testing %s (%s, epoch %s) on %d videos x %d views (%dx%d), aggregation %s, %d process(es)",
-             path, why, "?" if loaded.epoch is None else loaded.epoch + 1, num_videos, num_views, views, crops,
-             AGGREGATIONS[method], ctx.world_size)
-    precision = resolve_precision(cfg.TRAIN.AMP, device)
-    sampler = EvalSampler(len(dataset), rank=ctx.rank, world_size=ctx.world_size, seed=int(cfg.RANDOM_SEED))
-    loader = build_loader(dataset, split="test", sampler=sampler, cfg=test_cfg, ctx=ctx, seed=int(cfg.RANDOM_SEED))
+             path, why, "?" if loaded.epoch is None else loaded.epoch + 1, tests.num_videos, tests.num_views, views,
+             crops, AGGREGATIONS[method], ctx.world_size)
     gpu_transform = None
     if cfg.AUGMENTATION.USE_GPU:
         from tada.data import gpu_transform  # type: ignore[attr-defined]
-
-    agg = VideoAggregator(num_views, method)
-    started = time.perf_counter()
-    log_every = max(len(loader) // 10, 5)
-    clips = 0
-    for i, batch in enumerate(loader):
-        n = len(batch["label"])
-        failed = _as_list(batch.get("failed"), n, False)
-        errors = _as_list(batch.get("error"), n, "")
-        contribution = None
-        ok = [j for j in range(n) if not failed[j]]
-        if ok:
-            if gpu_transform is not None:
-                video = gpu_transform(batch, cfg, device)["video"]
-            else:
-                video = batch["video"].to(device, non_blocking=True)
-            if len(ok) < n:
-                video = video[torch.tensor(ok, device=video.device)]
-            with autocast(precision, device):
-                logits = model(video)
-            # Non-finite logits stay non-finite in the video's scores: summarise_videos counts that
-            # video as wrong (NaN would otherwise rank as class 0 and could count as correct).
-            part = aggregate_views(logits.float(), method).cpu().numpy()
-            contribution = np.zeros((n, part.shape[1]), dtype=np.float64)
-            contribution[ok] = part
-        index = _as_list(batch["index"], n, None)
-        video_index = _as_list(batch["video_index"], n, None) if "video_index" in batch else None
-        if video_index is None:
-            video_index = [i // num_views for i in index]
-        elif any(v != i // num_views for v, i in zip(video_index, index)):
-            raise EngineError("test items break the layout index = video_index * views + view")
-        agg.add(
-            video_index=video_index,
-            view=[i % num_views for i in index],
-            label=_as_list(batch["label"], n, None),
-            path=_as_list(batch.get("path"), n, ""),
-            contribution=contribution,
-            failed=failed,
-            error=errors,
-        )
-        clips += n
-        if ctx.is_master and (i + 1) % log_every == 0:
-            log.info("test %dx%d: batch %d/%d", views, crops, i + 1, len(loader))
-    seconds = time.perf_counter() - started
+    scorer = _ViewScorer(model=model, cfg=cfg, device=device, precision=resolve_precision(cfg.TRAIN.AMP, device),
+                         gpu_transform=gpu_transform, method=method)
+    agg, seconds = _score_views(ctx, tests, scorer=scorer)
     parts = all_gather_objects(ctx, agg.state())
     if not ctx.is_master:
         return None
-    merged = VideoAggregator(num_views, method)
+    merged = VideoAggregator(tests.num_views, method)
     merged.merge(parts)
-    results, rows = summarise_videos(merged, num_videos=num_videos, class_names=class_names)
+    results, rows = summarise_videos(merged, num_videos=tests.num_videos, class_names=tests.class_names)
     results.update(
         {
-            "views": num_views,
+            "views": tests.num_views,
             "protocol": f"{views}x{crops}",
             "ensemble_views": views,
             "spatial_crops": crops,
@@ -258,15 +266,63 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
             "checkpoint_identity": checkpoint_identity(path),
             "test_protocol_version": TEST_PROTOCOL_VERSION,
             "test_seconds": seconds,
-            "clips_per_s": len(dataset) / seconds if seconds > 0 else None,
+            "clips_per_s": len(tests.dataset) / seconds if seconds > 0 else None,
             "world_size": ctx.world_size,
             "dataset": cfg.TEST.DATASET,
             **extra,
         }
     )
+    _write_results(out, results=results, rows=rows, tests=tests, title=cfg.MODEL.NAME, seconds=seconds)
+    return results
+
+
+def _score_views(ctx: DistContext, tests: _TestSet, *, scorer: _ViewScorer) -> tuple[VideoAggregator, float]:
+    """This rank's share of the test views, scored into a :class:`VideoAggregator`; and the seconds it took."""
+    seed = int(scorer.cfg.RANDOM_SEED)
+    sampler = EvalSampler(len(tests.dataset), rank=ctx.rank, world_size=ctx.world_size, seed=seed)
+    from tada.data import build_loader
+
+    loader = build_loader(tests.cfg, "test", dataset=SeededDataset(tests.dataset), sampler=sampler, rank=ctx.rank,
+                          world_size=ctx.world_size, seed=seed, pin_memory=True if ctx.device.type == "cuda" else None)
+    agg = VideoAggregator(tests.num_views, scorer.method)
+    started = time.perf_counter()
+    log_every = max(len(loader) // 10, 5)
+    for i, batch in enumerate(loader):
+        _add_batch(agg, batch, scorer=scorer, num_views=tests.num_views)
+        if ctx.is_master and (i + 1) % log_every == 0:
+            log.info("test %dx%d: batch %d/%d", tests.views, tests.crops, i + 1, len(loader))
+    return agg, time.perf_counter() - started
+
+
+def _add_batch(agg: VideoAggregator, batch: dict, *, scorer: _ViewScorer, num_views: int) -> None:
+    """Score one batch and add its views (failed ones with their reason) to ``agg``."""
+    n = len(batch["label"])
+    failed = _as_list(batch.get("failed"), n, default=False)
+    contribution = scorer.contributions(batch, failed=failed)
+    index = _as_list(batch["index"], n, default=None)
+    video_index = _as_list(batch["video_index"], n, default=None) if "video_index" in batch else None
+    if video_index is None:
+        video_index = [i // num_views for i in index]
+    elif any(v != i // num_views for v, i in zip(video_index, index)):
+        raise EngineError("test items break the layout index = video_index * views + view")
+    agg.add(
+        video_index=video_index,
+        view=[i % num_views for i in index],
+        label=_as_list(batch["label"], n, default=None),
+        path=_as_list(batch.get("path"), n, default=""),
+        contribution=contribution,
+        failed=failed,
+        error=_as_list(batch.get("error"), n, default=""),
+    )
+
+
+def _write_results(out: Path, *, results: dict[str, Any], rows: list[dict[str, Any]], tests: _TestSet, title: str,
+                   seconds: float) -> None:
+    """predictions.csv, confusion.png and results.json in ``out``; the summary and failures logged."""
+    views, crops = tests.views, tests.crops
     write_predictions_csv(out / "predictions.csv", rows)
-    write_confusion_png(out / "confusion.png", results["confusion_matrix"], class_names,
-                        f"{cfg.MODEL.NAME} {views}x{crops}: top-1 {_fmt(results['top1'])}%")
+    write_confusion_png(out / "confusion.png", results["confusion_matrix"], class_names=tests.class_names,
+                        title=f"{title} {views}x{crops}: top-1 {_fmt(results['top1'])}%")
     write_json_atomic(out / "results.json", results)
     log.info("test %dx%d: top1 %s%% top5 %s%% mean class acc %s%% over %d videos (%d failed) in %.1f s -> %s",
              views, crops, _fmt(results["top1"]), _fmt(results["top5"]), _fmt(results["mean_class_accuracy"]),
@@ -277,7 +333,6 @@ def _test(cfg, ctx, views, crops, checkpoint, checkpoint_choice, model_fn, datas
         log.warning("test %dx%d: %d video(s) got non-finite logits and count as wrong (the model overflows on them "
                     "in eval mode), e.g. %s", views, crops, len(results["nonfinite_videos"]),
                     results["nonfinite_videos"][0]["path"])
-    return results
 
 
 def _fmt(value: float | None) -> str:

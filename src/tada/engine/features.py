@@ -124,7 +124,7 @@ def _remove_stale_temporaries(out: Path) -> None:
 class _Job:
     """What every video of a call shares: the predictor's inputs and the settings recorded per video."""
 
-    def __init__(self, cfg: Config, args: argparse.Namespace, checkpoint_sha256: str) -> None:
+    def __init__(self, cfg: Config, args: argparse.Namespace, *, checkpoint_sha256: str) -> None:
         self.cfg, self.args = cfg, args
         self.settings = {
             "checkpoint": str(Path(args.checkpoint).resolve()),
@@ -216,7 +216,7 @@ def _progress(total: int) -> Any:
     return tqdm(total=total, unit="video", file=sys.stderr)
 
 
-def _run_all(job: _Job, todo: list[Path], out: Path, workers: int) -> Iterator[tuple[Path, dict[str, Any]]]:
+def _run_all(job: _Job, todo: list[Path], *, out: Path, workers: int) -> Iterator[tuple[Path, dict[str, Any]]]:
     """(video, record) as each video finishes; ``workers`` processes, each with its own predictor."""
     if workers <= 1 or len(todo) <= 1:
         for video in todo:
@@ -248,7 +248,7 @@ def extract_features(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
-    job = _Job(cfg, args, file_sha256(checkpoint))
+    job = _Job(cfg, args, checkpoint_sha256=file_sha256(checkpoint))
     records: dict[Path, dict[str, Any]] = {}
     for video in videos:
         record = job.done(video, out)
@@ -261,7 +261,7 @@ def extract_features(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
     if bar is not None:
         bar.update(len(records))
     try:
-        for video, record in _run_all(job, todo, out, min(args.workers, len(todo))):
+        for video, record in _run_all(job, todo, out=out, workers=min(args.workers, len(todo))):
             records[video] = record
             if bar is not None:
                 bar.update(1)

@@ -21,7 +21,7 @@ __all__ = ["VideoAggregator", "aggregate_views", "summarise_videos", "topk_corre
 AGGREGATIONS = {"sum": "prob", "prob": "prob", "score": "score", "max": "max"}
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, *, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
     """Counts of samples whose label is in the top-k, one per k (a tensor on the logits' device)."""
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
@@ -60,7 +60,7 @@ class VideoAggregator:
             return new.copy()
         return np.maximum(old, new) if AGGREGATIONS[self.method] == "max" else old + new
 
-    def _video(self, video_index: int, label: int, path: str) -> _Video:
+    def _video(self, video_index: int, *, label: int, path: str) -> _Video:
         entry = self.videos.get(video_index)
         if entry is None:
             entry = self.videos[video_index] = _Video(label=label, path=path)
@@ -83,7 +83,7 @@ class VideoAggregator:
     ) -> None:
         """Add one batch. ``contribution`` (B, classes) comes from :func:`aggregate_views`."""
         for i in range(len(video_index)):
-            entry = self._video(int(video_index[i]), int(label[i]), str(path[i]))
+            entry = self._video(int(video_index[i]), label=int(label[i]), path=str(path[i]))
             entry.views.append(int(view[i]))
             if failed[i]:
                 entry.errors.append(f"view {int(view[i])}: {error[i]}")
@@ -97,7 +97,7 @@ class VideoAggregator:
         """Fold other ranks' videos in (a video's views may be split across ranks)."""
         for part in parts:
             for idx, other in part.items():
-                entry = self._video(idx, other.label, other.path)
+                entry = self._video(idx, label=other.label, path=other.path)
                 if entry is other:
                     continue
                 entry.views += other.views

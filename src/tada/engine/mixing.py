@@ -24,14 +24,14 @@ from torch import Tensor
 __all__ = ["Mixer", "cutmix_box", "mixer_from_config", "smoothed_one_hot"]
 
 
-def smoothed_one_hot(labels: Tensor, num_classes: int, smoothing: float = 0.0) -> Tensor:
+def smoothed_one_hot(labels: Tensor, num_classes: int, *, smoothing: float = 0.0) -> Tensor:
     """One-hot float targets with label smoothing: off = eps / K, on = 1 - eps + eps / K."""
     off = smoothing / num_classes
     out = torch.full((labels.numel(), num_classes), off, dtype=torch.float32, device=labels.device)
     return out.scatter_(1, labels.view(-1, 1), 1.0 - smoothing + off)
 
 
-def cutmix_box(height: int, width: int, lam: float, rng: np.random.Generator, *,
+def cutmix_box(height: int, width: int, *, lam: float, rng: np.random.Generator,
                minmax: Sequence[float] | None = None) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of a CutMix box: side ratio sqrt(1 - lam) at a uniform centre, clipped; or,
     with ``minmax``, sides drawn in [min, max) of the frame at a uniform position inside it."""
@@ -80,19 +80,19 @@ class Mixer:
             use_cutmix, alpha = True, self.cutmix_alpha
         return float(rng.beta(alpha, alpha)) if alpha > 0 else 1.0, use_cutmix
 
-    def __call__(self, video: Tensor, labels: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, video: Tensor, labels: Tensor, *, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """(mixed video, soft targets) for a (B, C, T, H, W) batch and its integer labels; in place on video."""
         lam, use_cutmix = self.draw(rng)
         if lam < 1.0:
             if use_cutmix:
                 h, w = video.shape[-2:]
-                y0, y1, x0, x1 = cutmix_box(h, w, lam, rng, minmax=self.cutmix_minmax)
+                y0, y1, x0, x1 = cutmix_box(h, w, lam=lam, rng=rng, minmax=self.cutmix_minmax)
                 video[..., y0:y1, x0:x1] = video.flip(0)[..., y0:y1, x0:x1]
                 lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
             else:
                 reversed_part = video.flip(0).mul_(1.0 - lam)
                 video.mul_(lam).add_(reversed_part)
-        y = smoothed_one_hot(labels, self.num_classes, self.label_smoothing)
+        y = smoothed_one_hot(labels, self.num_classes, smoothing=self.label_smoothing)
         reversed_targets = y.flip(0).mul_(1.0 - lam)
         return video, y.mul_(lam).add_(reversed_targets)
 

@@ -242,7 +242,7 @@ def build_optimizer(
     return cls(groups, lr=opt_cfg.BASE_LR, betas=betas, eps=ADAM_EPS, weight_decay=opt_cfg.WEIGHT_DECAY)
 
 
-def epoch_position(epoch: int, iteration: int, iters_per_epoch: int, num_folds: int = 1) -> float:
+def epoch_position(epoch: int, iteration: int, *, iters_per_epoch: int, num_folds: int = 1) -> float:
     """The fractional epoch the schedule is evaluated at: ``epoch + NUM_FOLDS * iter / iters_per_epoch``."""
     return epoch + num_folds * iteration / iters_per_epoch
 

@@ -231,7 +231,7 @@ def _may_change(key: str) -> bool:
     return any(key.startswith(k) if k.endswith(".") else key == k for k in RESUME_MAY_CHANGE)
 
 
-def check_resume_config(cfg: Config, saved_cfg: Any, path: Path, *, strict: bool) -> None:
+def check_resume_config(cfg: Config, saved_cfg: Any, *, path: Path, strict: bool) -> None:
     """Refuse to continue ``path`` (a checkpoint in OUTPUT_DIR) with a config of another run.
 
     Keys both configs know are compared (a checkpoint of an older tada, or an official file,

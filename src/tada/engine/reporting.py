@@ -166,7 +166,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def write_confusion_png(path: Path, confusion: Sequence[Sequence[int]], class_names: Sequence[str], title: str) -> None:
+def write_confusion_png(path: Path, confusion: Sequence[Sequence[int]], *, class_names: Sequence[str],
+                        title: str) -> None:
     """Row-normalised confusion matrix (true class down, predicted across)."""
     import numpy as np
 

@@ -1,4 +1,4 @@
-"""Per-run device settings shared by training, testing and prediction: AMP, cuDNN, loaders, batches."""
+"""What training and testing share: AMP precision, cuDNN settings, and the default model and dataset builders."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import logging
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch import nn
 
-from tada.engine.distributed import DistContext, EngineError
-from tada.engine.sampling import SeededDataset
+from tada.engine.distributed import EngineError
 
-__all__ = ["Precision", "autocast", "build_loader", "configure_backends", "resolve_precision"]
+__all__ = ["Precision", "autocast", "configure_backends", "default_dataset_fn", "default_model_fn", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ log = logging.getLogger(__name__)
 class Precision:
     """The autocast dtype (None = FP32) and whether fp16 needs a GradScaler."""
 
-    def __init__(self, dtype: torch.dtype | None, scaler: bool, label: str):
+    def __init__(self, dtype: torch.dtype | None, *, scaler: bool, label: str):
         self.dtype = dtype
         self.scaler = scaler
         self.label = label
@@ -29,16 +28,16 @@ class Precision:
 def resolve_precision(mode: str, device: torch.device) -> Precision:
     """TRAIN.AMP -> precision: bf16 where the device supports it, fp16 with a GradScaler otherwise."""
     if mode == "off":
-        return Precision(None, False, "fp32")
+        return Precision(None, scaler=False, label="fp32")
     if device.type == "cuda":
         if mode == "bf16" and torch.cuda.is_bf16_supported():
-            return Precision(torch.bfloat16, False, "bf16")
+            return Precision(torch.bfloat16, scaler=False, label="bf16")
         if mode == "bf16":
             log.warning("TRAIN.AMP bf16: this GPU has no bf16 support; using fp16 with a GradScaler")
-        return Precision(torch.float16, True, "fp16+GradScaler")
+        return Precision(torch.float16, scaler=True, label="fp16+GradScaler")
     if mode == "fp16":
         raise EngineError("TRAIN.AMP fp16 needs a CUDA device; on the CPU use TRAIN.AMP bf16 or off")
-    return Precision(torch.bfloat16, False, "bf16 (CPU autocast)")
+    return Precision(torch.bfloat16, scaler=False, label="bf16 (CPU autocast)")
 
 
 def autocast(
@@ -64,24 +63,15 @@ def configure_backends(device: torch.device, *, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_loader(
-    dataset: Any,
-    *,
-    split: str,
-    sampler: Sampler,
-    cfg: Any,
-    ctx: DistContext,
-    seed: int,
-) -> DataLoader:
-    """The data layer's loader over :class:`SeededDataset`, driven by our sampler.
+def default_model_fn(cfg: Any) -> nn.Module:
+    """The model a config describes (:func:`tada.models.build_model`): the default ``model_fn``."""
+    from tada.models import build_model
 
-    Per-process batch = global batch // world size. The loader has its own generator, so creating
-    an iterator never draws from the global torch generator (which the training loop's dropout
-    uses). On CUDA, batches are pinned for asynchronous copies whatever DATA_LOADER.PIN_MEMORY says.
-    """
-    from tada.data import build_loader as data_loader
+    return build_model(cfg)
 
-    if ctx.device.type == "cuda" and not cfg.DATA_LOADER.PIN_MEMORY:
-        cfg = cfg.with_overrides({"DATA_LOADER.PIN_MEMORY": True})
-    return data_loader(cfg, split, rank=ctx.rank, world_size=ctx.world_size, seed=seed, sampler=sampler,
-                       dataset=SeededDataset(dataset))
+
+def default_dataset_fn(cfg: Any, split: str) -> Any:
+    """The dataset of ``split`` a config describes (:func:`tada.data.build_dataset`): the default ``dataset_fn``."""
+    from tada.data import build_dataset
+
+    return build_dataset(cfg, split)

@@ -9,7 +9,7 @@
 - an epoch-end checkpoint every CHECKPOINT_PERIOD epochs and at the end, one every
   TRAIN.CHECKPOINT_ITER_PERIOD iterations if set, and whenever validation reaches a new best;
 - killed at any moment and restarted with the same command, a CPU run ends with weights
-  bit-identical to an uninterrupted one (see :mod:`tada.engine.sampling` for how).
+  bit-identical to an uninterrupted one (see :mod:`tada.engine.samplers` for how).
 - OUTPUT_DIR belongs to one run: locked while it trains, and an auto-resume with the config of
   another run is refused (see :mod:`tada.engine.ownership`).
 
@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +36,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from tada.checkpoint import CheckpointError
 from tada.config import Config, save_config
 from tada.engine import checkpointing as ckpt
+from tada.engine.checkpointing import CheckpointError, unwrap
 from tada.engine.distributed import (
     DistContext,
     EngineError,
     all_gather_objects,
-    all_reduce,
     barrier,
     broadcast_buffers,
     init_distributed,
 )
 from tada.engine.ema import ModelEma
 from tada.engine.interrupt import StopSignals
-from tada.engine.metrics import topk_correct
-from tada.engine.mixing import mixer_from_config
+from tada.engine.meters import TrainMeter, ValMeter, hms
+from tada.engine.mixing import Mixer, mixer_from_config
 from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
-from tada.engine.runtime import autocast, build_loader, configure_backends, resolve_precision
-from tada.engine.sampling import EvalSampler, TrainSampler, mix_seed
+from tada.engine.runtime import (
+    Precision,
+    autocast,
+    configure_backends,
+    default_dataset_fn,
+    default_model_fn,
+    resolve_precision,
+)
+from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler, mix_seed
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
+__all__ = ["NonFiniteLossError", "TrainResult", "train", "validate"]
 
 log = logging.getLogger(__name__)
-
-_NO_BAD_STEP = 2**62
 
 
 class NonFiniteLossError(EngineError):
@@ -93,52 +97,7 @@ class _Position:
     ema_state: dict[str, Any] | None = None  # the resumed checkpoint's model_ema_state, if any
 
 
-@dataclass
-class _Window:
-    """Device-side sums since the last read: loss*n, correct@1, correct@5, n, first bad step."""
-
-    device: torch.device
-    sums: torch.Tensor = field(init=False)
-    first_bad: torch.Tensor = field(init=False)
-    data_time: float = 0.0
-    iters: int = 0
-    started: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)
-        self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=self.device)
-        self.data_time = 0.0
-        self.iters = 0
-        self.started = time.perf_counter()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside DDP (``.module``) and torch.compile (``._orig_mod``)."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def _default_model_fn(cfg: Config) -> nn.Module:
-    from tada.models import build_model
-
-    return build_model(cfg)
-
-
-def _default_dataset_fn(cfg: Config, split: str) -> Any:
-    from tada.data import build_dataset
-
-    return build_dataset(cfg, split)
-
-
-def _to_device(batch: dict, device: torch.device, gpu_transform: Callable | None, cfg: Config):
+def _to_device(batch: dict, device: torch.device, *, gpu_transform: Callable | None, cfg: Config | None):
     """(video, labels) on ``device``: non-blocking copies; the GPU resize when AUGMENTATION.USE_GPU."""
     labels = batch["label"].to(device, non_blocking=True)
     if gpu_transform is not None:
@@ -194,7 +153,7 @@ def check_train_config(cfg: Config, world_size: int) -> None:
         raise EngineError("BN.SYNC needs CUDA (SyncBatchNorm has no CPU kernels): set BN.SYNC false")
 
 
-def _gmacs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> float:
+def _gmacs(model: nn.Module, shape: tuple[int, ...], *, device: torch.device) -> float:
     from tada.flops import count
 
     devices = [device.index] if device.type == "cuda" else []
@@ -202,16 +161,16 @@ def _gmacs(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> fl
         return count(model, shape, device=device).gmacs
 
 
-def _log_model_info(cfg: Config, model: nn.Module, device: torch.device) -> dict[str, Any]:
+def _log_model_info(cfg: Config, model: nn.Module, *, device: torch.device) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frames = cfg.DATA.NUM_INPUT_FRAMES
     train_shape = (1, 3, frames, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TRAIN_CROP_SIZE)
     test_shape = (1, 3, frames, cfg.DATA.TEST_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE)
     info: dict[str, Any] = {"params": params, "trainable_params": trainable}
-    info["gmacs_train_view"] = _gmacs(model, train_shape, device)
+    info["gmacs_train_view"] = _gmacs(model, train_shape, device=device)
     same = test_shape == train_shape
-    info["gmacs_test_view"] = info["gmacs_train_view"] if same else _gmacs(model, test_shape, device)
+    info["gmacs_test_view"] = info["gmacs_train_view"] if same else _gmacs(model, test_shape, device=device)
     log.info(
         "model %s: %s parameters (%s trainable); %.2f GMACs per %dx%d view, %.2f GMACs per %dx%d test view",
         cfg.MODEL.NAME, f"{params:,}", f"{trainable:,}", info["gmacs_train_view"], frames,
@@ -258,10 +217,11 @@ def _official_epoch(state: dict[str, Any], path: Path) -> int:
 
 def _start(
     cfg: Config,
+    ctx: DistContext,
+    *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-    ctx: DistContext,
     iters_per_epoch: int,
 ) -> tuple[_Position, dict[str, Any] | None]:
     """Load the starting weights (first match wins) and return the schedule position.
@@ -269,192 +229,155 @@ def _start(
     Returns the position and, for an exact resume, the saved RNG states to install right before
     the first iteration.
     """
-    out = Path(cfg.OUTPUT_DIR)
-    latest = ckpt.latest_checkpoint(out) if cfg.TRAIN.AUTO_RESUME else None
+    latest = ckpt.latest_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
     if latest is not None:
-        try:
-            state = ckpt.read_checkpoint(latest.path)
-        except CheckpointError as err:
-            older = [c.path.name for c in ckpt.list_checkpoints(out) if c.path != latest.path]
-            hint = f"; the one before it is {older[-1]}" if older else ""
-            raise EngineError(
-                f"cannot auto-resume: the newest checkpoint is unreadable ({err}). Nothing was deleted: "
-                f"move {latest.path.name} away to resume from the previous checkpoint{hint}, or set "
-                f"TRAIN.AUTO_RESUME false with a new OUTPUT_DIR"
-            ) from err
-        check_resume_config(cfg, state.get("cfg"), latest.path, strict=state.get("tada") is not None)
-        try:
-            model.load_state_dict(state["model_state"], strict=True)
-            optimizer.load_state_dict(state["optimizer_state"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise EngineError(
-                f"cannot resume from {latest.path}: it does not fit this run's model or optimizer (did the "
-                f"config change?); use a new OUTPUT_DIR or set TRAIN.AUTO_RESUME false. Detail: "
-                f"{str(err).strip().splitlines()[0][:500]}"
-            ) from err
-        extra = state.get("tada")
-        if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
-            epoch = _official_epoch(state, latest.path)
-            pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
-            pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
-            pos.ema_state = state.get("model_ema_state")
-            log.info("%s", pos.start)
-            return pos, None
-        if extra["iters_per_epoch"] != iters_per_epoch:
-            raise EngineError(
-                f"{latest.path} was written with {extra['iters_per_epoch']} iterations per epoch, this run has "
-                f"{iters_per_epoch}: the dataset or TRAIN.BATCH_SIZE changed; use a new OUTPUT_DIR"
-            )
-        if scaler is not None and extra.get("scaler"):
-            scaler.load_state_dict(extra["scaler"])
-        pos = _Position(
-            epoch=int(extra["next_epoch"]),
-            iteration=int(extra["iteration"]),
-            global_step=int(extra["global_step"]),
-            train_seconds=float(extra["train_seconds"]),
-            best=extra.get("best"),
-            ema_state=state.get("model_ema_state"),
-        )
-        pos.start = f"auto-resume from {latest.path} (epoch {pos.epoch + 1}, iteration {pos.iteration})"
-        log.info("%s", pos.start)
-        if pos.best and pos.best.get("epochs_done") == latest.epochs_done and latest.is_epoch_end and ctx.is_master:
-            ckpt.link_best(latest.path, out)  # a run killed between writing the checkpoint and linking best
-        rng = extra.get("rng") or []
-        if len(rng) != ctx.world_size:
-            log.warning(
-                "the checkpoint holds random states of %d processes, this run has %d: the data order and "
-                "augmentations continue exactly, dropout draws do not", len(rng), ctx.world_size,
-            )
-            return pos, None
-        return pos, rng[ctx.rank]
-
-    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-    if path:
-        from tada.checkpoint import load_checkpoint
-
-        if not Path(path).is_file():
-            raise EngineError(f"TRAIN.CHECKPOINT_FILE_PATH: file not found: {path}")
-        if cfg.TRAIN.FINE_TUNE:
-            loaded = load_checkpoint(model, path, strict=False)
-            foreign = [
-                k for k in loaded.missing_keys + loaded.unexpected_keys + loaded.mismatched_keys
-                if not k.startswith("head.")
-            ]
-            if foreign:
-                raise EngineError(f"{path}: does not fit the model outside the head: {foreign[:10]}")
-            note = " (head re-initialised: its shape differs)" if loaded.mismatched_keys else ""
-            pos = _Position(start=f"fine-tune from {path}: weights only, from epoch 1{note}")
-        else:
-            loaded = load_checkpoint(model, path, strict=True, optimizer=optimizer)
-            ours = loaded.extra.get("tada")
-            if isinstance(ours, dict) and int(ours.get("iteration", 0)) > 0:
-                raise EngineError(
-                    f"TRAIN.CHECKPOINT_FILE_PATH {path} was written mid-epoch (epoch {int(ours['next_epoch']) + 1}, "
-                    f"iteration {ours['iteration']}): continuing from it would train part of that epoch twice. "
-                    f"Copy it into OUTPUT_DIR/checkpoints to auto-resume at that iteration, or use an epoch-end "
-                    f"checkpoint (or TRAIN.FINE_TUNE true for its weights only)"
-                )
-            epoch = -1 if loaded.epoch is None else loaded.epoch
-            pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
-            pos.start = f"continue from {path}: weights and optimizer, at epoch {pos.epoch + 1}"
-        log.info("%s", pos.start)
-        return pos, None
-
-    if cfg.TRAIN.INIT == "in1k":
-        from tada.checkpoint import load_in1k
-
-        weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local ImageNet state-dict file of the "
-                              "backbone (a torchvision/timm ResNet-50, or a ConvNeXt-V1 of the model's size)")
-        if not Path(weights).is_file():
-            raise EngineError(f"TRAIN.IN1K_WEIGHTS: file not found: {weights}")
-        report = load_in1k(model, weights)
-        pos = _Position(
-            start=f"ImageNet init from {weights}: {len(report.loaded)} tensors loaded, "
-            f"{len(report.missing)} kept their init (routing, temporal-pool BN, head)"
-        )
-        log.info("%s", pos.start)
-        return pos, None
-
-    if cfg.TRAIN.INIT == "clip":
-        from tada.models.clip import load_clip
-
-        weights = cfg.require("TRAIN.CLIP_WEIGHTS", "TRAIN.INIT is clip: a local OpenAI CLIP ViT file")
-        if not Path(weights).is_file():
-            raise EngineError(f"TRAIN.CLIP_WEIGHTS: file not found: {weights}")
-        report = load_clip(model, weights)
-        pos = _Position(
-            start=f"CLIP init from {weights}: {len(report.loaded)} tensors loaded, "
-            f"{len(report.missing)} kept their init (TAda branches, head)"
-        )
-        log.info("%s", pos.start)
-        return pos, None
-
-    pos = _Position(start="random init (TRAIN.INIT is '' and there is no checkpoint)")
+        return _resume(cfg, ctx, latest=latest, model=model, optimizer=optimizer, scaler=scaler,
+                       iters_per_epoch=iters_per_epoch)
+    if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        pos = _start_from_file(cfg, model=model, optimizer=optimizer, iters_per_epoch=iters_per_epoch)
+    elif cfg.TRAIN.INIT == "in1k":
+        pos = _start_from_in1k(cfg, model)
+    elif cfg.TRAIN.INIT == "clip":
+        pos = _start_from_clip(cfg, model)
+    else:
+        pos = _Position(start="random init (TRAIN.INIT is '' and there is no checkpoint)")
     log.info("%s", pos.start)
     return pos, None
 
 
-# --------------------------------------------------------------------------------------------
-# Checkpoint writing
-# --------------------------------------------------------------------------------------------
-def _save(
+def _read_for_resume(latest: ckpt.CheckpointInfo, out: Path) -> dict[str, Any]:
+    """The newest checkpoint's content; an unreadable one is an error that names the one before it."""
+    try:
+        return ckpt.read_checkpoint(latest.path)
+    except CheckpointError as err:
+        older = [c.path.name for c in ckpt.list_checkpoints(out) if c.path != latest.path]
+        hint = f"; the one before it is {older[-1]}" if older else ""
+        raise EngineError(
+            f"cannot auto-resume: the newest checkpoint is unreadable ({err}). Nothing was deleted: "
+            f"move {latest.path.name} away to resume from the previous checkpoint{hint}, or set "
+            f"TRAIN.AUTO_RESUME false with a new OUTPUT_DIR"
+        ) from err
+
+
+def _resume(
     cfg: Config,
     ctx: DistContext,
+    *,
+    latest: ckpt.CheckpointInfo,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
-    pos: _Position,
     iters_per_epoch: int,
-    *,
-    is_best: bool,
-    ema: ModelEma | None = None,
-) -> Path:
-    """Write the checkpoint for the current position (all ranks call; rank 0 writes).
-
-    Weights that are no longer finite (a last step with NaN gradients but a finite loss) are
-    never written: the previous checkpoint stays the last good one.
-    """
-    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()  # one host sync
-    if not bool(finite.item()):
-        latest = ckpt.latest_checkpoint(cfg.OUTPUT_DIR)
-        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
-        when = f"epoch {pos.epoch + 1}, iteration {pos.iteration}" if pos.iteration else f"the end of epoch {pos.epoch}"
-        raise NonFiniteLossError(
-            f"the weights became NaN/inf by {when} ({', '.join(bad[:5])}"
-            f"{' ...' if len(bad) > 5 else ''}); nothing was saved. The last good checkpoint is "
-            f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
-        )
-    rng = all_gather_objects(ctx, ckpt.capture_rng(ctx.device))
+) -> tuple[_Position, dict[str, Any] | None]:
+    """Auto-resume from the newest checkpoint in OUTPUT_DIR: ours at its iteration, an official
+    file at the start of the epoch after it."""
     out = Path(cfg.OUTPUT_DIR)
-    epochs_done = pos.epoch  # full epochs behind this position (mid-epoch: the one in progress is not)
-    path = ckpt.checkpoint_path(out, epochs_done, pos.iteration)
-    if ctx.is_master:
-        state = {
-            "model_state": unwrap(model).state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "epoch": epochs_done - 1,  # official meaning: 0-based index of the last completed epoch
-            "cfg": json.dumps(cfg.to_dict(), indent=2),
-            **({"model_ema_state": ema.state_dict()} if ema is not None else {}),
-            "tada": {
-                "format": 1,
-                "next_epoch": pos.epoch,
-                "iteration": pos.iteration,
-                "global_step": pos.global_step,
-                "iters_per_epoch": iters_per_epoch,
-                "train_seconds": pos.train_seconds,
-                "best": pos.best,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng,
-                "world_size": ctx.world_size,
-            },
-        }
-        ckpt.save_atomic(state, path)
-        if is_best:
-            ckpt.link_best(path, out)
-        ckpt.prune_checkpoints(out, cfg.TRAIN.KEEP_LAST)
-        log.info("checkpoint %s%s", path, " (new best)" if is_best else "")
-    barrier(ctx)
-    return path
+    state = _read_for_resume(latest, out)
+    check_resume_config(cfg, state.get("cfg"), path=latest.path, strict=state.get("tada") is not None)
+    try:
+        model.load_state_dict(state["model_state"], strict=True)
+        optimizer.load_state_dict(state["optimizer_state"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise EngineError(
+            f"cannot resume from {latest.path}: it does not fit this run's model or optimizer (did the "
+            f"config change?); use a new OUTPUT_DIR or set TRAIN.AUTO_RESUME false. Detail: "
+            f"{str(err).strip().splitlines()[0][:500]}"
+        ) from err
+    extra = state.get("tada")
+    if extra is None:  # an official checkpoint dropped into OUTPUT_DIR: epoch granularity
+        epoch = _official_epoch(state, latest.path)
+        pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
+        pos.start = f"auto-resume from {latest.path} (official file: epoch {pos.epoch})"
+        pos.ema_state = state.get("model_ema_state")
+        log.info("%s", pos.start)
+        return pos, None
+    if extra["iters_per_epoch"] != iters_per_epoch:
+        raise EngineError(
+            f"{latest.path} was written with {extra['iters_per_epoch']} iterations per epoch, this run has "
+            f"{iters_per_epoch}: the dataset or TRAIN.BATCH_SIZE changed; use a new OUTPUT_DIR"
+        )
+    if scaler is not None and extra.get("scaler"):
+        scaler.load_state_dict(extra["scaler"])
+    pos = _Position(
+        epoch=int(extra["next_epoch"]),
+        iteration=int(extra["iteration"]),
+        global_step=int(extra["global_step"]),
+        train_seconds=float(extra["train_seconds"]),
+        best=extra.get("best"),
+        ema_state=state.get("model_ema_state"),
+    )
+    pos.start = f"auto-resume from {latest.path} (epoch {pos.epoch + 1}, iteration {pos.iteration})"
+    log.info("%s", pos.start)
+    if pos.best and pos.best.get("epochs_done") == latest.epochs_done and latest.is_epoch_end and ctx.is_master:
+        ckpt.link_best(latest.path, out)  # a run killed between writing the checkpoint and linking best
+    rng = extra.get("rng") or []
+    if len(rng) != ctx.world_size:
+        log.warning(
+            "the checkpoint holds random states of %d processes, this run has %d: the data order and "
+            "augmentations continue exactly, dropout draws do not", len(rng), ctx.world_size,
+        )
+        return pos, None
+    return pos, rng[ctx.rank]
+
+
+def _start_from_file(
+    cfg: Config, *, model: nn.Module, optimizer: torch.optim.Optimizer, iters_per_epoch: int
+) -> _Position:
+    """TRAIN.CHECKPOINT_FILE_PATH: its weights only (TRAIN.FINE_TUNE), else weights and optimizer
+    at the epoch after the file's."""
+    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
+    if not Path(path).is_file():
+        raise EngineError(f"TRAIN.CHECKPOINT_FILE_PATH: file not found: {path}")
+    if cfg.TRAIN.FINE_TUNE:
+        loaded = ckpt.load_checkpoint(model, path, strict=False)
+        foreign = [
+            k for k in loaded.missing_keys + loaded.unexpected_keys + loaded.mismatched_keys
+            if not k.startswith("head.")
+        ]
+        if foreign:
+            raise EngineError(f"{path}: does not fit the model outside the head: {foreign[:10]}")
+        note = " (head re-initialised: its shape differs)" if loaded.mismatched_keys else ""
+        return _Position(start=f"fine-tune from {path}: weights only, from epoch 1{note}")
+    loaded = ckpt.load_checkpoint(model, path, strict=True, optimizer=optimizer)
+    ours = loaded.extra.get("tada")
+    if isinstance(ours, dict) and int(ours.get("iteration", 0)) > 0:
+        raise EngineError(
+            f"TRAIN.CHECKPOINT_FILE_PATH {path} was written mid-epoch (epoch {int(ours['next_epoch']) + 1}, "
+            f"iteration {ours['iteration']}): continuing from it would train part of that epoch twice. "
+            f"Copy it into OUTPUT_DIR/checkpoints to auto-resume at that iteration, or use an epoch-end "
+            f"checkpoint (or TRAIN.FINE_TUNE true for its weights only)"
+        )
+    epoch = -1 if loaded.epoch is None else loaded.epoch
+    pos = _Position(epoch=epoch + 1, global_step=(epoch + 1) * iters_per_epoch)
+    pos.start = f"continue from {path}: weights and optimizer, at epoch {pos.epoch + 1}"
+    return pos
+
+
+def _start_from_in1k(cfg: Config, model: nn.Module) -> _Position:
+    """TRAIN.INIT in1k: the backbone from a local ImageNet state dict of its 2-D counterpart."""
+    weights = cfg.require("TRAIN.IN1K_WEIGHTS", "TRAIN.INIT is in1k: a local ImageNet state-dict file of the "
+                          "backbone (a torchvision/timm ResNet-50, or a ConvNeXt-V1 of the model's size)")
+    if not Path(weights).is_file():
+        raise EngineError(f"TRAIN.IN1K_WEIGHTS: file not found: {weights}")
+    report = ckpt.load_in1k(model, weights)
+    return _Position(
+        start=f"ImageNet init from {weights}: {len(report.loaded)} tensors loaded, "
+        f"{len(report.missing)} kept their init (routing, temporal-pool BN, head)"
+    )
+
+
+def _start_from_clip(cfg: Config, model: nn.Module) -> _Position:
+    """TRAIN.INIT clip: the backbone from a local OpenAI CLIP ViT file."""
+    from tada.models.clip import load_clip
+
+    weights = cfg.require("TRAIN.CLIP_WEIGHTS", "TRAIN.INIT is clip: a local OpenAI CLIP ViT file")
+    if not Path(weights).is_file():
+        raise EngineError(f"TRAIN.CLIP_WEIGHTS: file not found: {weights}")
+    report = load_clip(model, weights)
+    return _Position(
+        start=f"CLIP init from {weights}: {len(report.loaded)} tensors loaded, "
+        f"{len(report.missing)} kept their init (TAda branches, head)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,49 +393,23 @@ def validate(
     gpu_transform: Callable | None = None,
     cfg: Config | None = None,
 ) -> dict[str, float]:
-    """Loss, top-1 and top-5 (%) over the whole split, summed exactly across ranks."""
+    """Loss, top-1 and top-5 (%) over the whole split, summed exactly across ranks (:class:`ValMeter`)."""
     was_training = model.training
     model.eval()
-    # loss over the clips with finite logits, top-1, top-5, clips, clips with non-finite logits
-    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)
-    failed = 0
-    started = time.perf_counter()
+    meter = ValMeter(ctx)
     for batch in loader:
         if "failed" in batch:
             keep = ~batch["failed"].bool()
-            failed += int((~keep).sum())
+            meter.add_failed(int((~keep).sum()))
             if not keep.any():
                 continue
             batch = _select(batch, keep)
-        video, labels = _to_device(batch, ctx.device, gpu_transform, cfg)
+        video, labels = _to_device(batch, ctx.device, gpu_transform=gpu_transform, cfg=cfg)
         with autocast(precision, ctx.device):
             logits = model(video)
-        logits = logits.float()
-        # A clip whose logits overflow (possible in eval mode early in training: TAdaConv scales its
-        # input by a calibration computed from that input) counts as wrong and is reported, instead
-        # of turning the whole validation loss into NaN.
-        finite = torch.isfinite(logits).all(dim=1)
-        loss = nn.functional.cross_entropy(logits[finite], labels[finite], reduction="sum")
-        correct = topk_correct(logits[finite], labels[finite], (1, 5))
-        sums += torch.stack([loss.double(), correct[0].double(), correct[1].double(),
-                             torch.full((), float(labels.numel()), dtype=torch.float64, device=ctx.device),
-                             (~finite).sum().double()])
-    all_reduce(ctx, sums)
-    failed_t = torch.tensor([failed], dtype=torch.int64, device=ctx.device)
-    all_reduce(ctx, failed_t)
+        meter.update(logits.float(), labels)
     model.train(was_training)
-    loss_sum, c1, c5, n, nonfinite = sums.tolist()
-    if n == 0:
-        raise EngineError("validation scored no clip (every val item failed to load)")
-    return {
-        "loss": loss_sum / (n - nonfinite) if n > nonfinite else float("nan"),
-        "nonfinite_clips": int(nonfinite),
-        "top1": 100.0 * c1 / n,
-        "top5": 100.0 * c5 / n,
-        "num_clips": int(n),
-        "failed": int(failed_t.item()),
-        "seconds": time.perf_counter() - started,
-    }
+    return meter.summary()
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,8 +432,8 @@ def train(
     own_ctx = ctx is None
     ctx = ctx or init_distributed(cfg.NUM_GPUS, cfg.DIST_BACKEND)
     check_train_config(cfg, ctx.world_size)
-    model_fn = model_fn or _default_model_fn
-    dataset_fn = dataset_fn or _default_dataset_fn
+    model_fn = model_fn or default_model_fn
+    dataset_fn = dataset_fn or default_dataset_fn
     # Data first: a missing list or key fails before OUTPUT_DIR is touched or a model is built.
     train_set = dataset_fn(cfg, "train")
     val_set = dataset_fn(cfg, "val") if int(cfg.TRAIN.EVAL_PERIOD) > 0 else None
@@ -554,7 +451,12 @@ def train(
             try:
                 # SIGINT/SIGTERM: a checkpoint at the next safe point, then stop
                 with StopSignals(escalate=not ctx.distributed) as stops:
-                    return _train(cfg, ctx, model_fn, train_set, val_set, stats, show_bar, stop_after_steps, stops)
+                    run = _prepare(cfg, ctx, model_fn=model_fn, train_set=train_set, stats=stats, stops=stops,
+                                   show_bar=show_bar, stop_after_steps=stop_after_steps)
+                    if run.pos.epoch >= run.max_epoch:
+                        return _already_finished(run)
+                    _prepare_loop(run, train_set=train_set, val_set=val_set)
+                    return _train(run)
             finally:
                 stats.close()
                 undo_logging()
@@ -565,43 +467,92 @@ def train(
             shutdown(ctx)
 
 
-def scheduled_epoch(epochs_done: int, period: int, max_epoch: int) -> bool:
-    """Spec 2.2: whether epoch ``epochs_done`` (1-based) is a checkpoint (or evaluation) epoch.
+def scheduled_epoch(epochs_done: int, *, period: int, max_epoch: int) -> bool:
+    """Whether epoch ``epochs_done`` (1-based) is a checkpoint (or evaluation) epoch.
 
     Every ``period`` epochs, the last one, and every one of the last 11 (best.pyth is picked there).
     """
     return epochs_done % max(period, 1) == 0 or epochs_done == max_epoch or epochs_done >= max_epoch - 10
 
 
-def _train(
+@dataclass
+class _Run:
+    """One training call: the parts :func:`_prepare` and :func:`_prepare_loop` build, the position
+    the loop advances, and the bookkeeping of this call (its checkpoints, steps and clock)."""
+
+    cfg: Config
+    ctx: DistContext
+    model: nn.Module  # the plain module: checkpoints, EMA and validation read it
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    precision: Precision
+    ema: ModelEma | None
+    sampler: TrainSampler
+    pos: _Position
+    rng_state: dict[str, Any] | None  # the resumed checkpoint's random states of this rank
+    meter: TrainMeter
+    stats: StatsWriter
+    stops: StopSignals
+    model_info: dict[str, Any]
+    stop_after_steps: int | None
+    net: nn.Module | None = None  # what the step calls: the model, or DDP / torch.compile around it
+    loader: Any = None
+    val_loader: Any = None
+    gpu_transform: Callable | None = None
+    mixer: Mixer | None = None
+    criterion: nn.Module | None = None
+    graphed: Any = None  # GraphedTrainStep with TRAIN.CUDA_GRAPHS
+    last_path: Path | None = None
+    steps_this_call: int = 0
+    session_start: float = 0.0
+    seconds_at_start: float = 0.0
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.OUTPUT_DIR)
+
+    @property
+    def ipe(self) -> int:
+        return self.sampler.iters_per_epoch
+
+    @property
+    def max_epoch(self) -> int:
+        return int(self.cfg.OPTIMIZER.MAX_EPOCH)
+
+    def clock(self) -> None:
+        """Bring the position's training time up to now."""
+        self.pos.train_seconds = self.seconds_at_start + time.perf_counter() - self.session_start
+
+    def result(self) -> TrainResult:
+        return TrainResult(self.out, self.last_path, True, self.max_epoch, self.pos.train_seconds, self.pos.best,
+                           self.pos.start)
+
+
+def _prepare(
     cfg: Config,
     ctx: DistContext,
+    *,
     model_fn: Callable,
     train_set: Any,
-    val_set: Any,
     stats: StatsWriter,
+    stops: StopSignals,
     show_bar: bool,
     stop_after_steps: int | None,
-    stops: StopSignals,
-) -> TrainResult:
+) -> _Run:
+    """Model, optimizer and starting position (resumed, loaded or initialised); the config saved."""
     out = Path(cfg.OUTPUT_DIR)
     device = ctx.device
-    seed = int(cfg.RANDOM_SEED)
-    max_epoch = int(cfg.OPTIMIZER.MAX_EPOCH)
     log.info("output: %s; %d process(es) on %s", out.resolve(), ctx.world_size, device)
     if cfg.LOG_CONFIG_INFO:
         log.info("resolved config (also in %s):\n%s", out / "config.yaml", cfg.dump())
-
-    eval_period = int(cfg.TRAIN.EVAL_PERIOD)
     global_batch = int(cfg.TRAIN.BATCH_SIZE)
     sampler = TrainSampler(len(train_set), global_batch=global_batch, rank=ctx.rank,
-                           world_size=ctx.world_size, seed=seed)
-    ipe = sampler.iters_per_epoch
+                           world_size=ctx.world_size, seed=int(cfg.RANDOM_SEED))
     log.info("train: %d clips, global batch %d (%d per process), %d iterations per epoch",
-             len(train_set), global_batch, sampler.local_batch, ipe)
+             len(train_set), global_batch, sampler.local_batch, sampler.iters_per_epoch)
 
     # The same initial weights on every rank (DDP also broadcasts rank 0's).
-    torch.manual_seed(seed)
+    torch.manual_seed(int(cfg.RANDOM_SEED))
     model = model_fn(cfg).to(device)
     if cfg.BN.SYNC and ctx.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -611,292 +562,332 @@ def _train(
                                 lr_reduce=cfg.TRAIN.LR_REDUCE and cfg.TRAIN.FINE_TUNE,
                                 num_layers=_num_layers(cfg.VIDEO.BACKBONE.DEPTH))
     configure_backends(device, deterministic=cfg.TRAIN.DETERMINISTIC)
-    model_info = _log_model_info(cfg, model, device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
-    pos, rng_state = _start(cfg, model, optimizer, scaler, ctx, ipe)
-    ema = _start_ema(cfg, model, pos)
+    model_info = _log_model_info(cfg, model, device=device) if cfg.LOG_MODEL_INFO and ctx.is_master else {}
+    pos, rng_state = _start(cfg, ctx, model=model, optimizer=optimizer, scaler=scaler,
+                            iters_per_epoch=sampler.iters_per_epoch)
+    ema = _start_ema(cfg, model, pos=pos)
     if ctx.is_master:  # only now: a refused resume leaves the config of the run it refused to extend
         save_config(cfg, out / "config.yaml")
     stats.truncate_after(pos.global_step)
+    meter = TrainMeter(ctx=ctx, iters_per_epoch=sampler.iters_per_epoch, max_epoch=int(cfg.OPTIMIZER.MAX_EPOCH),
+                       stats=stats, show_bar=show_bar)
+    return _Run(cfg=cfg, ctx=ctx, model=model, optimizer=optimizer, scaler=scaler, precision=precision, ema=ema,
+                sampler=sampler, pos=pos, rng_state=rng_state, meter=meter, stats=stats, stops=stops,
+                model_info=model_info, stop_after_steps=stop_after_steps)
 
-    if pos.epoch >= max_epoch:
-        log.info("training already finished (%d/%d epochs); nothing to train", pos.epoch, max_epoch)
-        latest = ckpt.latest_checkpoint(out)
-        last = latest.path if latest else None
-        return TrainResult(out, last, False, max_epoch, pos.train_seconds, pos.best, pos.start)
 
+def _already_finished(run: _Run) -> TrainResult:
+    pos = run.pos
+    log.info("training already finished (%d/%d epochs); nothing to train", pos.epoch, run.max_epoch)
+    latest = ckpt.latest_checkpoint(run.out)
+    last = latest.path if latest else None
+    return TrainResult(run.out, last, False, run.max_epoch, pos.train_seconds, pos.best, pos.start)
+
+
+def _prepare_loop(run: _Run, *, train_set: Any, val_set: Any) -> None:
+    """The training random stream, the wrapped network, the loaders and the step's parts."""
+    cfg, ctx, device = run.cfg, run.ctx, run.ctx.device
+    seed = int(cfg.RANDOM_SEED)
     # The training stream (dropout) differs per rank; a resume continues the saved one.
     torch.manual_seed(mix_seed(seed, ctx.rank, 0x7A1))
-    if rng_state is not None:
-        ckpt.restore_rng(rng_state, device)
+    if run.rng_state is not None:
+        ckpt.restore_rng(run.rng_state, device)
 
-    net: nn.Module = model
+    run.net = run.model
     if ctx.distributed:
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
-        net = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+        run.net = nn.parallel.DistributedDataParallel(run.model, **ddp_kwargs)
     if cfg.TRAIN.COMPILE:
-        net = torch.compile(net)
-    gpu_transform = None
+        run.net = torch.compile(run.net)
     if cfg.AUGMENTATION.USE_GPU:
-        from tada.data import gpu_transform  # type: ignore[attr-defined]
-    loader = build_loader(train_set, split="train", sampler=sampler, cfg=cfg, ctx=ctx, seed=seed)
-    val_loader = None
+        from tada.data import gpu_transform
+
+        run.gpu_transform = gpu_transform
+    from tada.data import build_loader
+
+    pin_memory = True if device.type == "cuda" else None  # asynchronous copies whatever the config says
+    run.loader = build_loader(cfg, "train", dataset=SeededDataset(train_set), sampler=run.sampler, rank=ctx.rank,
+                              world_size=ctx.world_size, seed=seed, pin_memory=pin_memory)
     if val_set is not None:
         val_sampler = EvalSampler(len(val_set), rank=ctx.rank, world_size=ctx.world_size, seed=seed)
-        val_loader = build_loader(val_set, split="val", sampler=val_sampler, cfg=cfg, ctx=ctx, seed=seed)
+        run.val_loader = build_loader(cfg, "val", dataset=SeededDataset(val_set), sampler=val_sampler,
+                                      rank=ctx.rank, world_size=ctx.world_size, seed=seed, pin_memory=pin_memory)
 
-    log.info("precision %s; start %s; epochs %d..%d", precision.label, pos.start, pos.epoch + 1, max_epoch)
-    if model_info:
-        stats.write("model_info", model_info, step=pos.global_step)
-    mixer = mixer_from_config(cfg.AUGMENTATION, cfg.VIDEO.HEAD.NUM_CLASSES)
+    log.info("precision %s; start %s; epochs %d..%d", run.precision.label, run.pos.start, run.pos.epoch + 1,
+             run.max_epoch)
+    if run.model_info:
+        run.stats.write("model_info", run.model_info, step=run.pos.global_step)
+    run.mixer = mixer_from_config(cfg.AUGMENTATION, cfg.VIDEO.HEAD.NUM_CLASSES)
     # Mixed batches carry soft targets that already hold the label smoothing.
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixer else float(cfg.AUGMENTATION.LABEL_SMOOTHING))
-    graphed = None
+    run.criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if run.mixer else float(cfg.AUGMENTATION.LABEL_SMOOTHING))
     if cfg.TRAIN.CUDA_GRAPHS:  # one GPU, no DDP or compile (check_train_config): net is model
         from tada.engine.graphs import GraphedTrainStep
 
-        graphed = GraphedTrainStep(
-            model, criterion, autocast=lambda cache_enabled: autocast(precision, device, cache_enabled=cache_enabled),
+        precision, scaler = run.precision, run.scaler
+        run.graphed = GraphedTrainStep(
+            run.model, run.criterion,
+            autocast=lambda cache_enabled: autocast(precision, device, cache_enabled=cache_enabled),
             scale=scaler.scale if scaler is not None else (lambda loss: loss),
         )
-    log_period = int(cfg.LOG_PERIOD)
-    iter_period = int(cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
-    last_path: Path | None = None
-    steps_this_call = 0
-    session_start = time.perf_counter()
-    seconds_at_start = pos.train_seconds
-    net.train()
 
-    for epoch in range(pos.epoch, max_epoch):
-        start_iter = pos.iteration if epoch == pos.epoch else 0
-        pos.epoch, pos.iteration = epoch, start_iter
-        sampler.set_epoch(epoch, start_iter)
-        epoch_sums = [0.0, 0.0, 0.0, 0.0]
-        epoch_data = epoch_iters = 0.0
-        epoch_started = time.perf_counter()
-        window = _Window(device)
-        bar = None
-        if show_bar:
-            from tqdm import tqdm
 
-            bar = tqdm(total=ipe, initial=start_iter, desc=f"epoch {epoch + 1}/{max_epoch}", dynamic_ncols=True,
-                       leave=False, file=sys.stderr)
+def _train(run: _Run) -> TrainResult:
+    """The epochs from the starting position to OPTIMIZER.MAX_EPOCH, then the run's summary."""
+    run.session_start = time.perf_counter()
+    run.seconds_at_start = run.pos.train_seconds
+    run.net.train()
+    for epoch in range(run.pos.epoch, run.max_epoch):
+        if not _train_epoch(run, epoch):
+            return run.result()  # stop_after_steps reached
+        _end_epoch(run)
+    return _finish(run)
 
-        def flush() -> dict[str, float]:
-            """Read the window (one host sync), all-reduce it, stop on a non-finite loss, log it."""
-            nonlocal epoch_data, epoch_iters
-            sums = all_reduce(ctx, window.sums.clone())
-            first_bad = int(all_reduce(ctx, window.first_bad.clone(), op="min").item())
-            values = sums.tolist()
-            if first_bad < _NO_BAD_STEP:
-                bad_epoch, bad_iter = divmod(first_bad, ipe)
-                latest = ckpt.latest_checkpoint(out)
-                raise NonFiniteLossError(
-                    f"the loss became NaN/inf at epoch {bad_epoch + 1}, iteration {bad_iter + 1}/{ipe} "
-                    f"(global step {first_bad + 1}); training stopped. The last good checkpoint is "
-                    f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
-                )
-            elapsed = time.perf_counter() - window.started
-            for k in range(4):
-                epoch_sums[k] += values[k]
-            epoch_data += window.data_time
-            epoch_iters += window.iters
-            n = max(values[3], 1.0)
-            record = {}
-            if window.iters:
-                remaining = (max_epoch - epoch) * ipe - pos.iteration
-                per_iter = elapsed / window.iters
-                record = {
-                    "epoch": epoch + 1,
-                    "iter": pos.iteration,
-                    "epoch_float": epoch + pos.iteration / ipe,
-                    "loss": values[0] / n,
-                    "top1": 100.0 * values[1] / n,
-                    "top5": 100.0 * values[2] / n,
-                    "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
-                    "data_time": window.data_time / window.iters,
-                    "compute_time": max(per_iter - window.data_time / window.iters, 0.0),
-                    "clips_per_s": values[3] / elapsed if elapsed > 0 else 0.0,
-                    "window_s": elapsed,
-                    "window_clips": int(values[3]),
-                    "window_data_s": window.data_time,
-                    "eta_s": remaining * per_iter,
-                }
-                if device.type == "cuda":
-                    record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-                stats.write("train_iter", record, step=pos.global_step)
-                log.info(
-                    "epoch %d/%d iter %d/%d loss %.4f top1 %.2f lr %.5f data %.3fs compute %.3fs %.1f clips/s eta %s",
-                    epoch + 1, max_epoch, pos.iteration, ipe, record["loss"], record["top1"], record["lr"],
-                    record["data_time"], record["compute_time"], record["clips_per_s"], _hms(record["eta_s"]),
-                    extra={"iteration_line": True},
-                )
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.4g}",
-                                    data=f"{record['data_time']:.3f}s", comp=f"{record['compute_time']:.3f}s")
-            window.reset()
-            return record
 
-        def stop_here(signum: int) -> Exception:
-            """Save a resumable checkpoint at this position (unless just written) and say how to resume."""
-            nonlocal last_path
-            flush()  # the NaN check guards the file
-            if bar is not None:
-                bar.close()
-            pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
-            if last_path != ckpt.checkpoint_path(out, pos.epoch, pos.iteration):
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
-            return StopSignals.interrupted(signum, where=f"epoch {epoch + 1}, iteration {pos.iteration}/{ipe}",
-                                           checkpoint=last_path, auto_resume=cfg.TRAIN.AUTO_RESUME)
-
+def _train_epoch(run: _Run, epoch: int) -> bool:
+    """The iterations of ``epoch`` from the position's; False when stop_after_steps ended the call."""
+    pos = run.pos
+    start_iter = pos.iteration if epoch == pos.epoch else 0
+    pos.epoch, pos.iteration = epoch, start_iter
+    run.sampler.set_epoch(epoch, start_iter)
+    run.meter.start_epoch(epoch, start_iter=start_iter)
+    fetch_start = time.perf_counter()
+    for batch in _batches(run.loader, run.stops):
+        # Data wait is the time the loader kept the step waiting. The device copy and, with
+        # AUGMENTATION.USE_GPU, the GPU decode/resize are device work queued behind the last
+        # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
+        run.meter.add_data_wait(time.perf_counter() - fetch_start)
+        _train_step(run, batch)
+        if not _after_step(run):
+            return False
         fetch_start = time.perf_counter()
-        for batch in _batches(loader, stops):
-            # Data wait is the time the loader kept the step waiting. The device copy and, with
-            # AUGMENTATION.USE_GPU, the GPU decode/resize are device work queued behind the last
-            # step: they count as compute (a GPU decode waits for the GPU, not for the loader).
-            window.data_time += time.perf_counter() - fetch_start
-            video, labels = _to_device(batch, device, gpu_transform, cfg)
-            targets = labels
-            if mixer is not None:  # the step's own seed: a resumed run mixes as an uninterrupted one
-                video, targets = mixer(video, labels, np.random.default_rng(mix_seed(seed, ctx.rank, pos.global_step,
-                                                                                     0x313)))
-            set_lr(optimizer, lr_from_config(cfg.OPTIMIZER, epoch_position(epoch, pos.iteration, ipe),
-                                             global_batch=global_batch))
-            if graphed is not None:  # forward+backward replayed; the gradients are overwritten in place
-                logits, loss = graphed(video, labels)
-            else:
-                with autocast(precision, device):
-                    logits = net(video)
-                loss = criterion(logits.float(), targets)
-                optimizer.zero_grad(set_to_none=True)
-                (scaler.scale(loss) if scaler is not None else loss).backward()
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            with torch.no_grad():
-                detached = loss.detach().double()
-                finite = torch.isfinite(detached)
-                correct = topk_correct(logits.detach(), labels, (1, 5)).double()
-                n = float(labels.numel())
-                window.sums += torch.stack([torch.where(finite, detached, 0.0) * n, correct[0], correct[1],
-                                            torch.full((), n, dtype=torch.float64, device=device)])
-                window.first_bad = torch.minimum(
-                    window.first_bad, torch.where(finite, _NO_BAD_STEP, pos.global_step).to(torch.int64)
-                )
-            window.iters += 1
-            pos.iteration += 1
-            pos.global_step += 1
-            steps_this_call += 1
-            if bar is not None:
-                bar.update(1)
-            epoch_end = pos.iteration == ipe
-            if pos.iteration % log_period == 0 or epoch_end:
-                flush()
-            if iter_period and pos.global_step % iter_period == 0 and not epoch_end:
-                flush()  # the NaN check guards the file
-                pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
-            if not epoch_end and (not ctx.distributed or pos.iteration % log_period == 0):
-                signum = stops.agreed(ctx)  # ranks agree where they already synchronise
-                if signum:
-                    raise stop_here(signum)
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                flush()
-                if bar is not None:
-                    bar.close()
-                pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
-                return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
-            fetch_start = time.perf_counter()
-        if bar is not None:
-            bar.close()
-        if pos.iteration != ipe and stops.signum is not None:  # its workers got the signal too
-            raise stop_here(stops.signum)
-        if pos.iteration != ipe:
-            raise EngineError(
-                f"epoch {epoch + 1} ended after {pos.iteration} of {ipe} iterations (the loader stopped early)"
-            )
+    run.meter.close_bar()
+    if pos.iteration != run.ipe and run.stops.signum is not None:  # its workers got the signal too
+        raise _stop_here(run, run.stops.signum)
+    if pos.iteration != run.ipe:
+        raise EngineError(
+            f"epoch {epoch + 1} ended after {pos.iteration} of {run.ipe} iterations (the loader stopped early)"
+        )
+    return True
 
-        # ---- epoch end ----
-        epochs_done = epoch + 1
-        n = max(epoch_sums[3], 1.0)
-        epoch_seconds = time.perf_counter() - epoch_started
-        train_record = {
-            "epoch": epochs_done,
-            "loss": epoch_sums[0] / n,
-            "top1": 100.0 * epoch_sums[1] / n,
-            "top5": 100.0 * epoch_sums[2] / n,
-            "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0),
-            "data_time": epoch_data / max(epoch_iters, 1),
-            "epoch_seconds": epoch_seconds,
-            "clips_per_s": epoch_sums[3] / epoch_seconds if epoch_seconds > 0 else 0.0,
-            "data_wait_fraction": epoch_data / epoch_seconds if epoch_seconds > 0 else 0.0,
-        }
-        if device.type == "cuda":
-            train_record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-        log.info("epoch %d/%d done in %s: loss %.4f top1 %.2f%% (%.1f clips/s, %.0f%% waiting for data)",
-                 epochs_done, max_epoch, _hms(epoch_seconds), train_record["loss"], train_record["top1"],
-                 train_record["clips_per_s"], 100 * train_record["data_wait_fraction"])
 
-        is_best = False
-        val_record = None
-        if val_loader is not None and scheduled_epoch(epochs_done, eval_period, max_epoch):
-            # The plain module: a DDP forward broadcasts buffers, a collective that would hang when
-            # ranks hold different numbers of val batches. Rank 0's BN statistics go to every rank first.
-            broadcast_buffers(ctx, model)
-            val = validate(model, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform, cfg=cfg)
-            best_top1 = pos.best["top1"] if pos.best else -math.inf
-            is_best = val["top1"] > best_top1
-            if is_best:
-                pos.best = {"top1": val["top1"], "top5": val["top5"], "epochs_done": epochs_done}
-            val_record = {"epoch": epochs_done, **val, "best_top1": max(val["top1"], best_top1)}
-            log.info("val epoch %d: loss %.4f top1 %.2f%% top5 %.2f%% (%d clips, best top1 %.2f%%)",
-                     epochs_done, val["loss"], val["top1"], val["top5"], val["num_clips"], val_record["best_top1"])
-            if val["nonfinite_clips"]:
-                log.warning("val epoch %d: %d clip(s) gave non-finite logits (counted as wrong, left out of "
-                            "the loss)", epochs_done, val["nonfinite_clips"])
-            if ema is not None:
-                broadcast_buffers(ctx, ema.module)
-                val_ema = validate(ema.module, val_loader, ctx=ctx, precision=precision, gpu_transform=gpu_transform,
-                                   cfg=cfg)
-                val_record.update({f"ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
-                log.info("val epoch %d (EMA weights): loss %.4f top1 %.2f%% top5 %.2f%%", epochs_done,
-                         val_ema["loss"], val_ema["top1"], val_ema["top5"])
-        pos.epoch, pos.iteration = epochs_done, 0
-        pos.train_seconds = seconds_at_start + time.perf_counter() - session_start
-        train_record["train_seconds"] = pos.train_seconds
-        stats.write("train_epoch", train_record, step=pos.global_step)
-        if val_record is not None:
-            stats.write("val_epoch", val_record, step=pos.global_step)
-        checkpoint_epoch = scheduled_epoch(epochs_done, int(cfg.TRAIN.CHECKPOINT_PERIOD), max_epoch)
-        if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
-            last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=is_best, ema=ema)
-        signum = stops.agreed(ctx) if epochs_done < max_epoch else None
+def _train_step(run: _Run, batch: dict) -> None:
+    """One optimizer step on ``batch`` at the position's learning rate; the position advances."""
+    cfg, ctx, pos, device = run.cfg, run.ctx, run.pos, run.ctx.device
+    video, labels = _to_device(batch, device, gpu_transform=run.gpu_transform, cfg=cfg)
+    targets = labels
+    if run.mixer is not None:  # the step's own seed: a resumed run mixes as an uninterrupted one
+        rng = np.random.default_rng(mix_seed(int(cfg.RANDOM_SEED), ctx.rank, pos.global_step, 0x313))
+        video, targets = run.mixer(video, labels, rng=rng)
+    position = epoch_position(pos.epoch, pos.iteration, iters_per_epoch=run.ipe)
+    set_lr(run.optimizer, lr_from_config(cfg.OPTIMIZER, position, global_batch=int(cfg.TRAIN.BATCH_SIZE)))
+    if run.graphed is not None:  # forward+backward replayed; the gradients are overwritten in place
+        logits, loss = run.graphed(video, labels)
+    else:
+        with autocast(run.precision, device):
+            logits = run.net(video)
+        loss = run.criterion(logits.float(), targets)
+        run.optimizer.zero_grad(set_to_none=True)
+        (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.meter.update(loss=loss, logits=logits, labels=labels, global_step=pos.global_step)
+    pos.iteration += 1
+    pos.global_step += 1
+    run.steps_this_call += 1
+
+
+def _after_step(run: _Run) -> bool:
+    """Log, checkpoint and honour a stop request where they are due; False when stop_after_steps
+    ends the call."""
+    pos, log_period = run.pos, int(run.cfg.LOG_PERIOD)
+    iter_period = int(run.cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
+    epoch_end = pos.iteration == run.ipe
+    if pos.iteration % log_period == 0 or epoch_end:
+        _flush(run)
+    if iter_period and pos.global_step % iter_period == 0 and not epoch_end:
+        _flush(run)  # the NaN check guards the file
+        run.clock()
+        _save(run, is_best=False)
+    if not epoch_end and (not run.ctx.distributed or pos.iteration % log_period == 0):
+        signum = run.stops.agreed(run.ctx)  # ranks agree where they already synchronise
         if signum:
-            if last_path != ckpt.checkpoint_path(out, epochs_done):
-                last_path = _save(cfg, ctx, model, optimizer, scaler, pos, ipe, is_best=False, ema=ema)
-            raise StopSignals.interrupted(signum, where=f"the end of epoch {epochs_done}", checkpoint=last_path,
-                                          auto_resume=cfg.TRAIN.AUTO_RESUME)
+            raise _stop_here(run, signum)
+    if run.stop_after_steps is not None and run.steps_this_call >= run.stop_after_steps:
+        _flush(run)
+        run.meter.close_bar()
+        run.clock()
+        return False
+    return True
 
-    if ctx.is_master:
+
+def _base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The schedule's learning rate (the first group's, without its multiplier)."""
+    return optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_mult", 1.0)
+
+
+def _flush(run: _Run) -> None:
+    """Read the meter's window (one host sync, all-reduced), stop on a non-finite loss, log it."""
+    pos, ipe = run.pos, run.ipe
+    first_bad = run.meter.sync()
+    if first_bad is not None:
+        bad_epoch, bad_iter = divmod(first_bad, ipe)
+        latest = ckpt.latest_checkpoint(run.out)
+        raise NonFiniteLossError(
+            f"the loss became NaN/inf at epoch {bad_epoch + 1}, iteration {bad_iter + 1}/{ipe} "
+            f"(global step {first_bad + 1}); training stopped. The last good checkpoint is "
+            f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
+        )
+    run.meter.log_window(iteration=pos.iteration, global_step=pos.global_step, lr=_base_lr(run.optimizer))
+
+
+def _stop_here(run: _Run, signum: int) -> Exception:
+    """Save a resumable checkpoint at this position (unless just written) and say how to resume."""
+    pos = run.pos
+    _flush(run)  # the NaN check guards the file
+    run.meter.close_bar()
+    run.clock()
+    if run.last_path != ckpt.checkpoint_path(run.out, pos.epoch, iteration=pos.iteration):
+        _save(run, is_best=False)
+    return StopSignals.interrupted(signum, where=f"epoch {pos.epoch + 1}, iteration {pos.iteration}/{run.ipe}",
+                                   checkpoint=run.last_path, auto_resume=run.cfg.TRAIN.AUTO_RESUME)
+
+
+def _end_epoch(run: _Run) -> None:
+    """Epoch records, validation, the epoch's checkpoint and a stop request at the epoch's end."""
+    cfg, pos = run.cfg, run.pos
+    epochs_done = pos.epoch + 1
+    train_record = run.meter.epoch_record(lr=_base_lr(run.optimizer))
+    is_best, val_record = False, None
+    eval_epoch = scheduled_epoch(epochs_done, period=int(cfg.TRAIN.EVAL_PERIOD), max_epoch=run.max_epoch)
+    if run.val_loader is not None and eval_epoch:
+        is_best, val_record = _validate_epoch(run, epochs_done)
+    pos.epoch, pos.iteration = epochs_done, 0
+    run.clock()
+    train_record["train_seconds"] = pos.train_seconds
+    run.stats.write("train_epoch", train_record, step=pos.global_step)
+    if val_record is not None:
+        run.stats.write("val_epoch", val_record, step=pos.global_step)
+    iter_period = int(cfg.TRAIN.CHECKPOINT_ITER_PERIOD)
+    checkpoint_epoch = scheduled_epoch(epochs_done, period=int(cfg.TRAIN.CHECKPOINT_PERIOD),
+                                       max_epoch=run.max_epoch)
+    if checkpoint_epoch or is_best or (iter_period and pos.global_step % iter_period == 0):
+        _save(run, is_best=is_best)
+    signum = run.stops.agreed(run.ctx) if epochs_done < run.max_epoch else None
+    if signum:
+        if run.last_path != ckpt.checkpoint_path(run.out, epochs_done):
+            _save(run, is_best=False)
+        raise StopSignals.interrupted(signum, where=f"the end of epoch {epochs_done}", checkpoint=run.last_path,
+                                      auto_resume=cfg.TRAIN.AUTO_RESUME)
+
+
+def _validate_epoch(run: _Run, epochs_done: int) -> tuple[bool, dict[str, Any]]:
+    """Validate the model (and its EMA); whether it is a new best, and the ``val_epoch`` record."""
+    ctx, pos = run.ctx, run.pos
+    # The plain module: a DDP forward broadcasts buffers, a collective that would hang when
+    # ranks hold different numbers of val batches. Rank 0's BN statistics go to every rank first.
+    broadcast_buffers(ctx, run.model)
+    val = validate(run.model, run.val_loader, ctx=ctx, precision=run.precision, gpu_transform=run.gpu_transform,
+                   cfg=run.cfg)
+    best_top1 = pos.best["top1"] if pos.best else -math.inf
+    is_best = val["top1"] > best_top1
+    if is_best:
+        pos.best = {"top1": val["top1"], "top5": val["top5"], "epochs_done": epochs_done}
+    val_record = {"epoch": epochs_done, **val, "best_top1": max(val["top1"], best_top1)}
+    log.info("val epoch %d: loss %.4f top1 %.2f%% top5 %.2f%% (%d clips, best top1 %.2f%%)",
+             epochs_done, val["loss"], val["top1"], val["top5"], val["num_clips"], val_record["best_top1"])
+    if val["nonfinite_clips"]:
+        log.warning("val epoch %d: %d clip(s) gave non-finite logits (counted as wrong, left out of "
+                    "the loss)", epochs_done, val["nonfinite_clips"])
+    if run.ema is not None:
+        broadcast_buffers(ctx, run.ema.module)
+        val_ema = validate(run.ema.module, run.val_loader, ctx=ctx, precision=run.precision,
+                           gpu_transform=run.gpu_transform, cfg=run.cfg)
+        val_record.update({f"ema_{k}": val_ema[k] for k in ("loss", "top1", "top5")})
+        log.info("val epoch %d (EMA weights): loss %.4f top1 %.2f%% top5 %.2f%%", epochs_done,
+                 val_ema["loss"], val_ema["top1"], val_ema["top5"])
+    return is_best, val_record
+
+
+def _finish(run: _Run) -> TrainResult:
+    """train_summary.json and the curves (rank 0), the closing log line, the result."""
+    pos = run.pos
+    if run.ctx.is_master:
         summary = {
             "finished": True,
-            "epochs": max_epoch,
+            "epochs": run.max_epoch,
             "train_seconds": pos.train_seconds,
             "best_val": pos.best,
-            "last_checkpoint": str(last_path) if last_path else None,
+            "last_checkpoint": str(run.last_path) if run.last_path else None,
             "start": pos.start,
-            "world_size": ctx.world_size,
-            "precision": precision.label,
-            **model_info,
+            "world_size": run.ctx.world_size,
+            "precision": run.precision.label,
+            **run.model_info,
         }
-        write_json_atomic(out / "train_summary.json", summary)
-        write_curves(read_stats(stats.path), out / "plots")
-    log.info("training finished: %d epochs in %s (this call %s)", max_epoch, _hms(pos.train_seconds),
-             _hms(time.perf_counter() - session_start))
-    return TrainResult(out, last_path, True, max_epoch, pos.train_seconds, pos.best, pos.start)
+        write_json_atomic(run.out / "train_summary.json", summary)
+        write_curves(read_stats(run.stats.path), run.out / "plots")
+    log.info("training finished: %d epochs in %s (this call %s)", run.max_epoch, hms(pos.train_seconds),
+             hms(time.perf_counter() - run.session_start))
+    return run.result()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint writing
+# --------------------------------------------------------------------------------------------
+def _save(run: _Run, *, is_best: bool) -> Path:
+    """Write the checkpoint for the current position (all ranks call; rank 0 writes); it becomes
+    the run's last checkpoint.
+
+    Weights that are no longer finite (a last step with NaN gradients but a finite loss) are
+    never written: the previous checkpoint stays the last good one.
+    """
+    cfg, ctx, model, pos = run.cfg, run.ctx, run.model, run.pos
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()  # one host sync
+    if not bool(finite.item()):
+        latest = ckpt.latest_checkpoint(cfg.OUTPUT_DIR)
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        when = f"epoch {pos.epoch + 1}, iteration {pos.iteration}" if pos.iteration else f"the end of epoch {pos.epoch}"
+        raise NonFiniteLossError(
+            f"the weights became NaN/inf by {when} ({', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}); nothing was saved. The last good checkpoint is "
+            f"{latest.path if latest else 'none'}: lower OPTIMIZER.BASE_LR or use TRAIN.AMP off"
+        )
+    rng = all_gather_objects(ctx, ckpt.capture_rng(ctx.device))
+    out = Path(cfg.OUTPUT_DIR)
+    epochs_done = pos.epoch  # full epochs behind this position (mid-epoch: the one in progress is not)
+    path = ckpt.checkpoint_path(out, epochs_done, iteration=pos.iteration)
+    if ctx.is_master:
+        state = {
+            "model_state": unwrap(model).state_dict(),
+            "optimizer_state": run.optimizer.state_dict(),
+            "epoch": epochs_done - 1,  # official meaning: 0-based index of the last completed epoch
+            "cfg": json.dumps(cfg.to_dict(), indent=2),
+            **({"model_ema_state": run.ema.state_dict()} if run.ema is not None else {}),
+            "tada": {
+                "format": 1,
+                "next_epoch": pos.epoch,
+                "iteration": pos.iteration,
+                "global_step": pos.global_step,
+                "iters_per_epoch": run.ipe,
+                "train_seconds": pos.train_seconds,
+                "best": pos.best,
+                "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                "rng": rng,
+                "world_size": ctx.world_size,
+            },
+        }
+        ckpt.save_atomic(state, path)
+        if is_best:
+            ckpt.link_best(path, out)
+        ckpt.prune_checkpoints(out, cfg.TRAIN.KEEP_LAST)
+        log.info("checkpoint %s%s", path, " (new best)" if is_best else "")
+    barrier(ctx)
+    run.last_path = path
+    return path
 
 
 def _batches(loader: Any, stops: StopSignals):
@@ -921,7 +912,7 @@ def _num_layers(depth: Any) -> int | None:
     return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
 
 
-def _start_ema(cfg: Config, model: nn.Module, pos: _Position) -> ModelEma | None:
+def _start_ema(cfg: Config, model: nn.Module, *, pos: _Position) -> ModelEma | None:
     """MODEL.EMA: the average continues a resumed one, else starts as a copy of the starting weights."""
     if not cfg.MODEL.EMA.ENABLE:
         return None
@@ -947,9 +938,3 @@ def _terminal_width() -> int:
     except (OSError, ValueError):
         return 0
 
-
-def _hms(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h:d}:{m:02d}:{s:02d}"

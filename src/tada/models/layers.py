@@ -16,23 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tada.ops.primitives import is_exporting
+from tada.ops.primitives import frames_to_video, is_exporting, video_to_frames
 
 __all__ = ["FrameConv", "TemporalAvgPool", "frames_to_video", "video_to_frames"]
-
-
-def video_to_frames(x: Tensor, *, channels_last: bool) -> Tensor:
-    """(B, C, T, H, W) -> (B*T, C, H, W) in one copy, channels-last when asked."""
-    b, c, t, h, w = x.shape
-    if channels_last:
-        return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-
-def frames_to_video(x: Tensor, num_frames: int) -> Tensor:
-    """(B*T, C, H, W) -> (B, C, T, H, W) as a view (no copy)."""
-    n, c, h, w = x.shape
-    return x.view(n // num_frames, num_frames, c, h, w).transpose(1, 2)
 
 
 class FrameConv(nn.Module):

@@ -1,4 +1,8 @@
-"""Small layers of the TAdaConvV2 family: channels-first LayerNorm, QuickGELU, the 3x1x1 temporal pool.
+"""Small layers of the TAdaConvV2 family (channels-first LayerNorm, QuickGELU, the 3x1x1 temporal
+pool) and the video/frames layout change every frame-wise op and network uses.
+
+* :func:`video_to_frames` / :func:`frames_to_video`: (B, C, T, H, W) <-> (B*T, C, H, W), the layout
+  in which a kernel of temporal size 1 is a 2-D conv over frames.
 
 * :class:`LayerNormChannelsFirst` normalises over dim 1 of (B, C, ...) tensors (biased variance,
   eps 1e-6 as every V2 LayerNorm): ``w[c] * (x - mean_c) / sqrt(var_c + eps) + b[c]``.
@@ -17,13 +21,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LayerNormChannelsFirst", "QuickGELU", "is_exporting", "quick_gelu", "temporal_avg_pool3"]
+__all__ = ["LayerNormChannelsFirst", "QuickGELU", "frames_to_video", "is_exporting", "quick_gelu",
+           "temporal_avg_pool3", "video_to_frames"]
 
 
 def is_exporting() -> bool:
     """True while a graph is being recorded for export: TorchScript tracing (the TorchScript ONNX
     exporter) or ``torch.export`` (the exported-program format and the dynamo ONNX exporter)."""
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def video_to_frames(x: Tensor, *, channels_last: bool = False) -> Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W) in one copy, channels-last when asked."""
+    b, c, t, h, w = x.shape
+    if channels_last:
+        return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def frames_to_video(x: Tensor, num_frames: int) -> Tensor:
+    """(B*T, C, H, W) -> (B, C, T, H, W) as a view (no copy)."""
+    n, c, h, w = x.shape
+    return x.view(n // num_frames, num_frames, c, h, w).transpose(1, 2)
 
 
 def quick_gelu(x: Tensor) -> Tensor:

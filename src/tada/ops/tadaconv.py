@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tada.ops.primitives import frames_to_video, video_to_frames
+
 __all__ = [
     "TAdaConv2d",
     "TAdaConv3d",
@@ -149,18 +151,6 @@ def tada_conv2d(
     return out
 
 
-def _to_frames(x: Tensor) -> Tensor:
-    """(B, C, T, H, W) -> (B*T, C, H, W)."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
-
-
-def _from_frames(x: Tensor, batch: int) -> Tensor:
-    """(B*T, C, H, W) -> (B, C, T, H, W) as a view."""
-    n, c, h, w = x.shape
-    return x.view(batch, n // batch, c, h, w).transpose(1, 2)
-
-
 class TAdaConv2d(nn.Module):
     """Temporally-adaptive 2-D convolution: a per-frame kernel ``alpha[b, :, t] * W``.
 
@@ -229,8 +219,9 @@ class TAdaConv2d(nn.Module):
         if tuple(alpha.shape) != (b, c, t, 1, 1):
             raise ValueError(f"alpha must have shape (B, C, T, 1, 1) = {(b, c, t, 1, 1)} for x of shape "
                              f"{tuple(x.shape)} (cal_dim={self.cal_dim!r}), got {tuple(alpha.shape)}")
-        out = tada_conv2d(_to_frames(x), alpha.transpose(1, 2).reshape(b * t, -1), self.weight_2d, bias, **kwargs)
-        return _from_frames(out, b)
+        out = tada_conv2d(video_to_frames(x), alpha.transpose(1, 2).reshape(b * t, -1), self.weight_2d, bias,
+                          **kwargs)
+        return frames_to_video(out, t)
 
     def extra_repr(self) -> str:
         s = (

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tada.ops.primitives import temporal_avg_pool3
+from tada.ops.primitives import frames_to_video, temporal_avg_pool3, video_to_frames
 from tada.ops.routing import TemporalConvWeight
 from tada.ops.routing_v2 import RouteFuncAttention
 from tada.ops.tadaconv import _check_cal_dim, _init_conv_geometry
@@ -210,11 +210,10 @@ class TAdaConv2dV2(nn.Module):
 
     def forward(self, x: Tensor, alpha: Alpha | None = None, *, num_frames: int | None = None) -> Tensor:
         if x.dim() == 5:
-            b, c, t, h, w = x.shape
+            b, t = x.shape[0], x.shape[2]
             if alpha is not None:
                 alpha = self._video_alpha_to_frames(alpha, b, t)
-            y = self.forward_frames(x.transpose(1, 2).reshape(b * t, c, h, w), t, alpha)
-            return y.view(b, t, *y.shape[1:]).transpose(1, 2)
+            return frames_to_video(self.forward_frames(video_to_frames(x), t, alpha), t)
         num_frames = self.num_frames if num_frames is None else num_frames
         if num_frames is None or x.dim() not in (3, 4):
             raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tada.data.sampling import interval_indices, sample_indices, segment_indices
+from tada.data.frame_indices import interval_indices, sample_indices, segment_indices
 
 K400 = dict(num_input_frames=8, sampling_rate=8, target_fps=30)
 

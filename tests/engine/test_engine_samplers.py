@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tada.engine import EngineError
-from tada.engine.sampling import EvalSampler, SeededDataset, TrainSampler, mix_seed
+from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler, mix_seed, shard_range
 
 
 def _batches(sampler, batch):
@@ -58,6 +58,16 @@ def test_train_sampler_rejects_bad_sizes():
 def test_eval_sampler_covers_each_item_exactly_once(n, world):
     seen = [i for r in range(world) for i, _ in EvalSampler(n, rank=r, world_size=world)]
     assert seen == list(range(n))
+
+
+def test_eval_shards_are_contiguous_balanced_and_seeded_per_item():
+    shards = [shard_range(10, rank=r, world_size=3) for r in range(3)]
+    assert [list(s) for s in shards] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    one = dict(EvalSampler(10, seed=4))
+    split = {i: seed for r in range(3) for i, seed in EvalSampler(10, rank=r, world_size=3, seed=4)}
+    assert split == one  # an item's seed does not depend on the number of ranks
+    with pytest.raises(ValueError, match="outside"):
+        shard_range(10, rank=3, world_size=3)
 
 
 class _Random(torch.utils.data.Dataset):

@@ -1,15 +1,22 @@
-"""Samplers and seeding that make training resumable to the bit and evaluation count each view once.
+"""The samplers of the engine: which items each process loads, in which order, with which seed.
 
-Exact resume needs every random choice to be a function of the run's state, not of history:
+Every loader the engine builds is driven by one of these samplers over a :class:`SeededDataset`.
+
+Training (:class:`TrainSampler`) is resumable to the bit: every random choice is a function of
+the run's state, not of history:
 - the order of an epoch is a permutation drawn from ``(seed, epoch)`` alone;
 - each sample's augmentation is drawn from its own seed ``(seed, epoch, position in the epoch)``,
   which :class:`SeededDataset` installs in the python, numpy and torch generators of whichever
   worker process decodes it. Which worker that is, and what it decoded before, does not matter.
 A resumed run therefore skips exactly the iterations it had consumed and sees the same clips.
-
 Batches are split across ranks in contiguous blocks: iteration ``i`` of an epoch uses positions
 ``[i*B, (i+1)*B)`` of the permutation for the global batch ``B``, and rank ``r`` takes the ``r``-th
 block of ``B / world_size`` of them. A run of N processes sees the same global batches as a run of one.
+
+Evaluation (:class:`EvalSampler`, validation and test) follows one sharding rule,
+:func:`shard_range`: rank ``r`` of ``W`` takes the contiguous items ``[n*r//W, n*(r+1)//W)``, in
+order, without padding. Every item is loaded exactly once across ranks, and the ranks' shards
+concatenated in rank order are the dataset in order, which is how evaluation merges them.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch.utils.data import Dataset, Sampler
 
 from tada.engine.distributed import EngineError
 
-__all__ = ["EvalSampler", "SeededDataset", "TrainSampler", "mix_seed"]
+__all__ = ["EvalSampler", "SeededDataset", "TrainSampler", "mix_seed", "shard_range"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -92,20 +99,30 @@ class TrainSampler(Sampler):
         return (self.iters_per_epoch - self.start_iter) * self.local_batch
 
 
+def shard_range(num_items: int, *, rank: int, world_size: int) -> range:
+    """Rank ``rank``'s contiguous share of ``num_items`` evaluation items (see the module docstring)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside [0, {world_size})")
+    return range(num_items * rank // world_size, num_items * (rank + 1) // world_size)
+
+
 class EvalSampler(Sampler):
-    """A contiguous shard of ``range(num_samples)`` per rank, without padding: each item exactly once."""
+    """This rank's :func:`shard_range` of the items, in order, each with its own fixed seed.
+
+    Yields ``(dataset_index, sample_seed)`` pairs for :class:`SeededDataset`; the seed depends on
+    the item only, so a view's random choices (if any) do not depend on the number of ranks.
+    """
 
     def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1, seed: int = 0):
-        self.start = num_samples * rank // world_size
-        self.stop = num_samples * (rank + 1) // world_size
+        self.indices = shard_range(num_samples, rank=rank, world_size=world_size)
         self.seed = seed
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in range(self.start, self.stop):
+        for index in self.indices:
             yield index, mix_seed(self.seed, 0x7E57, index)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return len(self.indices)
 
 
 class SeededDataset(Dataset):
