@@ -257,7 +257,7 @@ def test_yaml_12_booleans_keep_off_a_string(tmp_path: Path) -> None:
 
 def test_multi_view_protocol_follows_the_dataset_like_the_official_run_py():
     """Configs written the official way have no TEST.MULTI_VIEW_* keys: run.py's hard-coded rule applies."""
-    from tada.config_schema import multi_view_protocol
+    from tada.config.schema import multi_view_protocol
     from tada.engine.commands import _protocols
 
     unset = ["TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "null", "TEST.MULTI_VIEW_SPATIAL_CROPS", "null"]
@@ -441,7 +441,7 @@ V2_RECIPE_KEYS = {
 
 
 def test_the_official_v2_recipe_keys_are_all_implemented():
-    from tada.config_schema import NOT_IMPLEMENTED, unimplemented_settings
+    from tada.config.schema import NOT_IMPLEMENTED, unimplemented_settings
 
     cfg = load_config(REPO / "configs/projects/tada/synthetic/tada2d.yaml", [t for k, v in V2_RECIPE_KEYS.items()
                                                                               for t in (k, v)])

@@ -34,7 +34,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "tada.engine.commands", "train (then test, as the config says): the seed's runs/run.py"),
     Command("test", "tada.engine.commands", "test a checkpoint: single-view and multi-view, results.json"),
     Command("predict", "tada.engine.predict", "top-5 classes by name for videos, or a timeline of windows"),
-    Command("configs", "tada.config_names", "list the packaged configs that --cfg accepts by name"),
+    Command("configs", "tada.config.names", "list the packaged configs that --cfg accepts by name"),
     Command("flops", "tada.flops", "parameters and GMACs per view of a config's model"),
     Command("benchmark", "tada.benchmark", "speed benchmarks: model, data, export"),
     Command("demo", "tada.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tada
-from tada.config_schema import multi_view_protocol
+from tada.config.schema import multi_view_protocol
 from tada.errors import TadaError
 from tada.fileio import file_sha256
 from tada.models.tadafy import TAdaConvBlock

@@ -215,7 +215,7 @@ class Predictor:
         views: tuple[int, int] | None = None,
         batch_size: int | None = None,
     ) -> None:
-        from tada.config_schema import TEST_KEY_PREFIXES, require_implemented
+        from tada.config.schema import TEST_KEY_PREFIXES, require_implemented
 
         require_implemented(cfg, TEST_KEY_PREFIXES, PredictionError)
         if (checkpoint is None) == (model is None):
@@ -267,7 +267,7 @@ class Predictor:
         return model
 
     def _views(self, views: tuple[int, int] | None) -> tuple[int, int]:
-        from tada.config_schema import multi_view_protocol
+        from tada.config.schema import multi_view_protocol
 
         cfg = self.cfg
         if views is None:

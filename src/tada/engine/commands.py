@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 from tada.cli import add_cfg_arguments
 from tada.config import Config, load_config, save_config
-from tada.config_schema import multi_view_protocol
+from tada.config.schema import multi_view_protocol
 from tada.engine.distributed import (
     EngineError,
     all_gather_objects,

@@ -163,7 +163,7 @@ def _select(batch: dict, keep: torch.Tensor) -> dict:
 
 def check_train_config(cfg: Config, world_size: int) -> None:
     """Reject settings this engine does not implement, before anything heavy happens."""
-    from tada.config_schema import require_implemented
+    from tada.config.schema import require_implemented
 
     require_implemented(cfg, ("",), EngineError)
     if cfg.TRAIN.BATCH_SIZE % world_size:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from tada.config import ConfigError
-from tada.config_schema import SCHEMA, require_implemented
+from tada.config.schema import SCHEMA, require_implemented
 from tada.models.convnext import BLOCKS as CONVNEXT_BLOCKS
 from tada.models.convnext import video_convnext
 from tada.models.resnet import video_resnet

@@ -3,7 +3,7 @@
 Files use the seed's keys and inheritance (``_BASE``, ``_BASE_RUN``, ``_BASE_MODEL``; precedence
 schema defaults < model file < run file < the file itself < its children), but paths are resolved
 against the directory of the file that names them, and every key is checked against
-:mod:`tada.config_schema`: an unknown key fails with the file, line and the closest valid keys, a
+:mod:`tada.config.schema`: an unknown key fails with the file, line and the closest valid keys, a
 value of the wrong type fails naming the key and the expected type.
 
 Typical use::
@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tada.config_schema import NONE, RANGES, SCHEMA, Key
+from tada.config.schema import NONE, RANGES, SCHEMA, Key
 from tada.errors import TadaError
 from tada.fileio import atomic_open, read_utf8_text
 
