@@ -15,11 +15,8 @@ import torch
 from tada.checkpoint import save_checkpoint
 from tada.cli import main as cli_main
 from tada.config import load_config
-from tada.errors import TadaError
-from tada.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
-from tada.export_speed import bench_export, calibrate, format_table
-from tada.models import build_model, create_model
-from tada.serving import (
+from tada.deploy.export import ExportTAda2DBlock, export_model, fold_batchnorm, prepare_for_export
+from tada.deploy.serving import (
     OnnxPredictor,
     SidecarError,
     onnx_backend,
@@ -27,6 +24,9 @@ from tada.serving import (
     require,
     sidecar_path,
 )
+from tada.errors import TadaError
+from tada.export_speed import bench_export, calibrate, format_table
+from tada.models import build_model, create_model
 
 onnx = pytest.importorskip("onnx", reason="pip install 'tada[export]'")
 ort = pytest.importorskip("onnxruntime", reason="pip install 'tada[export]'")
@@ -310,7 +310,7 @@ def test_missing_optional_dependency_gives_install_hint(monkeypatch, tmp_path):
 
 
 def test_class_names_default_to_the_synthetic_datasets_file(tmp_path):
-    from tada.export import resolve_class_names
+    from tada.deploy.export import resolve_class_names
 
     cfg = load_config(SYNTH_CFG, overrides=[*TINY_OVERRIDES, "DATA.ANNO_DIR", str(tmp_path)])
     with pytest.raises(TadaError, match="classes.txt"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tada.export import export_model
+from tada.deploy.export import export_model
 from tada.models import create_model
 
 SMALL = dict(width=256, depth=2, heads=4, patch_size=8, input_res=32, num_frames=8)
@@ -52,9 +52,9 @@ def test_export_from_the_official_config_writes_the_clip_normalisation(tmp_path)
 
     from tada.checkpoint import save_checkpoint
     from tada.config import load_config
-    from tada.export import export_from_config
+    from tada.deploy.export import export_from_config
+    from tada.deploy.serving import read_sidecar
     from tada.models import build_model
-    from tada.serving import read_sidecar
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs/projects/tadaformer/tadaformer_b16_k400_16f.yaml",
                       overrides=["VIDEO.BACKBONE.DEPTH", "1", "VIDEO.BACKBONE.NUM_FEATURES", "256",

@@ -18,9 +18,9 @@ import torch
 from tada import cli
 from tada.checkpoint import save_checkpoint
 from tada.config import load_config
+from tada.deploy.predictor import open_source
 from tada.fileio import file_sha256
 from tada.models import build_model
-from tada.predictor import open_source
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tada2d.yaml"
@@ -172,7 +172,7 @@ def _decoded(path: Path) -> np.ndarray:
 def test_views_are_those_of_the_test_dataset(setup, predictor):
     """The predictor's views are, bit for bit, the items `tada test` feeds the model."""
     from tada.data import build_dataset
-    from tada.predictor import open_source
+    from tada.deploy.predictor import open_source
 
     cfg, _, _, videos = setup
     listing = videos[1].parent / "one.txt"

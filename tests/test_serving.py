@@ -11,10 +11,10 @@ import torch
 
 from tada.checkpoint import save_checkpoint
 from tada.config import load_config
-from tada.export import export_from_config
+from tada.deploy.export import export_from_config
+from tada.deploy.serving import OnnxPredictor, SidecarError, read_sidecar, sidecar_path
 from tada.fileio import file_sha256
 from tada.models import build_model
-from tada.serving import OnnxPredictor, SidecarError, read_sidecar, sidecar_path
 
 pytest.importorskip("onnx", reason="pip install 'tada[export]'")
 pytest.importorskip("onnxruntime", reason="pip install 'tada[export]'")

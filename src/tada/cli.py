@@ -39,7 +39,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("benchmark", "tada.benchmark", "speed benchmarks: model, data, export"),
     Command("demo", "tada.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),
     Command("synth", "tada.data.synthetic", "generate the synthetic video dataset"),
-    Command("export", "tada.export", "export a model to ONNX or a torch.export program"),
+    Command("export", "tada.deploy.export", "export a model to ONNX or a torch.export program"),
     Command("extract-frames", "tada.data.extract", "decode videos once into JPEG frame folders"),
     Command("extract-features", "tada.engine.features", "backbone features of sliding windows, one .npy per video"),
 )

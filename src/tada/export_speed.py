@@ -99,7 +99,7 @@ def bench_export(
     model_kwargs: dict | None = None,
 ) -> list[PathResult]:
     """Time each inference path on one (batch, 3, frames, size, size) input; eager fp32 is always timed."""
-    from tada.export import export_model
+    from tada.deploy.export import export_model
     from tada.models import create_model
 
     if warmup < 1 or iters < 1:
@@ -160,7 +160,7 @@ def bench_export(
             setup["compile"] = _timed(steps["compile"])
         say(f"torch.compile: {setup['compile']:.1f} s")
     if "onnxruntime" in variants:
-        from tada.serving import OnnxPredictor
+        from tada.deploy.serving import OnnxPredictor
 
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             path = Path(tmp) / "model.onnx"

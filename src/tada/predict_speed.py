@@ -90,8 +90,8 @@ def _measure(cfg_path: str, opts: list[str], video: str, batch: int, stride: flo
     import torch
 
     from tada.config import load_config
+    from tada.deploy.predictor import Predictor
     from tada.models import build_model
-    from tada.predictor import Predictor
 
     if threads:
         torch.set_num_threads(threads)

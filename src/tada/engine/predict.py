@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from tada.config import Config, load_config
+from tada.deploy.predictor import is_url
 from tada.engine.distributed import EngineError
-from tada.predictor import is_url
 
 __all__ = ["add_arguments", "build_predictor", "run"]
 
@@ -72,7 +72,7 @@ def _class_names(cfg: Config, given: str | None, *, backend: str) -> list[str] |
     labels JSON), as `tada test` and `tada export` find them. With onnxruntime only --classes: the
     sidecar carries the names, and the count is checked against the model, not the config."""
     from tada.data import read_class_names
-    from tada.export import resolve_class_names
+    from tada.deploy.export import resolve_class_names
 
     if backend == "onnxruntime":
         if not given:
@@ -85,7 +85,7 @@ def _class_names(cfg: Config, given: str | None, *, backend: str) -> list[str] |
 
 def build_predictor(cfg: Config, args: argparse.Namespace) -> Any:
     """The :class:`tada.Predictor` the flags describe (loaded once for every video of the call)."""
-    from tada.predictor import PredictionError, Predictor
+    from tada.deploy.predictor import PredictionError, Predictor
 
     names = _class_names(cfg, args.classes, backend=args.backend)
     common = dict(views=_parse_views(args.views), batch_size=args.batch_size)

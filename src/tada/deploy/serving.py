@@ -4,7 +4,7 @@ An exported model (``tada export``) is a model file plus ``<model file>.json``, 
 says how to feed it: clip length, sampling, test scale and crop, mean/std, class names. The
 predictor here needs only those two files and ``onnxruntime``, no config and no checkpoint::
 
-    from tada.serving import OnnxPredictor
+    from tada.deploy.serving import OnnxPredictor
     predictor = OnnxPredictor("tada2d.onnx")           # reads tada2d.onnx.json
     logits = predictor(batch)                          # (B, 3, T, H, W) numpy or torch -> logits
     predictor.config_overrides()                       # DATA.* overrides for the test pipeline

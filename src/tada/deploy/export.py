@@ -3,7 +3,7 @@
 TAda2D exports with static weights because its TAdaConv is a plain convolution on a per-frame
 scaled input: the graph is convs, BN, pools and elementwise ops, nothing data-dependent.
 The exported model takes a float clip batch (B, 3, T, H, W), normalised, and returns logits
-(B, num_classes). ``<output>.json`` (see :mod:`tada.serving`) records frames, sampling, test scale
+(B, num_classes). ``<output>.json`` (see :mod:`tada.deploy.serving`) records frames, sampling, test scale
 and crop, mean/std and class names, so the file is never separated from its preprocessing.
 
 Every export is verified before it is reported: the written file is loaded back and run on random
@@ -35,11 +35,11 @@ from torch import Tensor, nn
 
 import tada
 from tada.config.schema import multi_view_protocol
+from tada.deploy.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
 from tada.errors import TadaError
 from tada.fileio import file_sha256
 from tada.models.tadafy import TAdaConvBlock
 from tada.ops.tadaconv import TAdaConv2d
-from tada.serving import INSTALL_HINT, SIDECAR_VERSION, read_sidecar, require, write_sidecar
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -334,7 +334,7 @@ def _export_program(model: nn.Module, path: Path, example: Tensor, *, dynamic_ba
 def _runner(path: Path, fmt: str):
     """A function clips -> logits (torch) that runs the written file."""
     if fmt == "onnx":
-        from tada.serving import OnnxPredictor
+        from tada.deploy.serving import OnnxPredictor
 
         predictor = OnnxPredictor(path, sidecar=_PROBE_SIDECAR)
         return predictor

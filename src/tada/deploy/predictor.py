@@ -282,8 +282,8 @@ class Predictor:
     def from_run(cls, output_dir: str | os.PathLike, **kwargs: Any) -> Predictor:
         """The model a training run produced: OUTPUT_DIR/config.yaml, its best checkpoint (the newest
         one when no validation ran), and the class names its test recorded (else the config's)."""
+        from tada.deploy.export import resolve_class_names
         from tada.engine.checkpointing import best_path, latest_checkpoint
-        from tada.export import resolve_class_names
 
         out = Path(output_dir)
         cfg_path = out / "config.yaml"
@@ -307,7 +307,7 @@ class Predictor:
                   **kwargs: Any) -> Predictor:
         """An exported ONNX model on onnxruntime; its sidecar sets the input pipeline and class names
         (``cfg`` only adds what a sidecar does not carry: TEST.BATCH_SIZE, DATA.DECODER, ...)."""
-        from tada.serving import load_predictor
+        from tada.deploy.serving import load_predictor
 
         onnx_model = load_predictor(model_path, threads=threads)
         base = cfg if cfg is not None else default_config()
