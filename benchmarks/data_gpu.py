@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from tada.bench.data import _spec, write_benchmark_sources
 from tada.data.annotations import VideoEntry
-from tada.data.benchmark import _spec, write_benchmark_sources
 from tada.data.datasets import VideoDataset
 from tada.data.decode import open_video
 from tada.data.loader import collate, gpu_transform

@@ -1,6 +1,6 @@
 """Data loading speed: a training item against the bare PyAV decode of the same frames.
 
-Same as ``tada benchmark data``; see :mod:`tada.data.benchmark`. Example::
+Same as ``tada benchmark data``; see :mod:`tada.bench.data`. Example::
 
     python benchmarks/data_speed.py --iters 20 --loader-workers 2 --json data_speed.json
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tada.data.benchmark import add_arguments, run
+from tada.bench.data import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Ratios to eager fp32 measured in one run; same as `tada benchmark export`. Examp
     .venv/bin/python benchmarks/export_speed.py --iters 3 --json output/export_speed.json
 """
 
-from tada.export_speed import main
+from tada.bench.export import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks, run once on a machine with one CUDA GPU (e.g. an H100), from any directory; ~5-6 minutes:
-#   1. the model benchmark on CUDA (tada.models.speed): TAda2D-R50, TSN-R50 and the channels-last
+#   1. the model benchmark on CUDA (tada.bench.model): TAda2D-R50, TSN-R50 and the channels-last
 #      2-D ResNet-50 at 16 clips x 8 x 224, eval and train step, bf16 and fp32, eager and replayed
 #      from a CUDA graph (TRAIN.CUDA_GRAPHS), peak memory;
 #   2. the CUDA tests (pytest -m cuda, the compile test left to step 5): AMP bf16/fp16, CUDA graphs

@@ -34,9 +34,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from tada.bench.model import Frames2DResNet, resnet50_2d  # noqa: E402
 from tada.models import create_model  # noqa: E402
 from tada.models.resnet import Base2DBlock, TAda2DBlock, set_kernel_layout  # noqa: E402
-from tada.models.speed import Frames2DResNet, resnet50_2d  # noqa: E402
 
 
 def _device_time(event) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from tada.models import speed
+from tada.bench import model as speed
 
 
 def main() -> int:

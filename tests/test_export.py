@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from tada.bench.export import bench_export, calibrate, format_table
 from tada.checkpoint import save_checkpoint
 from tada.cli import main as cli_main
 from tada.config import load_config
@@ -25,7 +26,6 @@ from tada.deploy.serving import (
     sidecar_path,
 )
 from tada.errors import TadaError
-from tada.export_speed import bench_export, calibrate, format_table
 from tada.models import build_model, create_model
 
 onnx = pytest.importorskip("onnx", reason="pip install 'tada[export]'")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tada.flops import count, count_params
+from tada.bench.flops import count, count_params
 from tada.models import create_model
 from tada.ops import TAdaConv2d
 

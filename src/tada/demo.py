@@ -117,7 +117,7 @@ def _split_counts(text: str | None) -> dict[str, int] | None:
 
 def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest: dict, args) -> RunSummary:
     from tada import cli
-    from tada.flops import count_model
+    from tada.bench.flops import count_model
 
     run_dir = out / name.lower()
     overrides = [

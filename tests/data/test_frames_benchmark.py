@@ -31,7 +31,7 @@ def test_data_benchmark_frame_rows(tmp_path: Path) -> None:
     """`tada benchmark data` times the frame-folder item against the video item of the same clip."""
     import importlib.util
 
-    from tada.data.benchmark import _frame_rows, format_table
+    from tada.bench.data import _frame_rows, format_table
 
     spec = importlib.util.spec_from_file_location("_tada_test_frames", Path(__file__).with_name("test_frames.py"))
     helpers = importlib.util.module_from_spec(spec)
@@ -55,8 +55,8 @@ def test_the_gpu_route_worker_item_only_reads_jpeg_files(tmp_path: Path) -> None
     import importlib.util
     from unittest import mock
 
+    from tada.bench.data import _spec
     from tada.data.annotations import VideoEntry
-    from tada.data.benchmark import _spec
     from tada.data.datasets import VideoDataset
     from tada.data.extract import ExtractSettings, extract_video
     from tada.data.frames import open_frames

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
-from tada.flops import count_model
 from tada.models import build_model, create_model, get_weights, list_weights
 from tada.models.convnext import ConvNeXtBlock, TAdaConvNeXtV2Block, VideoConvNeXt
 

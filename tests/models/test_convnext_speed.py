@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-import tada.models.speed as speed
+import tada.bench.model as speed
+from tada.bench.model import GroupedTAdaConv2dV2, official_tadaconv_v2, run_suite
 from tada.models import create_model
-from tada.models.speed import GroupedTAdaConv2dV2, official_tadaconv_v2, run_suite
 
 SMALL = dict(depths=(1, 1, 1, 1), widths=(8, 16, 32, 64), head_dim=4)
 

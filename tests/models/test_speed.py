@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tada.models import create_model
-from tada.models.speed import (
+from tada.bench.model import (
     Frames2DResNet,
     bench_models,
     format_table,
@@ -13,6 +12,7 @@ from tada.models.speed import (
     run_suite,
     saved_activation_bytes,
 )
+from tada.models import create_model
 
 TINY = dict(widths=(8, 16, 32, 64, 128), layers=(1, 1, 1, 1))
 
@@ -57,7 +57,7 @@ def test_tada2d_keeps_at_most_a_quarter_more_activations_than_tsn():
 
 
 def test_run_suite_sets_ratios_against_the_reference(monkeypatch, tmp_path, capsys):
-    import tada.models.speed as speed
+    import tada.bench.model as speed
 
     def small(num_classes, models, reference="resnet50_2d"):
         tiny_2d = lambda: torch.nn.Sequential(  # noqa: E731

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
 from tada.engine.trainer import check_train_config
-from tada.flops import count_model
 from tada.models import build_model, create_model, model_kwargs_from_cfg
 from tada.models.tadaformer import TAdaBlock, TAdaBlockTempEnhanced, TAdaFormer
 

@@ -5,7 +5,7 @@ blocks, BN folded), ``torch.compile`` for inference (inductor with freezing; its
 reported apart) and onnxruntime on the exported ONNX model (all graph optimisations, ``threads``
 intra-op threads); also eager bf16 autocast (channels-last), the one path that changes the numerics
 (its logit difference is in the table). Like
-:mod:`tada.models.speed`, timings interleave the paths round by round (a shared machine drifts)
+:mod:`tada.bench.model`, timings interleave the paths round by round (a shared machine drifts)
 and report medians. The model gets real BN statistics from a few train-mode batches first, so
 its logits are finite and the onnxruntime-vs-eager difference is meaningful.
 
