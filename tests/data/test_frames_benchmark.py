@@ -1,4 +1,4 @@
-"""benchmarks/gpu_frames.py runs on a CPU machine, as a script: the GPU parts say they are skipped."""
+"""`python -m tada.bench.gpu_frames` runs on a CPU machine: the GPU parts say they are skipped."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_frames.py"
-
 
 @pytest.mark.slow
 def test_gpu_frames_benchmark_on_cpu(tmp_path: Path) -> None:
     args = ["--videos", "2", "--clip-seconds", "1", "--repeats", "8", "--workers", "1", "--prep-workers", "1",
             "--batch", "2",
             "--seconds", "0.2", "--items", "2", "--steps", "2", "--root", str(tmp_path)]
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "tada.bench.gpu_frames", *args], capture_output=True, text=True,
+                          timeout=300)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "| video, CPU decode+transform |" in out and "frames / video (CPU time)" in out
@@ -44,9 +43,10 @@ def test_data_benchmark_frame_rows(tmp_path: Path) -> None:
         assert r["video_cpu_ms"] > 0 and r["frames_cpu_ms"] > 0 and r["ratio"] == r["frames_cpu_ms"] / r["video_cpu_ms"]
         assert r["jpeg_bytes_cpu_ms"] > 0
     assert (tmp_path / "frames" / "k" / "meta.json").is_file() and result["frames_mb"]["k400"] > 0
-    table = format_table({"rows": [], "goal_ratio": 1.3, "source_mb": {"k400": 0.1}, "iters": 2,
+    table = format_table({"rows": [], "source_mb": {"k400": 0.1}, "iters": 2,
                           "loader_clips_per_s": {}, "frames": result})
-    assert "| k400 train item |" in table and "frames <= 0.25x video" in table
+    assert "| k400 train item |" in table and "frame folder {'k400'" in table
+    assert "goal" not in table  # the benchmark reports ratios; docs/benchmarks.md states the goals
 
 
 def test_the_gpu_route_worker_item_only_reads_jpeg_files(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The model benchmark's plumbing on tiny models (its figures are produced by benchmarks/model_speed.py)."""
+"""The model benchmark's plumbing on tiny models (its figures are produced by `tada benchmark model`)."""
 
 from __future__ import annotations
 

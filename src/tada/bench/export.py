@@ -10,7 +10,6 @@ and report medians. The model gets real BN statistics from a few train-mode batc
 its logits are finite and the onnxruntime-vs-eager difference is meaningful.
 
     tada benchmark export --model tada2d_r50 --frames 8 --size 224 --iters 3
-    python benchmarks/export_speed.py --iters 3
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VARIANTS", "PathResult", "add_arguments", "bench_export", "format_table", "main", "run"]
+__all__ = ["VARIANTS", "PathResult", "add_arguments", "bench_export", "format_table", "run"]
 
 VARIANTS = ("eager", "eager-cl", "exported-program", "compile", "onnxruntime", "eager-bf16")
 EXACT_PATHS = ("eager", "eager-cl", "exported-program", "compile", "onnxruntime")  # fp32: same logits to ~1e-5
@@ -203,7 +202,7 @@ def format_table(results: Sequence[PathResult]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# `tada benchmark export` / benchmarks/export_speed.py
+# `tada benchmark export`
 # ------------------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tada2d_r50", help="registered model (default tada2d_r50)")
@@ -257,8 +256,3 @@ def run(args: argparse.Namespace) -> int:
             json.dump([asdict(r) for r in results], f, indent=1)
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="export_speed", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))

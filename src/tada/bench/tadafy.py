@@ -5,7 +5,7 @@ TAdaConvs) and ``frames_resnet10.yaml`` (the same network, data, schedule and se
 from scratch through the real engine for each seed, and prints their multi-view test top-1 and the gap::
 
     tada synth --out output/synthetic
-    python benchmarks/tadafy_synthetic.py --seeds 0,1,2 --out output/tadafy_synthetic
+    python -m tada.bench.tadafy --seeds 0,1,2 --out output/tadafy_synthetic
 
 Finished runs are reused (the engine auto-resumes an OUTPUT_DIR). Times are wall-clock seconds of
 each training plus its tests, on this machine as it is (other jobs included).
@@ -18,8 +18,9 @@ import json
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "projects" / "tada" / "synthetic"
+from tada.config import packaged_config_dir
+
+CONFIGS = packaged_config_dir() / "projects" / "tada" / "synthetic"
 RUNS = (("tadafied", "tadafy_resnet10.yaml"), ("frame average", "frames_resnet10.yaml"))
 
 

@@ -10,8 +10,8 @@ One bf16 train step (16 clips x 8 x 224, forward + cross-entropy + backward) of 
    that each part's cost is a difference of two timings in the same run;
 3. ``compiled``: the compiled TAda2D-R50 and ResNet-50 train steps and their top kernels.
 
-    PYTHONPATH=src python3 benchmarks/gpu_model_profile.py [--parts whole,blocks,compiled]
-    PYTHONPATH=src python3 benchmarks/gpu_model_profile.py --device cpu --size 64 --batch 2   # smoke test
+    python -m tada.bench.gpu_profile [--parts whole,blocks,compiled]
+    python -m tada.bench.gpu_profile --device cpu --size 64 --batch 2   # smoke test
 """
 
 from __future__ import annotations
@@ -19,24 +19,18 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "src") not in sys.path:
-    sys.path.insert(0, str(REPO / "src"))
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from tada.bench.model import Frames2DResNet, resnet50_2d  # noqa: E402
-from tada.models import create_model  # noqa: E402
-from tada.models.resnet import Base2DBlock, TAda2DBlock, set_kernel_layout  # noqa: E402
+from tada.bench.model import Frames2DResNet, resnet50_2d
+from tada.models import create_model
+from tada.models.resnet import Base2DBlock, TAda2DBlock, set_kernel_layout
 
 
 def _device_time(event) -> float:

@@ -5,7 +5,7 @@
 3. bf16 autocast vs fp32 on CUDA (relative error of the logits).
 4. torch.compile vs eager on CUDA (fp32 eval and a train step's gradients).
 
-    PYTHONPATH=src python3 benchmarks/gpu_model_check.py
+    python -m tada.bench.gpu_model_check
 """
 
 from __future__ import annotations

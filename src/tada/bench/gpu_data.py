@@ -4,7 +4,7 @@ fraction of real TAda2D-R50 training steps (bf16, per-GPU batch 16, K400 8x8 ite
 Needs CUDA. Sources are the K400-like clips of ``tada benchmark data`` (10 s, 340x256, x264
 defaults), generated into ``--cache`` or a temporary folder. Prints one JSON object::
 
-    python benchmarks/data_gpu.py --workers 15 --steps 40
+    python -m tada.bench.gpu_data --workers 15 --steps 40
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, help="folder for the generated sources")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("data_gpu.py needs CUDA", file=sys.stderr)
+        print("tada.bench.gpu_data needs CUDA", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="tada-bench-") as tmp:
         files = write_benchmark_sources(Path(args.cache) if args.cache else Path(tmp))["k400"]

@@ -11,8 +11,8 @@ cudnn.benchmark) for a few hundred iterations and reports, over the steady-state
 ``--routes video,frames,frames-gpu`` trains once per data route on the same clips: from the videos,
 from their extracted JPEG frame folders decoded by the workers, and decoded on the GPU (nvjpeg).
 
-    python3 benchmarks/gpu_train.py --out /tmp/tada_gpu_train --summary $OUT/gpu_train.json
-    python3 benchmarks/gpu_train.py --smoke      # seconds, CPU or GPU: a tiny model, to check the script
+    python -m tada.bench.gpu_train --out /tmp/tada_gpu_train --summary $OUT/gpu_train.json
+    python -m tada.bench.gpu_train --smoke      # seconds, CPU or GPU: a tiny model, to check the script
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-K400 = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
+K400 = "k400/tada2d_8x8"  # the packaged zoo config
 
 
 def _args() -> argparse.Namespace:
@@ -210,5 +208,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
     raise SystemExit(main())
