@@ -258,7 +258,7 @@ def test_yaml_12_booleans_keep_off_a_string(tmp_path: Path) -> None:
 def test_multi_view_protocol_follows_the_dataset_like_the_official_run_py():
     """Configs written the official way have no TEST.MULTI_VIEW_* keys: run.py's hard-coded rule applies."""
     from tada.config.schema import multi_view_protocol
-    from tada.engine.commands import _protocols
+    from tada.engine.pipeline import _protocols
 
     unset = ["TEST.MULTI_VIEW_ENSEMBLE_VIEWS", "null", "TEST.MULTI_VIEW_SPATIAL_CROPS", "null"]
     ssv2 = load_config(REPO / "configs/projects/tada/ssv2/tada2d_8f.yaml", unset)

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tada import demo
-from tada.cli import main
+from tada.cli import demo, main
 
 TINY = [
     "OPTIMIZER.MAX_EPOCH", "1", "OPTIMIZER.WARMUP_EPOCHS", "0", "VIDEO.BACKBONE.DEPTH", "26",

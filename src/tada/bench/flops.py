@@ -7,8 +7,6 @@ TAda2D-R50 is 33.02 GMACs at 8x224x224 and 43.13 at 8x256x256 per view.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["FlopsReport", "add_arguments", "count", "count_model", "count_params", "run"]
+__all__ = ["FlopsReport", "count", "count_model", "count_params"]
 
 
 @dataclass
@@ -86,30 +84,3 @@ def count_model(cfg: Any) -> dict[str, Any]:
         "train_crop": cfg.DATA.TRAIN_CROP_SIZE,
         "test_crop": cfg.DATA.TEST_CROP_SIZE,
     }
-
-
-# ------------------------------------------------------------------------------------------------
-# `tada flops --cfg FILE [KEY VALUE ...]`
-# ------------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tada.cli import add_cfg_arguments
-
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    add_cfg_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    from tada.config import load_config
-
-    cfg = load_config(args.cfg, overrides=list(args.opts or []))
-    stats = count_model(cfg)
-    if args.json:
-        print(json.dumps({"cfg": str(args.cfg), **stats}))
-        return 0
-    frames = stats["frames"]
-    print(f"config: {args.cfg}")
-    print(f"params: {stats['params']:,} ({stats['params'] / 1e6:.2f} M)")
-    for split in ("train", "test"):
-        size = stats[f"{split}_crop"]
-        print(f"{split:>5} view {frames}x{size}x{size}: {stats[f'gmacs_{split}_view']:.2f} GMACs")
-    return 0

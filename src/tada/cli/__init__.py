@@ -1,9 +1,12 @@
 """The `tada` command line: one entry point, subcommands registered in COMMANDS.
 
-Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
-``run(args) -> int`` (``args.command`` names the subcommand, for modules that serve several).
-Modules are imported only when their subcommand runs, so ``tada --help``
-stays fast and one area's import errors never break another's command.
+Each subcommand is a module, which provides ``add_arguments(parser)`` and ``run(args) -> int``
+(``args.command`` names the subcommand, for modules that serve several). The modules of this
+package only parse flags and call the library (:mod:`tada.engine`, :mod:`tada.deploy`,
+:mod:`tada.data`, ...); ``benchmark`` is :mod:`tada.bench`'s dispatcher, and ``extract-frames`` and
+``extract-features`` are the hooks of :mod:`tada.data.extract` and :mod:`tada.engine.features`.
+Modules are imported only when their subcommand runs, so ``tada --help`` stays fast and one
+area's import errors never break another's command.
 """
 
 from __future__ import annotations
@@ -31,15 +34,15 @@ class Command:
 
 # The registry: add a line here to plug a subcommand in.
 COMMANDS: tuple[Command, ...] = (
-    Command("train", "tada.engine.commands", "train (then test, as the config says): the seed's runs/run.py"),
-    Command("test", "tada.engine.commands", "test a checkpoint: single-view and multi-view, results.json"),
-    Command("predict", "tada.engine.predict", "top-5 classes by name for videos, or a timeline of windows"),
-    Command("configs", "tada.config.names", "list the packaged configs that --cfg accepts by name"),
-    Command("flops", "tada.bench.flops", "parameters and GMACs per view of a config's model"),
+    Command("train", "tada.cli.train", "train (then test, as the config says): the seed's runs/run.py"),
+    Command("test", "tada.cli.train", "test a checkpoint: single-view and multi-view, results.json"),
+    Command("predict", "tada.cli.predict", "top-5 classes by name for videos, or a timeline of windows"),
+    Command("configs", "tada.cli.configs", "list the packaged configs that --cfg accepts by name"),
+    Command("flops", "tada.cli.flops", "parameters and GMACs per view of a config's model"),
     Command("benchmark", "tada.bench", "speed benchmarks: model, data, export"),
-    Command("demo", "tada.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),
-    Command("synth", "tada.data.synthetic", "generate the synthetic video dataset"),
-    Command("export", "tada.deploy.export", "export a model to ONNX or a torch.export program"),
+    Command("demo", "tada.cli.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),
+    Command("synth", "tada.cli.synth", "generate the synthetic video dataset"),
+    Command("export", "tada.cli.export", "export a model to ONNX or a torch.export program"),
     Command("extract-frames", "tada.data.extract", "decode videos once into JPEG frame folders"),
     Command("extract-features", "tada.engine.features", "backbone features of sliding windows, one .npy per video"),
 )
@@ -132,7 +135,3 @@ def run_and_exit(program: Callable[[], int | None]) -> NoReturn:
 def entry_point(argv: Sequence[str] | None = None) -> NoReturn:
     """The `tada` program: :func:`main`, then :func:`run_and_exit`'s exit."""
     run_and_exit(lambda: main(argv))
-
-
-if __name__ == "__main__":
-    entry_point()
