@@ -11,7 +11,7 @@ from tada.bench.flops import count, count_params
 from tada.models import create_model
 from tada.ops import TAdaConv2d
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K400_CFG = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
 
 

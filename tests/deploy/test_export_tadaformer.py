@@ -56,7 +56,7 @@ def test_export_from_the_official_config_writes_the_clip_normalisation(tmp_path)
     from tada.deploy.serving import read_sidecar
     from tada.models import build_model
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/projects/tadaformer/tadaformer_b16_k400_16f.yaml",
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs/projects/tadaformer/tadaformer_b16_k400_16f.yaml",
                       overrides=["VIDEO.BACKBONE.DEPTH", "1", "VIDEO.BACKBONE.NUM_FEATURES", "256",
                                  "VIDEO.BACKBONE.NUM_OUT_FEATURES", "256", "VIDEO.BACKBONE.NUM_HEADS", "4",
                                  "VIDEO.BACKBONE.PATCH_SIZE", "8", "VIDEO.BACKBONE.INPUT_RES", "32",

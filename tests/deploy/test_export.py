@@ -31,7 +31,7 @@ from tada.models import build_model, create_model
 onnx = pytest.importorskip("onnx", reason="pip install 'tada[export]'")
 ort = pytest.importorskip("onnxruntime", reason="pip install 'tada[export]'")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tada2d.yaml"
 TINY_WIDTHS = (8, 16, 32, 64, 128)
 TINY_LAYERS = (1, 1, 1, 1)

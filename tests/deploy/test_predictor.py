@@ -22,7 +22,7 @@ from tada.deploy.predictor import open_source
 from tada.fileio import file_sha256
 from tada.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tada2d.yaml"
 CLASSES = ["left", "right", "up", "down", "still"]
 TINY = [

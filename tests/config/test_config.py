@@ -12,7 +12,7 @@ import pytest
 
 from tada.config import ConfigError, load_config, parse_overrides, save_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ZOO = REPO / "configs" / "projects" / "tada"
 
 

@@ -1,4 +1,4 @@
-"""`python -m tada.bench.gpu_frames` runs on a CPU machine: the GPU parts say they are skipped."""
+"""`tada benchmark data` and `python -m tada.bench.gpu_frames` on a CPU machine (GPU parts say they are skipped)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+DATA_TESTS = Path(__file__).resolve().parents[1] / "data"  # its test_frames.py makes the test videos
 
 
 @pytest.mark.slow
@@ -32,7 +34,7 @@ def test_data_benchmark_frame_rows(tmp_path: Path) -> None:
 
     from tada.bench.data import _frame_rows, format_table
 
-    spec = importlib.util.spec_from_file_location("_tada_test_frames", Path(__file__).with_name("test_frames.py"))
+    spec = importlib.util.spec_from_file_location("_tada_test_frames", DATA_TESTS / "test_frames.py")
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     files = {"k400": [helpers.make_video(tmp_path / "k.mp4", frames=80, fps=30)],
@@ -61,7 +63,7 @@ def test_the_gpu_route_worker_item_only_reads_jpeg_files(tmp_path: Path) -> None
     from tada.data.extract import ExtractSettings, extract_video
     from tada.data.frames import open_frames
 
-    spec = importlib.util.spec_from_file_location("_tada_test_frames", Path(__file__).with_name("test_frames.py"))
+    spec = importlib.util.spec_from_file_location("_tada_test_frames", DATA_TESTS / "test_frames.py")
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     video = helpers.make_video(tmp_path / "k.mp4", frames=80, fps=30)

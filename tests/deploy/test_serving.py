@@ -19,7 +19,7 @@ from tada.models import build_model
 pytest.importorskip("onnx", reason="pip install 'tada[export]'")
 pytest.importorskip("onnxruntime", reason="pip install 'tada[export]'")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH_CFG = REPO / "configs/projects/tada/synthetic/tsn.yaml"
 TINY = [
     "VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
