@@ -3,8 +3,8 @@
 Each subcommand is a module, which provides ``add_arguments(parser)`` and ``run(args) -> int``
 (``args.command`` names the subcommand, for modules that serve several). The modules of this
 package only parse flags and call the library (:mod:`tada.engine`, :mod:`tada.deploy`,
-:mod:`tada.data`, ...); ``benchmark`` is :mod:`tada.bench`'s dispatcher, and ``extract-frames`` and
-``extract-features`` are the hooks of :mod:`tada.data.extract` and :mod:`tada.engine.features`.
+:mod:`tada.data`, ...); ``benchmark`` is :mod:`tada.bench`'s dispatcher, and ``extract-features``
+the hook of :mod:`tada.engine.features`.
 Modules are imported only when their subcommand runs, so ``tada --help`` stays fast and one
 area's import errors never break another's command.
 """
@@ -43,7 +43,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("demo", "tada.cli.demo", "the main job: TAda2D vs TSN on the synthetic dataset, on a CPU"),
     Command("synth", "tada.cli.synth", "generate the synthetic video dataset"),
     Command("export", "tada.cli.export", "export a model to ONNX or a torch.export program"),
-    Command("extract-frames", "tada.data.extract", "decode videos once into JPEG frame folders"),
+    Command("extract-frames", "tada.cli.extract_frames", "decode videos once into JPEG frame folders"),
     Command("extract-features", "tada.engine.features", "backbone features of sliding windows, one .npy per video"),
 )
 
