@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # GPU checks, run once on a machine with one CUDA GPU (e.g. an H100), from any directory; ~5-6 minutes:
-#   1. the model benchmark on CUDA (tada.models.speed): TAda2D-R50, TSN-R50 and the channels-last
+#   1. the model benchmark on CUDA (tada.bench.model): TAda2D-R50, TSN-R50 and the channels-last
 #      2-D ResNet-50 at 16 clips x 8 x 224, eval and train step, bf16 and fp32, eager and replayed
 #      from a CUDA graph (TRAIN.CUDA_GRAPHS), peak memory;
 #   2. the CUDA tests (pytest -m cuda, the compile test left to step 5): AMP bf16/fp16, CUDA graphs
 #      equal eager, no host sync per iteration;
 #   3. short real training runs of TAda2D-R50 8x224, batch 16, bf16, CUDA graphs, fed by JPEG frame
 #      folders decoded by 14 CPU workers and by nvjpeg on the GPU: clips/s and data-wait fraction;
-#   4. per-block GPU cost (benchmarks/gpu_model_profile.py --parts blocks);
-#   5. CUDA model checks (benchmarks/gpu_model_check.py): op vs grouped reference, CUDA vs CPU in
+#   4. per-block GPU cost (python -m tada.bench.gpu_profile --parts blocks);
+#   5. CUDA model checks (python -m tada.bench.gpu_model_check): op vs grouped reference, CUDA vs CPU in
 #      float64, bf16 vs fp32, compiled vs eager (values and gradients).
 # Needs python3 with torch+CUDA, numpy, pytest (torchvision for nvjpeg); PyAV and simplejpeg come
 # from .whl/ when that folder exists. Each step's failure is reported and does not stop the
-# others; results go to $OUT if set. benchmarks/gpu_frames.py (loader-only throughput per data
-# route) and gpu_model_profile.py --parts whole,compiled (kernel tables) are separate runs.
+# others; results go to $OUT if set. python -m tada.bench.gpu_frames (loader-only throughput per data
+# route) and tada.bench.gpu_profile --parts whole,compiled (kernel tables) are separate runs.
 cd "$(dirname "$0")/.." || exit 1
 if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src; else export PYTHONPATH=src; fi
 export PYTHONUNBUFFERED=1
@@ -42,18 +42,18 @@ STATUS[cuda_tests]=$?
 tail -n 25 "$RESULTS/cuda_tests.log"
 
 section "3/5 training runs fed by frame folders (CPU JPEG, GPU nvjpeg), CUDA graphs"
-timeout 130 python3 benchmarks/gpu_train.py --routes frames,frames-gpu --cuda-graphs --steps 100 --warmup-steps 30 \
+timeout 130 python3 -m tada.bench.gpu_train --routes frames,frames-gpu --cuda-graphs --steps 100 --warmup-steps 30 \
     --out /tmp/tada_gpu_train --summary "$RESULTS/gpu_train.json" > "$RESULTS/gpu_train.log" 2>&1
 STATUS[gpu_train]=$?
 grep -E "clips/s through|Error|error" "$RESULTS/gpu_train.log" | tail -n 12
 
 section "4/5 per-block cost"
-timeout 40 python3 benchmarks/gpu_model_profile.py --parts blocks > "$RESULTS/blocks.log" 2>&1
+timeout 40 python3 -m tada.bench.gpu_profile --parts blocks > "$RESULTS/blocks.log" 2>&1
 STATUS[blocks]=$?
 grep -E "^\||FAIL" "$RESULTS/blocks.log"
 
 section "5/5 CUDA model checks"
-timeout 110 python3 benchmarks/gpu_model_check.py > "$RESULTS/check.log" 2>&1
+timeout 110 python3 -m tada.bench.gpu_model_check > "$RESULTS/check.log" 2>&1
 STATUS[check]=$?
 grep -v -i "warn" "$RESULTS/check.log" | tail -n 16
 

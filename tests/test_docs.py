@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tada.demo import README_END, README_START
+from tada.cli.demo import README_END, README_START
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -10,7 +10,7 @@ __all__ = ["Predictor", "__version__"]
 def __getattr__(name: str) -> Any:
     """``tada.Predictor`` without importing torch when only the version (or the CLI) is needed."""
     if name == "Predictor":
-        from tada.predictor import Predictor
+        from tada.deploy.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'tada' has no attribute {name!r}")

@@ -9,18 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tada.cli.synth import add_arguments, run
 from tada.data.decode import open_video
 from tada.data.synthetic import (
     CLASSES,
     DEFAULT_CLASSES,
     GENERATOR_VERSION,
     VideoParams,
-    add_arguments,
     ensure_dataset,
     generate_dataset,
     read_manifest,
     render_video,
-    run,
 )
 
 TINY = dict(videos_per_class={"train": 1, "val": 1, "test": 1}, sizes=(32, 40), lengths=(12, 16), workers=1)

@@ -203,6 +203,20 @@ def test_parallel_extraction_via_the_cli(video_root: Path, tmp_path: Path, capsy
         [("class_b/v1", 7), ("class_a/v0", 2)]
 
 
+def test_extract_jobs_reports_each_list_as_it_finishes(video_root: Path, tmp_path: Path) -> None:
+    from tada.data.extract import extract_jobs
+
+    videos = [v for v in find_videos(video_root) if "broken" not in v[0]]
+    jobs = [("first", videos[:1], str(video_root), str(tmp_path)), ("second", videos, str(video_root), str(tmp_path))]
+    seen = []
+    reports = extract_jobs(jobs, settings=ExtractSettings(quality=70), workers=2, progress=False, on_report=seen.append)
+    assert seen == reports and [Path(r.list_path).name for r in reports] == ["first.frames.txt", "second.frames.txt"]
+    assert [r.status for r in reports[0].results] == ["done"]
+    assert [r.status for r in reports[1].results] == ["skipped", "done"]  # the first list's video is finished
+    with pytest.raises(TadaError, match="--workers must be >= 1"):
+        extract_jobs(jobs, settings=ExtractSettings(), workers=0)
+
+
 def test_cli_input_errors(tmp_path: Path, capsys) -> None:
     from tada.cli import main
 

@@ -138,8 +138,8 @@ def test_tada_train_on_two_nodes_over_loopback(synthetic, tmp_path):
 def test_seed_init_method_maps_to_a_static_rendezvous():
     import argparse
 
+    from tada.cli.train import _rendezvous
     from tada.config import load_config
-    from tada.engine.commands import _rendezvous
 
     cfg = load_config(CONFIG, ["NUM_SHARDS", "2", "SHARD_ID", "1"])
     args = argparse.Namespace(init_method="tcp://10.0.0.5:9999", nnodes=None, node_rank=None, master_addr=None,

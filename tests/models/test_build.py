@@ -101,7 +101,7 @@ def test_zoo_table():
 
 
 def test_every_unimplemented_key_exists_with_the_honoured_default():
-    from tada.config_schema import NOT_IMPLEMENTED, unimplemented_settings
+    from tada.config.schema import NOT_IMPLEMENTED, unimplemented_settings
 
     cfg = load_config(K400)
     for key, default in NOT_IMPLEMENTED.items():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
-from tada.flops import count_model
 from tada.models import build_model, create_model, get_weights, list_weights
 from tada.models.convnext import ConvNeXtBlock, TAdaConvNeXtV2Block, VideoConvNeXt
 
@@ -135,7 +135,7 @@ def test_zoo_entries():
 @pytest.mark.parametrize("dataset", ["k400", "ssv2"])
 def test_the_official_recipes_are_all_implemented(size, dataset):
     """Every key the official TAdaConvNeXtV2 project configs set is one the engine honours."""
-    from tada.config_schema import unimplemented_settings
+    from tada.config.schema import unimplemented_settings
     from tada.engine.trainer import check_train_config
 
     cfg = _cfg(size, dataset)

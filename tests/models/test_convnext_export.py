@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tada.export import export_model
+from tada.deploy.export import export_model
 from tada.models import create_model
 
 FRAMES, CROP = 6, 32

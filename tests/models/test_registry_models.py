@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tada.export import export_model
+from tada.deploy.export import export_model
 from tada.models import VideoConvNeXt, VideoResNet, create_model, list_models
 from tada.models.tadaformer import TAdaFormer
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
 from tada.engine.trainer import check_train_config
-from tada.flops import count_model
 from tada.models import build_model, create_model, model_kwargs_from_cfg
 from tada.models.tadaformer import TAdaBlock, TAdaBlockTempEnhanced, TAdaFormer
 
@@ -99,7 +99,7 @@ def test_bad_backbone_settings_name_the_config(overrides, match):
 @pytest.mark.parametrize("name", ["b16_k400", "b16_ssv2", "l14_k400", "l14_ssv2"])
 def test_the_official_recipes_are_all_implemented(name):
     """Every key the official TAdaFormer project configs set is one the engine honours."""
-    from tada.config_schema import unimplemented_settings
+    from tada.config.schema import unimplemented_settings
 
     cfg = load_config(PROJECTS / f"tadaformer_{name}_16f.yaml")
     assert unimplemented_settings(cfg) == []

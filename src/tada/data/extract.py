@@ -29,14 +29,13 @@ rate of the stored frames = source fps / step, label -1 when the input has none)
 
 from __future__ import annotations
 
-import argparse
 import io
 import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +61,9 @@ __all__ = [
     "extract_videos",
     "read_video_list",
     "find_videos",
-    "add_arguments",
-    "run",
+    "videos_from_config",
+    "check_distinct_folders",
+    "extract_jobs",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -445,7 +445,7 @@ def find_videos(root: str | os.PathLike) -> list[tuple[str, int]]:
     return [(rel, -1) for rel in sorted(found)]
 
 
-def _videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
+def videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
     """(relpath, label) of a config's split: the dataset's own list reading, same videos, same order."""
     from tada.data.annotations import AnnotationError
     from tada.data.datasets import build_dataset
@@ -458,10 +458,7 @@ def _videos_from_config(cfg: Any, split: str) -> list[tuple[str, int]]:
     return [(os.path.relpath(e.path, root), e.label) for e in entries]
 
 
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-def _refuse_shared_folders(jobs: Sequence[tuple[str, list[tuple[str, int]], str, str]]) -> None:
+def check_distinct_folders(jobs: Sequence[tuple[str, list[tuple[str, int]], str, str]]) -> None:
     """Two different videos of one run (any lists) must not map to one frame folder: the second
     would be scored with the first one's frames. Checked before anything is extracted."""
     owner: dict[str, tuple[str, str]] = {}  # folder -> (list name, video relpath)
@@ -474,96 +471,30 @@ def _refuse_shared_folders(jobs: Sequence[tuple[str, list[tuple[str, int]], str,
                                 f"folder {folder} (same path without extension); rename one")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = (
-        "Decode videos once into JPEG frame folders (img_00001.jpg ..., MMAction2 layout) for "
-        "DATA.FORMAT frames. Resumable: re-running skips finished folders. Either --cfg (the "
-        "config's splits, written to DATA.FRAMES_DIR) or --root/--out (with --videos LIST, or every "
-        "video under --root)."
-    )
-    parser.add_argument("--cfg", metavar="FILE", help="config whose dataset splits to extract")
-    parser.add_argument("--splits", default="train,val,test",
-                        help="with --cfg: comma-separated splits (default train,val,test)")
-    parser.add_argument("--videos", metavar="LIST", help="text file: 'relpath' or 'relpath label' per line")
-    parser.add_argument("--root", metavar="DIR", help="video root the relpaths are relative to")
-    parser.add_argument("--out", metavar="DIR", help="output root (default with --cfg: DATA.FRAMES_DIR)")
-    parser.add_argument("--name", help="list file name stem (default: the split, the LIST stem, or 'videos')")
-    parser.add_argument("--short-side", type=int, default=0,
-                        help="resize so the short side is this many pixels (0 = keep; default 0)")
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
-    parser.add_argument("--step", type=int, default=1, help="keep every k-th frame (default 1 = all)")
-    parser.add_argument("--subsampling", default="420", choices=("420", "422", "444"),
-                        help="JPEG chroma subsampling (default 420, as H.264 stores colour; 444 is "
-                        "closer to the decoded video but ~1.7x larger and slower to decode)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes (default: all CPU cores)")
-    parser.add_argument("--overwrite", action="store_true", help="re-extract finished folders")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="with --cfg: config overrides (KEY VALUE pairs or KEY=VALUE)")
+def extract_jobs(jobs: Sequence[tuple[str, list[tuple[str, int]], str, str]], *, settings: ExtractSettings,
+                 workers: int, progress: bool = True,
+                 on_report: Callable[[ExtractReport], None] | None = None) -> list[ExtractReport]:
+    """Extract several lists of videos, each job ``(name, videos, root, out)`` as :func:`extract_videos`.
 
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        settings = ExtractSettings(short_side=args.short_side, quality=args.quality, step=args.step,
-                                   subsampling=args.subsampling)
-    except ValueError as exc:
-        raise TadaError(str(exc)) from None
-    jobs: list[tuple[str, list[tuple[str, int]], str, str]] = []  # (name, videos, root, out)
-    if args.cfg:
-        if args.videos:
-            raise TadaError("give either --cfg or --videos, not both")
-        from tada.config import load_config
-        from tada.data.frames import frames_dir_from_config
-
-        cfg = load_config(args.cfg, overrides=args.opts or [])
-        if args.root:
-            raise TadaError("with --cfg the videos are under DATA.DATA_ROOT_DIR; override it (DATA.DATA_ROOT_DIR DIR) "
-                            "instead of --root")
-        root = cfg.DATA.DATA_ROOT_DIR
-        if not root:
-            raise TadaError(f"{args.cfg}: DATA.DATA_ROOT_DIR is empty; set it in the config or as an override")
-        try:
-            settings = ExtractSettings(short_side=args.short_side, quality=args.quality, step=args.step,
-                                       subsampling=args.subsampling, template=cfg.DATA.FRAME_TEMPLATE)
-        except ValueError as exc:
-            raise TadaError(f"{args.cfg}: {exc}") from None
-        out = args.out or frames_dir_from_config(cfg)
-        for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-            jobs.append((args.name or split, _videos_from_config(cfg, split), root, out))
-    else:
-        if args.opts:
-            raise TadaError(f"config overrides {args.opts} need --cfg")
-        if not args.root or not args.out:
-            raise TadaError("without --cfg, give --root DIR and --out DIR (and optionally --videos LIST)")
-        if not os.path.isdir(args.root):
-            raise TadaError(f"--root {args.root}: not a directory")
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise TadaError(f"--out {args.out}: exists and is not a directory")
-        if args.videos:
-            videos = read_video_list(args.videos)
-            name = args.name or os.path.splitext(os.path.basename(args.videos))[0]
-        else:
-            videos = find_videos(args.root)
-            if not videos:
-                raise TadaError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {args.root}")
-            name = args.name or "videos"
-        jobs.append((name, videos, args.root, args.out))
-    if args.workers < 1:
-        raise TadaError(f"--workers must be >= 1, got {args.workers}")
-    _refuse_shared_folders(jobs)
-    status = 0
+    The frame folders of all jobs are checked to be distinct before anything is extracted, and one
+    pool of ``workers`` processes serves every job, so worker start-up is paid once.
+    ``on_report`` sees each job's report as soon as it is done.
+    """
+    if workers < 1:
+        raise TadaError(f"--workers must be >= 1, got {workers}")
+    check_distinct_folders(jobs)
+    reports = []
     most = max(len(videos) for _, videos, _, _ in jobs)
-    pool = mp.get_context("spawn").Pool(min(args.workers, most)) if args.workers > 1 and most > 1 else None
-    try:  # one pool for every split: worker start-up is paid once
+    pool = mp.get_context("spawn").Pool(min(workers, most)) if workers > 1 and most > 1 else None
+    try:
         for name, videos, root, out in jobs:
-            report = extract_videos(videos, root=root, out=out, name=name, settings=settings,
-                                    workers=args.workers, progress=not args.no_progress, pool=pool)
-            print(report.summary())
-            if report.failed_path:
-                status = 1
+            report = extract_videos(videos, root=root, out=out, name=name, settings=settings, workers=workers,
+                                    progress=progress, pool=pool)
+            reports.append(report)
+            if on_report is not None:
+                on_report(report)
     finally:
         if pool is not None:
             pool.terminate()
             pool.join()
-    return status
+    return reports

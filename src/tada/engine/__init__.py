@@ -7,13 +7,13 @@
 """
 
 from tada.engine.checkpointing import latest_checkpoint, list_checkpoints
-from tada.engine.commands import run_pipeline, run_tests
 from tada.engine.distributed import DistContext, EngineError, init_distributed
 from tada.engine.evaluate import resolve_test_checkpoint, test
 from tada.engine.interrupt import TrainingInterrupted
 from tada.engine.metrics import VideoAggregator, topk_correct
 from tada.engine.optim import build_optimizer, lr_at, lr_from_config, param_groups
 from tada.engine.ownership import OutputDirInUseError
+from tada.engine.pipeline import run_pipeline, run_tests
 from tada.engine.samplers import EvalSampler, SeededDataset, TrainSampler
 from tada.engine.trainer import NonFiniteLossError, TrainResult, train, validate
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tada.config import Config
-from tada.config_schema import TEST_KEY_PREFIXES, require_implemented
+from tada.config.schema import TEST_KEY_PREFIXES, require_implemented
 from tada.engine import checkpointing as ckpt
 from tada.engine.distributed import DistContext, EngineError, all_gather_objects, init_distributed
 from tada.engine.metrics import AGGREGATIONS, VideoAggregator, aggregate_views, summarise_videos

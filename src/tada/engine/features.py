@@ -148,7 +148,7 @@ class _Job:
         self.__dict__.update(state, cfg=Config(state["cfg"]))
 
     def load(self):
-        from tada.predictor import PredictionError, Predictor
+        from tada.deploy.predictor import PredictionError, Predictor
 
         if self.predictor is None:
             try:

@@ -122,7 +122,7 @@ def _select(batch: dict, keep: torch.Tensor) -> dict:
 
 def check_train_config(cfg: Config, world_size: int) -> None:
     """Reject settings this engine does not implement, before anything heavy happens."""
-    from tada.config_schema import require_implemented
+    from tada.config.schema import require_implemented
 
     require_implemented(cfg, ("",), EngineError)
     if cfg.TRAIN.BATCH_SIZE % world_size:
@@ -154,7 +154,7 @@ def check_train_config(cfg: Config, world_size: int) -> None:
 
 
 def _gmacs(model: nn.Module, shape: tuple[int, ...], *, device: torch.device) -> float:
-    from tada.flops import count
+    from tada.bench.flops import count
 
     devices = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the counter's random input must not shift our seeds

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from tada.config import ConfigError
-from tada.config_schema import SCHEMA, require_implemented
+from tada.config.schema import SCHEMA, require_implemented
 from tada.models.convnext import plain_convnext_block, tada_convnext_block, video_convnext
 from tada.models.resnet import Base2DBlock, TAda2DBlock, video_resnet
 from tada.models.tadaformer import tadaformer
