@@ -22,7 +22,7 @@ from tada.data.augment import (
     parse_rand_augment,
     random_resized_box,
 )
-from tada.data.transforms import apply_plan, plan_resized_crop
+from tada.data.transforms import apply_plan, plan_resized_crop, resized_crop_uint8
 
 
 def random_clip(seed: int, shape=(3, 4, 24, 32)) -> torch.Tensor:
@@ -63,6 +63,41 @@ def test_resized_crop_plan_equals_crop_then_interpolate(box, size):
                                want.flip(-1), atol=2e-4, rtol=0)
     with pytest.raises(ValueError, match="outside"):
         plan_resized_crop(48, 64, box=(10, 0, 48, 64), size=size)
+
+
+def official_crop_for_rand_augment(clip: torch.Tensor, box, size: int, flip: bool) -> torch.Tensor:
+    """The official chain, literally: float / 255 as (C, T, H, W), flip of the whole clip, the box
+    (drawn in the mirrored frame), interpolate, then RandAugment's uint8 conversion x * 255, truncated."""
+    x = clip.float().permute(3, 0, 1, 2) / 255.0
+    top, left, h, w = box
+    if flip:
+        x, left = x.flip(-1), x.shape[-1] - left - w
+    x = F.interpolate(x[..., top:top + h, left:left + w], size=(size, size), mode="bilinear", align_corners=False)
+    return x.mul(255).to(torch.uint8)
+
+
+def test_uint8_resized_crop_is_the_official_crop_bit_for_bit():
+    g = np.random.default_rng(3)
+    differs = total = 0
+    for k in range(16):
+        height, width = int(g.integers(20, 90)), int(g.integers(20, 90))
+        clip = torch.from_numpy(g.integers(0, 256, (3, height, width, 3), dtype=np.uint8))
+        if k % 4 == 0:  # flat patches: an equal-valued neighbourhood is where rounding decides
+            clip[:, : height // 2] = int(g.integers(0, 256))
+        size = int(g.integers(8, 64))
+        box = random_resized_box(height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), rng=g)
+        for flip in (False, True):
+            got = resized_crop_uint8(clip, box, size=size, hflip=flip)
+            assert got.dtype == torch.uint8 and got.shape == (3, 3, size, size)
+            assert torch.equal(got, official_crop_for_rand_augment(clip, box, size, flip)), (k, box, flip)
+            # the crop plan (bilinear on the 0..255 scale) agrees to rounding: at most one level, rarely
+            planned = apply_plan(clip, plan_resized_crop(height, width, box=box, size=size, hflip=flip)).floor()
+            assert (planned - got.float()).abs().max() <= 1
+            differs += int((planned != got.float()).sum())
+            total += got.numel()
+    assert 0 < differs < 0.03 * total  # flat patches: the official float / 255 route truncates some a level lower
+    with pytest.raises(ValueError, match="outside"):
+        resized_crop_uint8(clip, (0, 0, height + 1, 4), size=8)
 
 
 # ---------------------------------------------------------------- RandAugment policy
