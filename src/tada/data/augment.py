@@ -350,12 +350,14 @@ def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
 def _affine_inside(planes: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
     """The (N, planes) uint8 values of the output pixels whose source point is inside the frame."""
     count = len(planes)
-    wx, wy = _cubic_weights(taps.dx)[taps.used_x], _cubic_weights(taps.dy)[taps.used_y]
-    tap_y = np.clip(taps.y0 + np.array(taps.used_y).reshape(-1, 1, 1), 0, h - 1) * w  # (ny, 1, N)
-    tap_x = np.clip(taps.x0 + np.array(taps.used_x).reshape(1, -1, 1), 0, w - 1)  # (1, nx, N)
-    n = len(taps.used_x) * len(taps.used_y)
-    index = np.ascontiguousarray((tap_y + tap_x).reshape(n, -1).T)  # (N, taps), y-major
-    weights = np.ascontiguousarray((wy[:, None] * wx[None]).reshape(n, -1).T, dtype=np.float32)
+    ny, nx = len(taps.used_y), len(taps.used_x)
+    n = nx * ny
+    wx = _cubic_weights(taps.dx)[taps.used_x].T.reshape(-1, 1, nx)  # (N, 1, nx)
+    wy = _cubic_weights(taps.dy)[taps.used_y].T.reshape(-1, ny, 1)
+    tap_y = np.clip(taps.y0.reshape(-1, 1, 1) + np.array(taps.used_y).reshape(1, -1, 1), 0, h - 1) * w  # (N, ny, 1)
+    tap_x = np.clip(taps.x0.reshape(-1, 1, 1) + np.array(taps.used_x).reshape(1, 1, -1), 0, w - 1)  # (N, 1, nx)
+    index = (tap_y + tap_x).reshape(-1, n)  # (N, taps), y-major
+    weights = (wy * wx).astype(np.float32).reshape(-1, n)
     # numpy transposes uint8 planes several times faster than torch's strided copy
     pixels = planes.T.astype(np.float32, order="C")  # (H*W, planes)
     acc = torch.nn.functional.embedding_bag(torch.from_numpy(index), torch.from_numpy(pixels),
