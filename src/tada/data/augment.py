@@ -305,23 +305,26 @@ def _pillow_affine_values(pixels: np.ndarray, taps: _AffineTaps, where: np.ndarr
     return np.clip(out, 0, 255).astype(np.uint8)  # v <= 0 -> 0, v >= 255 -> 255, else truncated
 
 
-def _equal_taps(planes: np.ndarray, taps: _AffineTaps, where: np.ndarray, which: np.ndarray) -> np.ndarray:
-    """Whether all the taps that output pixels ``taps.rows[where]`` read in planes ``which`` of
-    the (P, H, W) uint8 ``planes`` (clamped at the border) are equal; there Pillow's cubics
-    return that value exactly. One pass of comparisons over the planes: cheaper than reading
-    the taps of many pixels when much of the frame is flat."""
+def _equal_taps(planes: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
+    """(N, planes) bool: whether all the taps that each output pixel inside the frame reads in
+    each of the (P, H*W) uint8 ``planes`` (clamped at the border) are equal; there Pillow's
+    cubics return that value exactly. One pass of comparisons over the frame, in the
+    (pixel, plane) layout of the tap sums, then one row gather."""
     pad = 2  # the taps reach 2 pixels beyond each border, clamped: edge padding is the clamping
-    padded = np.pad(planes, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
+    count = len(planes)
+    padded = np.pad(np.ascontiguousarray(planes.T).reshape(h, w, count), ((pad, pad), (pad, pad), (0, 0)),
+                    mode="edge")
     ny, nx = len(taps.used_y), len(taps.used_x)
-    _, hp, wp = padded.shape
+    hp, wp, _ = padded.shape
     hn, wn = hp - ny + 1, wp - nx + 1
-    along = np.ones((len(padded), hp, wn), dtype=bool)  # runs of nx equal values along x
+    along = np.ones((hp, wn, count), dtype=bool)  # runs of nx equal values along x
     for j in range(1, nx):
-        along &= padded[:, :, j:j + wn] == padded[:, :, :wn]
-    equal = along[:, :hn].copy()
+        along &= padded[:, j:j + wn] == padded[:, :wn]
+    equal = along[:hn].copy()
     for i in range(1, ny):
-        equal &= along[:, i:i + hn] & (padded[:, i:i + hn, :wn] == padded[:, :hn, :wn])
-    return equal[which, taps.y0[where] + taps.used_y[0] + pad, taps.x0[where] + taps.used_x[0] + pad]
+        equal &= along[i:i + hn] & (padded[i:i + hn, :wn] == padded[:hn, :wn])
+    origin = (taps.y0 + taps.used_y[0] + pad) * wn + taps.x0 + taps.used_x[0] + pad
+    return equal.reshape(-1, count)[origin]
 
 
 def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
@@ -367,14 +370,14 @@ def _affine_inside(planes: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.
     # by the margin, a value within it of an integer has a fraction below twice the margin.
     margin = _tie_margin(n)
     acc.clamp_(0.5, 255.5).add_(margin)
-    near = np.flatnonzero(torch.frac(acc).numpy() < 2 * margin)
+    near = torch.frac(acc).numpy() < 2 * margin
     values = acc.numpy().astype(np.uint8)  # truncation (the ties among them are recomputed)
-    if len(near):
-        where, which = np.divmod(near, count)
-        if len(near) * 100 > values.size:  # flat regions (upscaled crops): settle equal taps at once
-            equal = _equal_taps(planes.reshape(count, h, w), taps, where, which)
-            values[where[equal], which[equal]] = np.take(pixels, index[where[equal], 0] * count + which[equal])
-            where, which = where[~equal], which[~equal]
+    if np.count_nonzero(near) * 100 > near.size:
+        # Flat regions (upscaled crops): where all taps are equal Pillow's value is that integer,
+        # which the sum lies within the margin of, so after the shift it truncates right already.
+        near &= ~_equal_taps(planes, taps, h, w)
+    where, which = np.divmod(np.flatnonzero(near), count)
+    if len(where):
         values[where, which] = _pillow_affine_values(pixels, taps, where, which, h, w)
     return values
 
