@@ -250,9 +250,10 @@ def _pillow_cubic(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray
 
 def _tie_margin(used_taps: int) -> float:
     """How far a float32 tap sum may lie from Pillow's float64 cubic, with room to spare: weights
-    rounded to float32, of total magnitude at most 1.5 (4 taps) or 2.25 (16), times values up to
-    255, and each of the 2 x taps products and sums rounded at magnitudes below 512 (4 taps:
-    error < 1.5e-4) or 1024 (16 taps: < 1.1e-3), in whatever order they are summed."""
+    of total magnitude at most 1.5 (4 taps) or 2.25 (16), each within 3 float32 roundings of its
+    value (x and y factors rounded, then their product), times values up to 255, and each of the
+    2 x taps products and sums rounded at magnitudes below 512 (4 taps: error < 1.6e-4) or 1024
+    (16 taps: < 1.1e-3), in whatever order they are summed."""
     return 2e-4 if used_taps <= 4 else 1.5e-3
 
 
@@ -287,7 +288,7 @@ def _affine_taps(matrix: Sequence[float], h: int, w: int) -> _AffineTaps:
 def _pillow_affine_values(pixels: np.ndarray, taps: _AffineTaps, where: np.ndarray, planes: np.ndarray,
                           h: int, w: int) -> np.ndarray:
     """Pillow's bicubic value, clamped and truncated, of output pixels ``taps.rows[where]`` in
-    ``planes``, from (H*W, planes) float32 ``pixels``: per source row a cubic along x, then one
+    ``planes``, from (H*W, planes) uint8 ``pixels``: per source row a cubic along x, then one
     along y (rows and columns clamped at the border), all in float64. A zero fraction makes
     Pillow's cubic return its second sample exactly, so taps that are never used are not read."""
     cols = np.clip(taps.x0[where] + np.array(taps.used_x).reshape(-1, 1), 0, w - 1)  # (nx, S)
@@ -305,15 +306,14 @@ def _pillow_affine_values(pixels: np.ndarray, taps: _AffineTaps, where: np.ndarr
     return np.clip(out, 0, 255).astype(np.uint8)  # v <= 0 -> 0, v >= 255 -> 255, else truncated
 
 
-def _equal_taps(planes: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
+def _equal_taps(pixels: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
     """(N, planes) bool: whether all the taps that each output pixel inside the frame reads in
-    each of the (P, H*W) uint8 ``planes`` (clamped at the border) are equal; there Pillow's
-    cubics return that value exactly. One pass of comparisons over the frame, in the
+    each plane of the (H*W, P) uint8 ``pixels`` (clamped at the border) are equal; there
+    Pillow's cubics return that value exactly. One pass of comparisons over the frame, in the
     (pixel, plane) layout of the tap sums, then one row gather."""
     pad = 2  # the taps reach 2 pixels beyond each border, clamped: edge padding is the clamping
-    count = len(planes)
-    padded = np.pad(np.ascontiguousarray(planes.T).reshape(h, w, count), ((pad, pad), (pad, pad), (0, 0)),
-                    mode="edge")
+    count = pixels.shape[1]
+    padded = np.pad(pixels.reshape(h, w, count), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     ny, nx = len(taps.used_y), len(taps.used_x)
     hp, wp, _ = padded.shape
     hn, wn = hp - ny + 1, wp - nx + 1
@@ -342,40 +342,41 @@ def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
     c, t, h, w = x.shape
     colour = np.array([int(v) for v in fill], dtype=np.uint8).repeat(t)
     taps = _affine_taps(matrix, h, w)
-    out = np.empty((h * w, c * t), dtype=np.uint8)
-    out[:] = colour
+    out = np.empty((c * t, h * w), dtype=np.uint8)
+    out[:] = colour.reshape(-1, 1)
     if len(taps.rows):
-        planes = x.contiguous().numpy().reshape(c * t, h * w)
-        out[taps.rows] = _affine_inside(planes, taps, h, w)
-    return torch.from_numpy(np.ascontiguousarray(out.T)).view(c, t, h, w)
+        # numpy transposes uint8 planes several times faster than torch's strided copy
+        pixels = np.ascontiguousarray(x.contiguous().numpy().reshape(c * t, h * w).T)  # (H*W, planes)
+        out[:, taps.rows] = _affine_inside(pixels, taps, h, w).T
+    return torch.from_numpy(out).view(c, t, h, w)
 
 
-def _affine_inside(planes: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
-    """The (N, planes) uint8 values of the output pixels whose source point is inside the frame."""
-    count = len(planes)
+def _affine_inside(pixels: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
+    """The (N, planes) uint8 values of the output pixels whose source point is inside the frame,
+    from the (H*W, planes) uint8 source ``pixels``."""
+    count = pixels.shape[1]
     ny, nx = len(taps.used_y), len(taps.used_x)
     n = nx * ny
-    wx = _cubic_weights(taps.dx)[taps.used_x].T.reshape(-1, 1, nx)  # (N, 1, nx)
-    wy = _cubic_weights(taps.dy)[taps.used_y].T.reshape(-1, ny, 1)
+    wx = _cubic_weights(taps.dx)[taps.used_x].T.astype(np.float32).reshape(-1, 1, nx)  # (N, 1, nx)
+    wy = _cubic_weights(taps.dy)[taps.used_y].T.astype(np.float32).reshape(-1, ny, 1)
     tap_y = np.clip(taps.y0.reshape(-1, 1, 1) + np.array(taps.used_y).reshape(1, -1, 1), 0, h - 1) * w  # (N, ny, 1)
     tap_x = np.clip(taps.x0.reshape(-1, 1, 1) + np.array(taps.used_x).reshape(1, 1, -1), 0, w - 1)  # (N, 1, nx)
     index = (tap_y + tap_x).reshape(-1, n)  # (N, taps), y-major
-    weights = (wy * wx).astype(np.float32).reshape(-1, n)
-    # numpy transposes uint8 planes several times faster than torch's strided copy
-    pixels = planes.T.astype(np.float32, order="C")  # (H*W, planes)
-    acc = torch.nn.functional.embedding_bag(torch.from_numpy(index), torch.from_numpy(pixels),
+    weights = (wy * wx).reshape(-1, n)  # float32 products of float32 factors: within the tie margin
+    table = pixels.astype(np.float32)
+    acc = torch.nn.functional.embedding_bag(torch.from_numpy(index), torch.from_numpy(table),
                                             per_sample_weights=torch.from_numpy(weights), mode="sum")
     # Clamped to [0.5, 255.5], every value truncates as Pillow's clamp-and-truncate does, and the
     # values near 0 (truncated to 0 whichever side they lie) stop looking like ties. Shifted up
     # by the margin, a value within it of an integer has a fraction below twice the margin.
     margin = _tie_margin(n)
     acc.clamp_(0.5, 255.5).add_(margin)
-    near = torch.frac(acc).numpy() < 2 * margin
     values = acc.numpy().astype(np.uint8)  # truncation (the ties among them are recomputed)
+    near = acc.sub_(torch.from_numpy(values)).numpy() < 2 * margin  # the fraction, in place
     if np.count_nonzero(near) * 100 > near.size:
         # Flat regions (upscaled crops): where all taps are equal Pillow's value is that integer,
         # which the sum lies within the margin of, so after the shift it truncates right already.
-        near &= ~_equal_taps(planes, taps, h, w)
+        near &= ~_equal_taps(pixels, taps, h, w)
     where, which = np.divmod(np.flatnonzero(near), count)
     if len(where):
         values[where, which] = _pillow_affine_values(pixels, taps, where, which, h, w)
