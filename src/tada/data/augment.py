@@ -13,14 +13,15 @@ Pillow image operations the official code calls, in integer or float arithmetic 
 lookup tables for the point ops, ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`` for grey,
 blends truncated toward zero and clamped, the 3x3 SMOOTH filter rounded with borders kept, and
 the affine ops (rotate, shear, translate) sampled with Pillow's cubic (a = -1) at pixel centres,
-clamped at the borders, truncated, and filled where the source point leaves the frame.
+clamped at the borders, truncated, and filled where the source point leaves the frame; every
+value whose truncation the float32 arithmetic could get wrong is recomputed in Pillow's float64
+order. The tests compare every op with Pillow itself, frame by frame.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -234,56 +235,152 @@ def _sharpness(x: Tensor, factor: float) -> Tensor:
 
 
 def _cubic_weights(d: np.ndarray) -> np.ndarray:
-    """Pillow's affine-transform cubic (a = -1) weights of taps x-1..x+2 at fraction ``d``; (4, N)."""
+    """The cubic (a = -1) weights of taps x-1..x+2 at fraction ``d``; (4, N)."""
     d2, d3 = d * d, d * d * d
     return np.stack([-d + 2 * d2 - d3, 1 - 2 * d2 + d3, d + d2 - d3, -d2 + d3])
+
+
+def _pillow_cubic(v1: np.ndarray, v2: np.ndarray, v3: np.ndarray, v4: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Pillow's cubic of four samples at fraction ``d`` in its float64 operation order (Horner form)."""
+    p2 = -v1 + v3
+    p3 = 2 * (v1 - v2) + v3 - v4
+    p4 = -v1 + v2 - v3 + v4
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _tie_margin(used_taps: int) -> float:
+    """How far a float32 tap sum may lie from Pillow's float64 cubic, with room to spare: weights
+    of total magnitude at most 1.5 (4 taps) or 2.25 (16), each within 3 float32 roundings of its
+    value (x and y factors rounded, then their product), times values up to 255, and each of the
+    2 x taps products and sums rounded at magnitudes below 512 (4 taps: error < 1.6e-4) or 1024
+    (16 taps: < 1.1e-3), in whatever order they are summed."""
+    return 2e-4 if used_taps <= 4 else 1.5e-3
+
+
+@dataclass(frozen=True)
+class _AffineTaps:
+    """Pillow's source point of each output pixel inside the frame, and the taps it reads."""
+
+    rows: np.ndarray  # output pixels (flat indices) whose source point lies inside the frame
+    x0: np.ndarray  # first of the 4 x taps, floor(x - 0.5) - 1, unclamped (>= -2)
+    y0: np.ndarray
+    dx: np.ndarray  # float64 fractions, as Pillow computes them
+    dy: np.ndarray
+    used_x: list[int]  # taps (0..3) whose weight is non-zero for some pixel
+    used_y: list[int]
+
+
+def _affine_taps(matrix: Sequence[float], h: int, w: int) -> _AffineTaps:
+    a, b, c, d, e, f = (float(v) for v in matrix)
+    ys, xs = np.mgrid[0:h, 0:w]
+    xo, yo = xs.ravel() + 0.5, ys.ravel() + 0.5
+    xin = a * xo + b * yo + c
+    yin = d * xo + e * yo + f
+    rows = np.flatnonzero((xin >= 0) & (xin < w) & (yin >= 0) & (yin < h))
+    xin, yin = xin[rows] - 0.5, yin[rows] - 0.5
+    x0, y0 = np.floor(xin), np.floor(yin)
+    dx, dy = xin - x0, yin - y0
+    used_x = [1] if not np.any(dx) else [0, 1, 2, 3]  # a zero fraction reads tap 1 alone
+    used_y = [1] if not np.any(dy) else [0, 1, 2, 3]
+    return _AffineTaps(rows, x0.astype(np.int64) - 1, y0.astype(np.int64) - 1, dx, dy, used_x, used_y)
+
+
+def _pillow_affine_values(pixels: np.ndarray, taps: _AffineTaps, where: np.ndarray, planes: np.ndarray,
+                          h: int, w: int) -> np.ndarray:
+    """Pillow's bicubic value, clamped and truncated, of output pixels ``taps.rows[where]`` in
+    ``planes``, from (H*W, planes) uint8 ``pixels``: per source row a cubic along x, then one
+    along y (rows and columns clamped at the border), all in float64. A zero fraction makes
+    Pillow's cubic return its second sample exactly, so taps that are never used are not read."""
+    cols = np.clip(taps.x0[where] + np.array(taps.used_x).reshape(-1, 1), 0, w - 1)  # (nx, S)
+    lines = np.clip(taps.y0[where] + np.array(taps.used_y).reshape(-1, 1), 0, h - 1) * w  # (ny, S)
+    values = np.take(pixels, (lines[:, None, :] + cols[None, :, :]) * pixels.shape[1] + planes)  # (ny, nx, S)
+    values = values.astype(np.float64)
+    if len(taps.used_x) == 4:
+        across = _pillow_cubic(values[:, 0], values[:, 1], values[:, 2], values[:, 3], taps.dx[where])
+    else:
+        across = values[:, 0]
+    if len(taps.used_y) == 4:
+        out = _pillow_cubic(across[0], across[1], across[2], across[3], taps.dy[where])
+    else:
+        out = across[0]
+    return np.clip(out, 0, 255).astype(np.uint8)  # v <= 0 -> 0, v >= 255 -> 255, else truncated
+
+
+def _equal_taps(pixels: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
+    """(N, planes) bool: whether all the taps that each output pixel inside the frame reads in
+    each plane of the (H*W, P) uint8 ``pixels`` (clamped at the border) are equal; there
+    Pillow's cubics return that value exactly. One pass of comparisons over the frame, in the
+    (pixel, plane) layout of the tap sums, then one row gather."""
+    pad = 2  # the taps reach 2 pixels beyond each border, clamped: edge padding is the clamping
+    count = pixels.shape[1]
+    padded = np.pad(pixels.reshape(h, w, count), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    ny, nx = len(taps.used_y), len(taps.used_x)
+    hp, wp, _ = padded.shape
+    hn, wn = hp - ny + 1, wp - nx + 1
+    along = np.ones((hp, wn, count), dtype=bool)  # runs of nx equal values along x
+    for j in range(1, nx):
+        along &= padded[:, j:j + wn] == padded[:, :wn]
+    equal = along[:hn].copy()
+    for i in range(1, ny):
+        equal &= along[i:i + hn] & (padded[i:i + hn, :wn] == padded[:hn, :wn])
+    origin = (taps.y0 + taps.used_y[0] + pad) * wn + taps.x0 + taps.used_x[0] + pad
+    return equal.reshape(-1, count)[origin]
 
 
 def _affine(x: Tensor, matrix: Sequence[float], fill: Sequence[int]) -> Tensor:
     """Pillow's ``transform(AFFINE, matrix, BICUBIC, fillcolor=fill)`` of every frame of a uint8 clip.
 
     Output pixel (x, y) reads the source at (a, b, c) . (x + .5, y + .5, 1), (d, e, f) . (...);
-    a source point outside the frame gives ``fill``. The taps are shared by all planes, so each
-    output pixel is one row of a sparse tap matrix, applied to all planes at once in float32;
-    taps whose weight is zero everywhere (shears, shifts) are left out.
+    a source point outside the frame gives ``fill``. Pillow evaluates a cubic (a = -1) along x
+    on each of 4 source rows, then one along y, in float64, and truncates. Here the same taps
+    are summed with their weights in float32 for all planes at once (one ``embedding_bag``
+    over pixel rows; taps whose weight is zero everywhere are left out). A value that lands
+    within rounding distance of an integer, where truncation could go either way (equal taps
+    give exactly such values), is recomputed in Pillow's own float64 order: the result is
+    Pillow's, bit for bit.
     """
     c, t, h, w = x.shape
-    a, b, cc, d, e, f = (float(v) for v in matrix)
-    ys, xs = np.mgrid[0:h, 0:w]
-    xo, yo = xs.ravel() + 0.5, ys.ravel() + 0.5
-    xin = a * xo + b * yo + cc
-    yin = d * xo + e * yo + f
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    colour = torch.tensor([int(v) for v in fill], dtype=torch.uint8).repeat_interleave(t)
-    if not inside.any():
-        return colour.view(-1, 1).expand(c * t, h * w).reshape(c, t, h, w)
-    rows = np.flatnonzero(inside)
-    xin, yin = xin[rows] - 0.5, yin[rows] - 0.5
-    x0, y0 = np.floor(xin), np.floor(yin)
-    wx, wy = _cubic_weights(xin - x0), _cubic_weights(yin - y0)
-    x0, y0 = x0.astype(np.int64) - 1, y0.astype(np.int64) - 1
-    used_x = [k for k in range(4) if np.any(wx[k] != 0)]
-    used_y = [k for k in range(4) if np.any(wy[k] != 0)]
-    taps = len(used_x) * len(used_y)
-    # One sparse (H*W, H*W) matrix of taps (rows: output pixels inside the frame; taps y-major),
-    # applied to the (H*W, C*T) pixel rows by one sparse-dense product.
-    tap_y = np.clip(y0 + np.array(used_y).reshape(-1, 1, 1), 0, h - 1) * w  # (ny, 1, N)
-    tap_x = np.clip(x0 + np.array(used_x).reshape(1, -1, 1), 0, w - 1)  # (1, nx, N)
-    cols = (tap_y + tap_x).reshape(taps, -1).T.astype(np.int32, order="C")
-    weights = (wy[used_y][:, None] * wx[used_x][None]).reshape(taps, -1).T.astype(np.float32, order="C")
-    row_start = np.zeros(h * w + 1, dtype=np.int32)  # int32 indices: the product's kernel takes them as they are
-    np.cumsum(inside * taps, out=row_start[1:])
-    # numpy transposes uint8 planes several times faster than torch's strided copy
-    pixels = torch.from_numpy(x.contiguous().numpy().reshape(c * t, h * w).T.astype(np.float32, order="C"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        sparse = torch.sparse_csr_tensor(torch.from_numpy(row_start), torch.from_numpy(cols.reshape(-1)),
-                                         torch.from_numpy(weights.reshape(-1)), size=(h * w, h * w))
-        acc = sparse @ pixels  # (H*W, C*T); rows outside are 0
-    out = acc.clamp_(0, 255).to(torch.uint8)  # truncation: the values are >= 0
-    if len(rows) < h * w:
-        out[torch.from_numpy(np.flatnonzero(~inside))] = colour
-    return torch.from_numpy(out.numpy().T.copy(order="C")).view(c, t, h, w)
+    colour = np.array([int(v) for v in fill], dtype=np.uint8).repeat(t)
+    taps = _affine_taps(matrix, h, w)
+    out = np.empty((c * t, h * w), dtype=np.uint8)
+    out[:] = colour.reshape(-1, 1)
+    if len(taps.rows):
+        # numpy transposes uint8 planes several times faster than torch's strided copy
+        pixels = np.ascontiguousarray(x.contiguous().numpy().reshape(c * t, h * w).T)  # (H*W, planes)
+        out[:, taps.rows] = _affine_inside(pixels, taps, h, w).T
+    return torch.from_numpy(out).view(c, t, h, w)
+
+
+def _affine_inside(pixels: np.ndarray, taps: _AffineTaps, h: int, w: int) -> np.ndarray:
+    """The (N, planes) uint8 values of the output pixels whose source point is inside the frame,
+    from the (H*W, planes) uint8 source ``pixels``."""
+    count = pixels.shape[1]
+    ny, nx = len(taps.used_y), len(taps.used_x)
+    n = nx * ny
+    wx = _cubic_weights(taps.dx)[taps.used_x].T.astype(np.float32).reshape(-1, 1, nx)  # (N, 1, nx)
+    wy = _cubic_weights(taps.dy)[taps.used_y].T.astype(np.float32).reshape(-1, ny, 1)
+    tap_y = np.clip(taps.y0.reshape(-1, 1, 1) + np.array(taps.used_y).reshape(1, -1, 1), 0, h - 1) * w  # (N, ny, 1)
+    tap_x = np.clip(taps.x0.reshape(-1, 1, 1) + np.array(taps.used_x).reshape(1, 1, -1), 0, w - 1)  # (N, 1, nx)
+    index = (tap_y + tap_x).reshape(-1, n)  # (N, taps), y-major
+    weights = (wy * wx).reshape(-1, n)  # float32 products of float32 factors: within the tie margin
+    table = pixels.astype(np.float32)
+    acc = torch.nn.functional.embedding_bag(torch.from_numpy(index), torch.from_numpy(table),
+                                            per_sample_weights=torch.from_numpy(weights), mode="sum")
+    # Clamped to [0.5, 255.5], every value truncates as Pillow's clamp-and-truncate does, and the
+    # values near 0 (truncated to 0 whichever side they lie) stop looking like ties. Shifted up
+    # by the margin, a value within it of an integer has a fraction below twice the margin.
+    margin = _tie_margin(n)
+    acc.clamp_(0.5, 255.5).add_(margin)
+    values = acc.numpy().astype(np.uint8)  # truncation (the ties among them are recomputed)
+    near = acc.sub_(torch.from_numpy(values)).numpy() < 2 * margin  # the fraction, in place
+    if np.count_nonzero(near) * 100 > near.size:
+        # Flat regions (upscaled crops): where all taps are equal Pillow's value is that integer,
+        # which the sum lies within the margin of, so after the shift it truncates right already.
+        near &= ~_equal_taps(pixels, taps, h, w)
+    where, which = np.divmod(np.flatnonzero(near), count)
+    if len(where):
+        values[where, which] = _pillow_affine_values(pixels, taps, where, which, h, w)
+    return values
 
 
 def _rotate_matrix(degrees: float, w: int, h: int) -> list[float]:

@@ -54,6 +54,7 @@ from tada.data.transforms import (
     plan_resized_crop,
     plan_test_crop,
     plan_train_crop,
+    resized_crop_uint8,
 )
 from tada.errors import TadaError
 
@@ -241,14 +242,19 @@ class VideoDataset(Dataset):
         out: dict = {}
         if rng is not None:
             flip = spec.hflip and bool(rng.random() < 0.5)
+            if flip and entry.label in spec.flip_pairs:
+                out["label"] = spec.flip_pairs[entry.label]
             if spec.resized_crop:
                 box = random_resized_box(height, width, scale=spec.train_scales, ratio=spec.crop_ratio, rng=rng)
+                if spec.rand_augment is not None and not (spec.gpu_decode or spec.gpu_resize):
+                    # RandAugment reads the official 8-bit crop: computed as officially, box only
+                    crop = resized_crop_uint8(clip, box, size=spec.train_crop, hflip=flip)
+                    out["video"] = self._augmented(crop, rng)
+                    return out
                 plan = plan_resized_crop(height, width, box=box, size=spec.train_crop, hflip=flip)
             else:
                 plan = plan_train_crop(height, width, scales=spec.train_scales, crop=spec.train_crop,
                                        rng=rng, hflip=flip)
-            if flip and entry.label in spec.flip_pairs:
-                out["label"] = spec.flip_pairs[entry.label]
         else:
             plan = plan_test_crop(height, width, scale=spec.test_scale, crop=spec.test_crop,
                                   spatial_index=spatial,
@@ -265,11 +271,14 @@ class VideoDataset(Dataset):
         return out
 
     def _augmented(self, video: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """RandAugment on the crop as uint8 (truncated, as officially), grayscale, normalise, erase."""
+        """RandAugment on the crop as uint8 (truncated, as officially), grayscale, normalise, erase.
+
+        ``video`` is the (C, T, H, W) crop: uint8, or float on the 0..255 scale."""
         spec = self.spec
         if spec.rand_augment is not None:
             # The 8-bit crop: the bilinear values lie in 0..255, so the conversion truncates = floors.
-            video = spec.rand_augment(video.to(torch.uint8), rng, fill=spec.fill).to(torch.float32)
+            crop = video if video.dtype == torch.uint8 else video.to(torch.uint8)
+            video = torch.empty(crop.shape).copy_(spec.rand_augment(crop, rng, fill=spec.fill))
         if spec.grayscale_prob > 0 and rng.random() < spec.grayscale_prob:
             grayscale_(video)
         normalize_(video, spec.mean, spec.std)

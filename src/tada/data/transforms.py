@@ -10,6 +10,10 @@ and the result equals resize-then-crop to float rounding (tested against ``F.int
 A horizontal flip is the same plan with its columns reversed. The plan splits into a uint8
 source box (what a worker must ship) and box-relative indices, so the resize and normalisation
 can also run on the GPU (:func:`gpu_transform`) with identical arithmetic.
+
+The random resized crop that feeds RandAugment (:func:`resized_crop_uint8`) is instead the
+official computation itself: the box alone goes through ``F.interpolate`` on [0, 1] floats and
+is truncated to uint8, so its 8-bit values are the official ones, not merely equal to rounding.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ __all__ = [
     "apply_plan",
     "extract_box",
     "resize_boxes",
+    "resized_crop_uint8",
     "normalize_",
 ]
 
@@ -173,6 +178,30 @@ def _lerp_taps(box: Tensor, rows0: Tensor, rows1: Tensor, row_w: Tensor,
     flat = rows.view(-1, rows.shape[-1])
     out = flat.index_select(1, cols0).lerp_(flat.index_select(1, cols1), col_w)
     return out.view(*lead, rows0.numel(), cols0.numel())
+
+
+def resized_crop_uint8(clip: Tensor, box: tuple[int, int, int, int], *, size: int, hflip: bool = False) -> Tensor:
+    """The official random resized crop of a uint8 (T, H, W, C) clip, truncated to uint8 (C, T, size, size).
+
+    Officially the whole clip becomes floats ``x / 255`` (C, T, H, W), is mirrored, cropped to
+    the box and resized by ``F.interpolate`` (bilinear, ``align_corners=False``, no antialias);
+    RandAugment then takes ``floor(255 x)``. Only the box is converted here (its mirror image
+    when ``hflip``, the box read in mirrored coordinates), with the same float32 division,
+    interpolate call and truncation, so the result is bit for bit the official one.
+    """
+    top, left, h, w = box
+    frames, height, width, channels = clip.shape
+    if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
+        raise ValueError(f"crop box {box} outside the {width}x{height} frame")
+    region = clip.numpy()[:, top:top + h, left:left + w]
+    if hflip:
+        region = region[:, :, ::-1]
+    unit = np.empty((channels, frames, h, w), dtype=np.float32)
+    unit[...] = region.transpose(3, 0, 1, 2)  # numpy converts and transposes in one pass
+    np.divide(unit, np.float32(255.0), out=unit)  # x / 255 in float32, as torch divides
+    resized = torch.nn.functional.interpolate(torch.from_numpy(unit), size=(size, size), mode="bilinear",
+                                              align_corners=False)
+    return torch.from_numpy(resized.mul_(255.0).numpy().astype(np.uint8))  # values in [0, 255]: truncation
 
 
 def resize_boxes(boxes: Tensor, rows0: Tensor, rows1: Tensor, row_w: Tensor,
