@@ -11,7 +11,9 @@ that change the per-frame spatial mean, which TAdaConv's routing function sees a
 
 - ``grows`` / ``shrinks``: a diamond whose size changes,
 - ``fades in`` / ``fades out``: a square appearing / disappearing,
-- ``turns red to blue`` / ``turns blue to red``: a disk whose colour shifts,
+- ``turns red to blue`` / ``turns blue to red``: a large disk (a third of the short side in radius,
+  so that the shift moves the frame's mean colour as much as the other pairs' changes do) whose
+  colour shifts,
 
 plus ``static ring`` (appearance only). ``moves left to right`` / ``moves right to left`` (a
 disk translating, learned last by TAda2D) and ``static cross`` are available through
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 GENERATOR = "tada.data.synthetic"  # the manifest's "generator": who wrote the folder
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 OWNER_MARKER = ".tada-synthetic"  # marks a folder this generator may rewrite (written before anything else)
 SPLITS = ("train", "val", "test")
 
@@ -212,6 +214,7 @@ def render_video(cls: SynthClass, rng: np.random.Generator, params: VideoParams)
     elif cls.kind == "fade":
         alpha = p
     elif cls.kind == "colour":
+        radius = np.full((t_count, 1, 1), short * rng.uniform(0.30, 0.36))
         red = np.array([rng.uniform(200, 250), rng.uniform(20, 70), rng.uniform(20, 70)])
         blue = np.array([rng.uniform(20, 70), rng.uniform(20, 70), rng.uniform(200, 250)])
         colour = red + (blue - red) * p[..., None]
