@@ -99,9 +99,10 @@ def test_first_principal_component_sign_and_average() -> None:
     coords = np.array([-2.0, -1.0, 0.5, 2.5])
     rows = coords[:, None] * direction[None, :] + np.array([1.0, 2.0, 3.0])
     projected = first_principal_component(rows)
-    # largest loading (-3) made positive: the projections are minus the centred coordinates
-    np.testing.assert_allclose(projected, -(coords - coords.mean()), atol=1e-12)
-    assert projected.mean() == pytest.approx(0.0, abs=1e-12)
+    # largest loading (-3) made positive: minus the coordinates, plus the offset's projection
+    component = -direction
+    np.testing.assert_allclose(projected, -coords + np.array([1.0, 2.0, 3.0]) @ component, atol=1e-12)
+    assert projected.mean() == pytest.approx(rows.mean(axis=0) @ component, abs=1e-12)  # the average's projection
 
 
 def test_figure_data_reports_predictions_and_mirror_error() -> None:

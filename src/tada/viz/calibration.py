@@ -161,16 +161,17 @@ def most_order_sensitive(alpha_video: dict[str, np.ndarray], alpha_reversed: dic
 def first_principal_component(features: np.ndarray) -> np.ndarray:
     """Projections of the rows of ``features`` (N, C) on their first principal component.
 
-    The sign is fixed so that the component's largest-magnitude loading is positive (SVD leaves it
-    arbitrary). The projection is affine (mean removed), so the projection of the rows' average
-    is the average of the projections.
+    The component is the top right-singular vector of the centred rows, its sign fixed so that its
+    largest-magnitude loading is positive (SVD leaves it arbitrary). The rows themselves are
+    projected, not centred: the projection is linear, so the projection of a clip's average
+    feature (what a TSN head classifies) is the average of its frames' projections.
     """
     centred = features - features.mean(axis=0, keepdims=True)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     component = vt[0]
     if component[np.argmax(np.abs(component))] < 0:
         component = -component
-    return centred @ component
+    return features @ component
 
 
 def _prediction(logits: Tensor, class_names: list[str]) -> Prediction:
@@ -213,7 +214,7 @@ def plot_calibration(data: CalibrationFigure, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     frames = np.arange(data.alpha_video.shape[0])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ax = axes[0]
     for k, c in enumerate(data.channels):
@@ -221,17 +222,19 @@ def plot_calibration(data: CalibrationFigure, path: str | Path) -> Path:
         ax.plot(frames, data.alpha_video[:, c], "-o", color=colour, ms=3, label=f"channel {c}, video")
         ax.plot(frames, data.alpha_reversed[:, c], "--s", color=colour, ms=3, label=f"channel {c}, reversed")
     ax.set(title=f"TAda2D alpha in {data.block}\nvideo: {data.tada_pred[0]}   reversed: {data.tada_pred[1]}",
-           xlabel="frame of the clip (as played)", ylabel="calibration weight alpha")
+           xlabel=f"frame t of the clip (as played)\nsame picture, other order: "
+                  f"max |alpha(t) - alpha_rev(T-1-t)| = {data.order_sensitivity:.3g}",
+           ylabel="calibration weight alpha")
     ax.legend(fontsize=7, ncol=2)
-    ax.text(0.01, 0.01, f"max |alpha(video, t) - alpha(reversed, T-1-t)| = {data.order_sensitivity:.3g}",
-            transform=ax.transAxes, fontsize=7, va="bottom")
 
     ax = axes[1]
     ax.plot(frames, data.alpha_video.mean(axis=1), "-o", color="black", ms=3, label="video")
     ax.plot(frames, data.alpha_reversed.mean(axis=1), "--s", color="tab:red", ms=3, label="reversed")
+    ax.plot(frames, data.alpha_reversed.mean(axis=1)[::-1], ":", color="grey", lw=1.5,
+            label="reversed, read backwards (the video's picture at each frame)")
     ax.set(title=f"TAda2D: per-frame mean of alpha over the {data.alpha_video.shape[1]} channels",
-           xlabel="frame of the clip (as played)", ylabel="mean alpha")
-    ax.legend(fontsize=8)
+           xlabel="frame t of the clip (as played)", ylabel="mean alpha")
+    ax.legend(fontsize=7)
 
     ax = axes[2]
     ax.plot(frames, data.tsn_video, "-o", color="black", ms=3, label="video, per frame")
@@ -241,10 +244,10 @@ def plot_calibration(data: CalibrationFigure, path: str | Path) -> Path:
                label="reversed, clip average (classified)")
     ax.set(title=f"TSN per-frame features (1st principal component)\nvideo: {data.tsn_pred[0]}   "
                  f"reversed: {data.tsn_pred[1]}",
-           xlabel="frame of the clip (as played)", ylabel="feature projection")
+           xlabel=f"frame t of the clip (as played)\nsame picture, other order: "
+                  f"max |f(t) - f_rev(T-1-t)| = {data.tsn_mirror_error:.1g}",
+           ylabel="feature projection")
     ax.legend(fontsize=7)
-    ax.text(0.01, 0.01, f"max |f(video, t) - f(reversed, T-1-t)| = {data.tsn_mirror_error:.1g}",
-            transform=ax.transAxes, fontsize=7, va="bottom")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.set_xticks(frames)
