@@ -88,6 +88,8 @@ def test_seed_options() -> None:
         demo._seeds(_args("--seeds", "1", "1"))
     with pytest.raises(SystemExit):
         _args("--seed", "1", "--seeds", "2")
+    with pytest.raises(Exception, match="threads-per-run"):
+        demo.run(_args("--threads-per-run", "0"))
 
 
 def test_the_demo_tests_only_with_the_multi_view_protocol() -> None:

@@ -84,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = _seeds(args)
+    if args.threads_per_run < 1:
+        raise TadaError(f"--threads-per-run must be >= 1, got {args.threads_per_run}")
     if args.readme:  # before minutes of training, not after
         readme_markers(Path(args.readme))
     out = Path(args.out).resolve()
@@ -136,7 +138,7 @@ def _run_seed(seed: int, out: Path, args: argparse.Namespace) -> dict:
 
     runs = [_prepare_run(name, CONFIG_DIR / filename, out, data_dir, manifest, seed, args) for name, filename in RUNS]
     t0 = time.perf_counter()
-    _train(runs, args)
+    concurrent = _train(runs, args)
     train_wall = time.perf_counter() - t0
     summaries = [_summarise_run(run, manifest) for run in runs]
 
@@ -158,14 +160,14 @@ def _run_seed(seed: int, out: Path, args: argparse.Namespace) -> dict:
         # the generator's own time: a cached dataset costs nothing now but did once
         "dataset": {"dir": str(data_dir), "seconds": manifest.get("seconds", data_seconds), "manifest": manifest},
         "reused_runs": [s.name for s in summaries if s.reused],
-        "concurrent": bool(args.concurrent),
+        "concurrent": concurrent,
         "train_wall_seconds": train_wall,
         "demo_seconds": total,
     }
     _write_text(out / "comparison.json", json.dumps(report, indent=2, default=str))
     _write_text(out / "comparison.md", table + "\n")
     print(f"\n[demo] seed {seed}: TAda2D - TSN top-1: {report['gap_top1']:+.1f} points; training "
-          f"{train_wall:.0f} s ({'concurrent' if args.concurrent else 'sequential'}); whole demo {total:.0f} s")
+          f"{train_wall:.0f} s ({'concurrent' if concurrent else 'in this process'}); whole demo {total:.0f} s")
     print(f"[demo] everything is in {out}")
     return report
 
@@ -228,8 +230,9 @@ def _multi_view_only(cfg: Config) -> list[str]:
     return ["TEST.NUM_ENSEMBLE_VIEWS", str(views), "TEST.NUM_SPATIAL_CROPS", str(crops)]
 
 
-def _train(runs: list[_Run], args) -> None:
-    """Train (and test) the runs not finished yet: one after the other in this process, or concurrently."""
+def _train(runs: list[_Run], args) -> bool:
+    """Train (and test) the runs not finished yet: one after the other in this process, or concurrently
+    (returns True for the latter)."""
     from tada import cli
     from tada.concurrent_train import TrainJob, tada_command, train_concurrently
 
@@ -237,7 +240,8 @@ def _train(runs: list[_Run], args) -> None:
         print(f"[demo] {run.name}: reusing the finished run in {run.output_dir}" if run.reused
               else f"[demo] {run.name}: training {run.config.name} -> {run.output_dir}")
     todo = [run for run in runs if not run.reused]
-    if args.concurrent and len(todo) > 1:
+    concurrent = args.concurrent and len(todo) > 1
+    if concurrent:
         print(f"[demo] training {' and '.join(r.name for r in todo)} at the same time, {args.threads_per_run} "
               f"thread(s) each; their output is also in each run's console.log")
         train_concurrently([TrainJob(r.name, tada_command(["train", "--cfg", str(r.config), *r.overrides]),
@@ -250,6 +254,7 @@ def _train(runs: list[_Run], args) -> None:
     for run in todo:
         if not (run.output_dir / "results.json").is_file():
             raise TadaError(f"the {run.name} run wrote no results.json; see {run.output_dir}")
+    return concurrent
 
 
 def _summarise_run(run: _Run, manifest: dict) -> RunSummary:
