@@ -183,7 +183,11 @@ def _prediction(logits: Tensor, class_names: list[str]) -> Prediction:
 
 def calibration_figure_data(tada: nn.Module, tsn: nn.Module, clip: Tensor, *, class_names: list[str],
                             video: str = "", label: str = "", channels: int = 3) -> CalibrationFigure:
-    """Run the clip (1, C, T, H, W) and its time-reversal through both models (in eval mode)."""
+    """Run the clip (1, C, T, H, W) and its time-reversal (frames in reverse order) through both models.
+
+    The models should be in eval mode (as :func:`load_trained_run` gives them): in train mode their
+    BNs would normalise with the clip's own statistics and update their running ones.
+    """
     reversed_clip = clip.flip(2)
     tada_logits, tada_alpha = route_alphas(tada, clip)
     tada_logits_r, tada_alpha_r = route_alphas(tada, reversed_clip)
