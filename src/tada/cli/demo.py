@@ -4,8 +4,9 @@ It generates (or reuses) the synthetic video dataset, trains the two ordinary co
 ``configs/projects/tada/synthetic/{tsn,tada2d}.yaml`` through the same code path as
 ``runs/run.py`` (real decoding, augmentation, SGD schedule, checkpoints, multi-view test), then
 compares them: overall accuracy, accuracy on the time-reversal classes and on the appearance-only
-classes, accuracy inside each time-reversal pair, params, GMACs and train time. Everything lands in
-one output folder; re-running reuses finished runs and resumes unfinished ones.
+classes, accuracy inside each time-reversal pair, params, GMACs and train time, and draws what a
+TAdaConv sees (:mod:`tada.viz.calibration`). Everything lands in one output folder (``--seeds``:
+one ``seed_N`` folder per seed); re-running reuses finished runs and resumes unfinished ones.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
+from tada.cli.demo_readme import README_END, README_START, readme_markers, seeds_table, write_readme_section
 from tada.config import Config, load_config, packaged_config_dir
 from tada.errors import TadaError
 from tada.fileio import atomic_open
 
+__all__ = ["README_END", "README_START", "add_arguments", "run"]
+
 CONFIG_DIR = packaged_config_dir() / "projects" / "tada" / "synthetic"
 RUNS = (("TSN", "tsn.yaml"), ("TAda2D", "tada2d.yaml"))
+# Measured on a loaded 2-core machine (docs/design.md, "The demo's runs"): concurrent was faster.
+CONCURRENT_BY_DEFAULT = True
 
 
 @dataclass
@@ -45,8 +51,22 @@ class RunSummary:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="output/demo", help="output folder (default: output/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the dataset and of both trainings")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0, help="seed of the dataset and of both trainings")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                       help="several seeds, each into OUT/seed_N (its own dataset and runs), and a table of all")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers per run")
+    parser.add_argument(
+        "--concurrent", action=argparse.BooleanOptionalAction, default=CONCURRENT_BY_DEFAULT,
+        help="train TSN and TAda2D at the same time as two processes with --threads-per-run threads and "
+             f"no data-loader workers (unless --workers) (default: {'on' if CONCURRENT_BY_DEFAULT else 'off'})",
+    )
+    parser.add_argument("--threads-per-run", type=int, default=1, help="intra-op threads per concurrent run")
+    parser.add_argument(
+        "--single-view-test", action="store_true",
+        help="also run the config's single-view test before the multi-view one (the demo reports only the "
+             "multi-view test, so by default it skips the other)",
+    )
     parser.add_argument(
         "--videos-per-class", default=None, metavar="TRAIN,VAL,TEST",
         help="synthetic videos per class and split (default 60,20,30)",
@@ -54,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--readme", default=None, metavar="README.md",
         help="also rewrite the demo section of this README (between its DEMO-RESULTS markers) and copy "
-             "the plots next to it under docs/demo/",
+             "the first seed's plots next to it under docs/demo/",
     )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
@@ -63,45 +83,93 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tada.data import synthetic
-
+    seeds = _seeds(args)
+    if args.threads_per_run < 1:
+        raise TadaError(f"--threads-per-run must be >= 1, got {args.threads_per_run}")
     if args.readme:  # before minutes of training, not after
-        _readme_markers(Path(args.readme))
+        readme_markers(Path(args.readme))
     out = Path(args.out).resolve()
+    started = time.perf_counter()
+    reports = [_run_seed(seed, out if len(seeds) == 1 else out / f"seed_{seed}", args) for seed in seeds]
+    total = time.perf_counter() - started
+    if len(seeds) > 1:
+        table = seeds_table(reports)
+        print(f"\n{table}")
+        _write_text(out / "seeds.md", table + "\n")
+        _write_text(out / "seeds.json", json.dumps({"seeds": reports, "demo_seconds": total}, indent=2, default=str))
+        print(f"\n[demo] {len(seeds)} seeds in {total:.0f} s; everything is in {out}")
+    if args.readme:
+        write_readme_section(Path(args.readme), reports, total_seconds=total, command=_command(args))
+    return 0
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    seeds = [args.seed] if args.seeds is None else list(args.seeds)
+    if len(set(seeds)) != len(seeds):
+        raise TadaError(f"--seeds: each seed once, got {seeds}")
+    return seeds
+
+
+def _command(args: argparse.Namespace) -> str:
+    if args.seeds:
+        seeds = " --seeds " + " ".join(map(str, args.seeds))
+    else:
+        seeds = f" --seed {args.seed}" if args.seed else ""
+    return f"tada demo{seeds} --readme README.md"
+
+
+def _run_seed(seed: int, out: Path, args: argparse.Namespace) -> dict:
+    """Dataset, both runs, their comparison and figures for one seed, in ``out``; returns the report."""
+    from tada.data import synthetic
+    from tada.viz.calibration import write_calibration_figure
+
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-
     data_dir = out / "data"
     t0 = time.perf_counter()
-    manifest = synthetic.ensure_dataset(data_dir, seed=args.seed,
-                                        videos_per_class=_split_counts(args.videos_per_class))
+    manifest = synthetic.ensure_dataset(data_dir, seed=seed, videos_per_class=_split_counts(args.videos_per_class))
     data_seconds = time.perf_counter() - t0
     print(f"[demo] synthetic dataset: {data_dir} ({data_seconds:.1f} s)")
 
-    summaries = []
-    for name, filename in RUNS:
-        summaries.append(_train_and_test(name, CONFIG_DIR / filename, out, data_dir, manifest, args))
+    runs = [_prepare_run(name, CONFIG_DIR / filename, out, data_dir, manifest, seed, args) for name, filename in RUNS]
+    t0 = time.perf_counter()
+    concurrent = _train(runs, args)
+    train_wall = time.perf_counter() - t0
+    summaries = [_summarise_run(run, manifest) for run in runs]
 
     table = _table(summaries)
     print()
     print(table)
+    _plot(summaries, manifest, out)
+    figure = write_calibration_figure(tada_dir=summaries[1].output_dir, tsn_dir=summaries[0].output_dir,
+                                      manifest=manifest, out=out / "calibration.png")
     total = time.perf_counter() - started
     report = {
+        "seed": seed,
+        "out": str(out),
         "runs": [_summary_dict(s) for s in summaries],
         "gap_top1": summaries[1].top1 - summaries[0].top1,
+        "protocol": summaries[1].results.get("protocol"),
+        "table": table,
+        "calibration": figure.summary(),
         # the generator's own time: a cached dataset costs nothing now but did once
         "dataset": {"dir": str(data_dir), "seconds": manifest.get("seconds", data_seconds), "manifest": manifest},
         "reused_runs": [s.name for s in summaries if s.reused],
+        "concurrent": concurrent,
+        "train_wall_seconds": train_wall,
         "demo_seconds": total,
     }
-    (out / "comparison.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "comparison.md").write_text(table + "\n")
-    _plot(summaries, manifest, out)
-    if args.readme:
-        _update_readme(Path(args.readme), report, table, out)
-    print(f"\n[demo] TAda2D - TSN top-1: {report['gap_top1']:+.1f} points; whole demo {total:.0f} s")
+    _write_text(out / "comparison.json", json.dumps(report, indent=2, default=str))
+    _write_text(out / "comparison.md", table + "\n")
+    print(f"\n[demo] seed {seed}: TAda2D - TSN top-1: {report['gap_top1']:+.1f} points; training "
+          f"{train_wall:.0f} s ({'concurrent' if concurrent else 'in this process'}); whole demo {total:.0f} s")
     print(f"[demo] everything is in {out}")
-    return 0
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,33 +183,86 @@ def _split_counts(text: str | None) -> dict[str, int] | None:
     return {"train": train, "val": val, "test": test}
 
 
-def _train_and_test(name: str, config: Path, out: Path, data_dir: Path, manifest: dict, args) -> RunSummary:
-    from tada import cli
-    from tada.bench.flops import count_model
+@dataclass
+class _Run:
+    name: str
+    config: Path
+    overrides: list[str]
+    cfg: Config
+    output_dir: Path
+    reused: bool
 
+
+def _prepare_run(name: str, config: Path, out: Path, data_dir: Path, manifest: dict, seed: int, args) -> _Run:
+    """The run's overrides and resolved config, and whether a finished run with that config is there."""
     run_dir = out / name.lower()
     overrides = [
         "DATA.DATA_ROOT_DIR", str(data_dir), "DATA.ANNO_DIR", str(data_dir),
-        "OUTPUT_DIR", str(run_dir), "RANDOM_SEED", str(args.seed),
+        "OUTPUT_DIR", str(run_dir), "RANDOM_SEED", str(seed),
         "VIDEO.HEAD.NUM_CLASSES", str(len(manifest["classes"])),
     ]
     if args.workers is not None:
         overrides += ["DATA_LOADER.NUM_WORKERS", str(args.workers)]
+    elif args.concurrent:
+        overrides += ["DATA_LOADER.NUM_WORKERS", "0"]
     overrides += list(args.opts or [])
     cfg = load_config(config, overrides)
+    if not args.single_view_test:
+        overrides += _multi_view_only(cfg)
+        cfg = load_config(config, overrides)
     results_path = run_dir / "results.json"
     reused = results_path.is_file() and _same_config(run_dir, cfg) and _current_protocol(results_path)
-    if reused:
-        print(f"[demo] {name}: reusing the finished run in {run_dir}")
+    return _Run(name, config, overrides, cfg, run_dir, reused)
+
+
+def _multi_view_only(cfg: Config) -> list[str]:
+    """Overrides that make the config's own test the multi-view one, when that is the test the demo reports.
+
+    `tada train` tests with TEST.NUM_ENSEMBLE_VIEWS x TEST.NUM_SPATIAL_CROPS, then (with
+    TEST.AUTOMATIC_MULTI_SCALE_TEST) with the multi-view protocol, and results.json holds the last
+    test; a protocol equal to the first is not repeated. The demo reads only results.json.
+    """
+    from tada.config.schema import multi_view_protocol
+
+    if not cfg.TEST.AUTOMATIC_MULTI_SCALE_TEST:
+        return []
+    views, crops = multi_view_protocol(cfg)
+    return ["TEST.NUM_ENSEMBLE_VIEWS", str(views), "TEST.NUM_SPATIAL_CROPS", str(crops)]
+
+
+def _train(runs: list[_Run], args) -> bool:
+    """Train (and test) the runs not finished yet: one after the other in this process, or concurrently
+    (returns True for the latter)."""
+    from tada import cli
+    from tada.cli.concurrent_train import TrainJob, tada_command, train_concurrently
+
+    for run in runs:
+        print(f"[demo] {run.name}: reusing the finished run in {run.output_dir}" if run.reused
+              else f"[demo] {run.name}: training {run.config.name} -> {run.output_dir}")
+    todo = [run for run in runs if not run.reused]
+    concurrent = args.concurrent and len(todo) > 1
+    if concurrent:
+        print(f"[demo] training {' and '.join(r.name for r in todo)} at the same time, {args.threads_per_run} "
+              f"thread(s) each; their output is also in each run's console.log")
+        train_concurrently([TrainJob(r.name, tada_command(["train", "--cfg", str(r.config), *r.overrides]),
+                                     r.output_dir) for r in todo], threads=args.threads_per_run)
     else:
-        print(f"[demo] {name}: training {config.name} -> {run_dir}")
-        code = cli.main(["train", "--cfg", str(config), *overrides])
-        if code != 0 or not results_path.is_file():
-            raise TadaError(f"the {name} run failed (exit code {code}); see {run_dir}")
-    results = json.loads(results_path.read_text())
-    stats = count_model(cfg)
-    summary = _summarise(name, results, manifest, stats, run_dir)
-    summary.reused = reused
+        for run in todo:
+            code = cli.main(["train", "--cfg", str(run.config), *run.overrides])
+            if code != 0:
+                raise TadaError(f"the {run.name} run failed (exit code {code}); see {run.output_dir}")
+    for run in todo:
+        if not (run.output_dir / "results.json").is_file():
+            raise TadaError(f"the {run.name} run wrote no results.json; see {run.output_dir}")
+    return concurrent
+
+
+def _summarise_run(run: _Run, manifest: dict) -> RunSummary:
+    from tada.bench.flops import count_model
+
+    results = json.loads((run.output_dir / "results.json").read_text())
+    summary = _summarise(run.name, results, manifest, count_model(run.cfg), run.output_dir)
+    summary.reused = run.reused
     return summary
 
 
@@ -238,7 +359,8 @@ def _plot(summaries: list[RunSummary], manifest: dict, out: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+    with atomic_open(out / "curves.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
 
     names = manifest["classes"]
@@ -258,7 +380,8 @@ def _plot(summaries: list[RunSummary], manifest: dict, out: Path) -> None:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(out / "confusion.png", dpi=110)
+    with atomic_open(out / "confusion.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -278,77 +401,3 @@ def _curves(run_dir: Path) -> tuple[list[float], list[float], list[tuple[float, 
         elif rec.get("_type") == "val_epoch":
             val.append((rec["epoch"], rec["top1"]))
     return epochs, loss, val
-
-
-README_START, README_END = "<!-- DEMO-RESULTS -->", "<!-- /DEMO-RESULTS -->"
-
-
-def _readme_markers(readme: Path) -> str:
-    """The README's text, checked for the markers the demo writes between."""
-    try:
-        text = readme.read_text()
-    except OSError as err:
-        raise TadaError(f"--readme {readme}: cannot read it ({err.strerror or err})") from None
-    if README_START not in text or README_END not in text:
-        raise TadaError(f"{readme}: no '{README_START}' ... '{README_END}' markers to write the demo results into")
-    return text
-
-
-def _update_readme(readme: Path, report: dict, table: str, out: Path) -> None:
-    """Rewrite the README's demo section from this run, so the published figures are the demo's own."""
-    import platform
-    import shutil
-
-    import torch
-
-    text = _readme_markers(readme)
-    images = readme.parent / "docs" / "demo"
-    images.mkdir(parents=True, exist_ok=True)
-    for name in ("curves.png", "confusion.png"):
-        shutil.copyfile(out / name, images / name)
-    tsn, tada = report["runs"]
-    counts = report["dataset"]["manifest"]["counts"]
-    section = f"""{README_START}
-## The demo: TAda2D learns what a frame-order-blind network cannot
-
-`make demo` (= `tada demo`) generates a synthetic dataset of real H.264 videos
-({len(report["dataset"]["manifest"]["classes"])} classes, {counts["train"]} train / {counts["val"]} val /
-{counts["test"]} test videos): three **time-reversal pairs** whose videos are each other's played backwards
-(grows / shrinks, fades in / fades out, turns red to blue / blue to red) and one appearance-only class. It
-then trains a quarter-width TAda2D-R50 and a TSN (the same network with a plain frame-wise bottleneck) with
-the same data, schedule and seed, through the real engine (`configs/projects/tada/synthetic/{{tada2d,tsn}}.yaml`,
-runnable with `python runs/run.py --cfg ...`), and tests both with 2x3 views. This run
-({platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}):
-
-{table}
-
-TAda2D - TSN: **{report["gap_top1"]:+.1f} points of top-1**. Inside each time-reversal pair TSN is at
-{tsn["within_pair"]:.1f}% (chance is 50%: averaging frames, it cannot tell a video from its reversal), TAda2D
-at {tada["within_pair"]:.1f}%.{_overflow_note(tsn, tada)}
-Dataset generation took {report["dataset"]["seconds"]:.0f} s (cached afterwards)
-and the whole demo {_demo_time(report)}.
-
-![training curves](docs/demo/curves.png)
-![confusion matrices](docs/demo/confusion.png)
-
-This section is written by the demo itself: `tada demo --readme README.md`.
-{README_END}"""
-    start = text.index(README_START)
-    end = text.index(README_END) + len(README_END)
-    with atomic_open(readme) as fh:
-        fh.write(text[:start] + section + text[end:])
-    print(f"[demo] wrote the results into {readme} and {images}")
-
-
-def _overflow_note(tsn: dict, tada: dict) -> str:
-    """A sentence when some test videos gave non-finite logits (they count as wrong)."""
-    if not tsn["nonfinite"] and not tada["nonfinite"]:
-        return ""
-    return (f" On {tada['nonfinite']} test videos TAda2D's logits overflowed in eval mode (TSN: {tsn['nonfinite']});"
-            f" they count as wrong.")
-
-
-def _demo_time(report: dict) -> str:
-    if report["reused_runs"]:
-        return f"(this call reused the finished runs {', '.join(report['reused_runs'])}; see their train times)"
-    return f"{report['demo_seconds'] / 60:.1f} minutes"

@@ -1,0 +1,1 @@
+"""Figures that show what a trained model computes (matplotlib, Agg backend)."""
