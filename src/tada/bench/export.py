@@ -81,43 +81,24 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def bench_export(
+def _inference_steps(
+    model: nn.Module,
+    x: Tensor,
     *,
-    model_name: str = "tada2d_r50",
-    num_classes: int = 400,
-    frames: int = 8,
-    size: int = 224,
-    batch: int = 1,
-    iters: int = 3,
-    warmup: int = 1,
-    threads: int = 2,
-    variants: Sequence[str] = VARIANTS,
-    exporter: str = "dynamo",
-    workdir: str | os.PathLike | None = None,
-    log: Callable[[str], None] | None = None,
-    model_kwargs: dict | None = None,
-) -> list[PathResult]:
-    """Time each inference path on one (batch, 3, frames, size, size) input; eager fp32 is always timed."""
+    variants: Sequence[str],
+    frames: int,
+    size: int,
+    batch: int,
+    exporter: str,
+    threads: int,
+    workdir: str | os.PathLike | None,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Callable[[], Tensor]], dict[str, float]]:
+    """One inference callable per path (eager fp32 always), and the set-up seconds of the paths that have one."""
     from tada.deploy.export import export_model
-    from tada.models import create_model
 
-    if warmup < 1 or iters < 1:
-        raise ValueError(f"warmup and iters must be >= 1, got {warmup} and {iters}")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
-    say = log or (lambda s: None)
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = calibrate(create_model(model_name, num_classes=num_classes, **(model_kwargs or {})),
-                      frames=frames, size=size)
-    model.channels_last = False
-    x = torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        ref = model(x)
     steps: dict[str, Callable[[], Tensor]] = {}
     setup: dict[str, float] = {}
-    outputs: dict[str, Tensor] = {}
 
     def eager_step(m: nn.Module) -> Callable[[], Tensor]:
         def step() -> Tensor:
@@ -172,6 +153,45 @@ def bench_export(
         say(f"onnxruntime: export + session {setup['onnxruntime']:.1f} s")
         xn = x.numpy()
         steps["onnxruntime"] = lambda: torch.from_numpy(predictor.run(xn))
+    return steps, setup
+
+
+def bench_export(
+    *,
+    model_name: str = "tada2d_r50",
+    num_classes: int = 400,
+    frames: int = 8,
+    size: int = 224,
+    batch: int = 1,
+    iters: int = 3,
+    warmup: int = 1,
+    threads: int = 2,
+    variants: Sequence[str] = VARIANTS,
+    exporter: str = "dynamo",
+    workdir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+    model_kwargs: dict | None = None,
+) -> list[PathResult]:
+    """Time each inference path on one (batch, 3, frames, size, size) input; eager fp32 is always timed."""
+    from tada.models import create_model
+
+    if warmup < 1 or iters < 1:
+        raise ValueError(f"warmup and iters must be >= 1, got {warmup} and {iters}")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {VARIANTS}")
+    say = log or (lambda s: None)
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = calibrate(create_model(model_name, num_classes=num_classes, **(model_kwargs or {})),
+                      frames=frames, size=size)
+    model.channels_last = False
+    x = torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ref = model(x)
+    steps, setup = _inference_steps(model, x, variants=variants, frames=frames, size=size, batch=batch,
+                                    exporter=exporter, threads=threads, workdir=workdir, say=say)
+    outputs: dict[str, Tensor] = {}
     for name, step in steps.items():
         for _ in range(warmup):
             outputs[name] = step()

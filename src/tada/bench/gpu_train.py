@@ -90,6 +90,68 @@ def _model_only(cfg, batch: int, steps: int) -> float:
     return batch * steps / (time.perf_counter() - t)
 
 
+def _route_overrides(args: argparse.Namespace, route: str, *, data: Path, out: Path, workers: int, cuda: bool,
+                     log_period: int) -> list[str]:
+    """The K400 config's overrides for one timed route (video, frames, frames-gpu) on the generated data."""
+    overrides = [
+        "DATA.DATA_ROOT_DIR", str(data), "DATA.ANNO_DIR", str(data), "TRAIN.DATASET", "synthetic",
+        "TEST.DATASET", "synthetic", "DATA.TRAIN_LIST", "train_repeat.txt", "VIDEO.HEAD.NUM_CLASSES", "7",
+        "NUM_GPUS", "1" if cuda else "0", "TRAIN.BATCH_SIZE", str(args.batch), "TRAIN.INIT", "",
+        "TRAIN.AMP", repr(args.amp if cuda else "off"), "TRAIN.COMPILE", str(args.compile).lower(),
+        "TRAIN.CUDA_GRAPHS", str(args.cuda_graphs and cuda).lower(), "OPTIMIZER.BASE_LR", str(args.lr),
+        "OPTIMIZER.WARMUP_START_LR", str(args.lr / 24),
+        "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1000", "TRAIN.AUTO_RESUME", "false",
+        "DATA_LOADER.NUM_WORKERS", str(workers), "LOG_PERIOD", str(log_period),
+        "OUTPUT_DIR", str(out / f"run_{route}_{int(time.time())}"),
+        "DATA.FORMAT", "video" if route == "video" else "frames", "DATA.FRAMES_DIR", str(data / "frames"),
+        "AUGMENTATION.USE_GPU", str(route == "frames-gpu").lower(),
+    ]
+    if args.smoke:
+        overrides += ["VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
+                      "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128", "DATA.TRAIN_CROP_SIZE", "32",
+                      "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "TRAIN.BATCH_SIZE", "4"]
+    return overrides
+
+
+def _route_summary(args: argparse.Namespace, route: str, cfg, *, records: list[dict], warmup: int, cuda: bool,
+                   workers: int, steps: int, log_period: int, loop_s: float, generation_s: float,
+                   extraction: dict | None) -> dict:
+    """One route's figures from its stats.jsonl records (the steady windows after ``warmup`` steps)."""
+    import torch
+
+    windows = [r for r in records if r["_type"] == "train_iter" and r["global_step"] > warmup]
+    info = next((r for r in records if r["_type"] == "model_info"), {})
+    seconds = sum(r["window_s"] for r in windows)
+    clips = sum(r["window_clips"] for r in windows)
+    waited = sum(r["window_data_s"] for r in windows)
+    cpus = os.cpu_count() or 2
+    return {
+        "route": route,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__,
+        "model": "TAda2D-R50" if not args.smoke else "TAda2D tiny (smoke)",
+        "frames": cfg.DATA.NUM_INPUT_FRAMES,
+        "crop": cfg.DATA.TRAIN_CROP_SIZE,
+        "batch": cfg.TRAIN.BATCH_SIZE,
+        "amp": cfg.TRAIN.AMP,
+        "compile": cfg.TRAIN.COMPILE,
+        "cuda_graphs": cfg.TRAIN.CUDA_GRAPHS,
+        "workers": workers,
+        "cpus": cpus,
+        "steps": steps,
+        "steady_steps": sum(1 for _ in windows) * log_period,
+        "clips_per_s": clips / seconds if seconds else None,
+        "step_ms": 1000 * seconds / max(clips / cfg.TRAIN.BATCH_SIZE, 1),
+        "data_wait_fraction": waited / seconds if seconds else None,
+        "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "whole_loop_s": loop_s,
+        "video_generation_s": generation_s,
+        "extraction": extraction,
+        "params": info.get("params"),
+        "gmacs_per_view": info.get("gmacs_train_view"),
+    }
+
+
 def main() -> int:
     args = _args()
     import torch
@@ -131,23 +193,8 @@ def main() -> int:
     log_period = 2 if args.smoke else 10
     summaries = []
     for route in routes:
-        overrides = [
-            "DATA.DATA_ROOT_DIR", str(data), "DATA.ANNO_DIR", str(data), "TRAIN.DATASET", "synthetic",
-            "TEST.DATASET", "synthetic", "DATA.TRAIN_LIST", "train_repeat.txt", "VIDEO.HEAD.NUM_CLASSES", "7",
-            "NUM_GPUS", "1" if cuda else "0", "TRAIN.BATCH_SIZE", str(args.batch), "TRAIN.INIT", "",
-            "TRAIN.AMP", repr(args.amp if cuda else "off"), "TRAIN.COMPILE", str(args.compile).lower(),
-            "TRAIN.CUDA_GRAPHS", str(args.cuda_graphs and cuda).lower(), "OPTIMIZER.BASE_LR", str(args.lr),
-            "OPTIMIZER.WARMUP_START_LR", str(args.lr / 24),
-            "TRAIN.EVAL_PERIOD", "0", "TRAIN.CHECKPOINT_PERIOD", "1000", "TRAIN.AUTO_RESUME", "false",
-            "DATA_LOADER.NUM_WORKERS", str(workers), "LOG_PERIOD", str(log_period),
-            "OUTPUT_DIR", str(out / f"run_{route}_{int(time.time())}"),
-            "DATA.FORMAT", "video" if route == "video" else "frames", "DATA.FRAMES_DIR", str(data / "frames"),
-            "AUGMENTATION.USE_GPU", str(route == "frames-gpu").lower(),
-        ]
-        if args.smoke:
-            overrides += ["VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32, 64, 128]",
-                          "VIDEO.BACKBONE.NUM_OUT_FEATURES", "128", "DATA.TRAIN_CROP_SIZE", "32",
-                          "DATA.TRAIN_JITTER_SCALES", "[32, 40]", "TRAIN.BATCH_SIZE", "4"]
+        overrides = _route_overrides(args, route, data=data, out=out, workers=workers, cuda=cuda,
+                                     log_period=log_period)
         if route == "frames-gpu" and not cuda:
             print("frames-gpu: skipped, no CUDA device")
             continue
@@ -158,36 +205,9 @@ def main() -> int:
         train(cfg, stop_after_steps=steps)
         loop_s = time.perf_counter() - t0
         records = [json.loads(x) for x in (Path(cfg.OUTPUT_DIR) / "stats.jsonl").read_text().splitlines()]
-        windows = [r for r in records if r["_type"] == "train_iter" and r["global_step"] > warmup]
-        info = next((r for r in records if r["_type"] == "model_info"), {})
-        seconds = sum(r["window_s"] for r in windows)
-        clips = sum(r["window_clips"] for r in windows)
-        waited = sum(r["window_data_s"] for r in windows)
-        summaries.append({
-            "route": route,
-            "device": torch.cuda.get_device_name() if cuda else "cpu",
-            "torch": torch.__version__,
-            "model": "TAda2D-R50" if not args.smoke else "TAda2D tiny (smoke)",
-            "frames": cfg.DATA.NUM_INPUT_FRAMES,
-            "crop": cfg.DATA.TRAIN_CROP_SIZE,
-            "batch": cfg.TRAIN.BATCH_SIZE,
-            "amp": cfg.TRAIN.AMP,
-            "compile": cfg.TRAIN.COMPILE,
-            "cuda_graphs": cfg.TRAIN.CUDA_GRAPHS,
-            "workers": workers,
-            "cpus": cpus,
-            "steps": steps,
-            "steady_steps": sum(1 for _ in windows) * log_period,
-            "clips_per_s": clips / seconds if seconds else None,
-            "step_ms": 1000 * seconds / max(clips / cfg.TRAIN.BATCH_SIZE, 1),
-            "data_wait_fraction": waited / seconds if seconds else None,
-            "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-            "whole_loop_s": loop_s,
-            "video_generation_s": generation_s,
-            "extraction": extraction,
-            "params": info.get("params"),
-            "gmacs_per_view": info.get("gmacs_train_view"),
-        })
+        summaries.append(_route_summary(args, route, cfg, records=records, warmup=warmup, cuda=cuda,
+                                        workers=workers, steps=steps, log_period=log_period, loop_s=loop_s,
+                                        generation_s=generation_s, extraction=extraction))
     model_only = _model_only(cfg, cfg.TRAIN.BATCH_SIZE, 5 if args.smoke else 30) if cuda else None
     for summary in summaries:
         summary["model_only_clips_per_s"] = model_only
