@@ -13,7 +13,8 @@ SMALL = ["VIDEO.BACKBONE.DEPTH", "26", "VIDEO.BACKBONE.NUM_FILTERS", "[8, 16, 32
 
 
 def test_off_by_default_on_by_the_key_with_bn_momentum():
-    cfg = "configs/projects/tada/synthetic/tada2d.yaml"
+    cfg = "configs/projects/tada/k400/tada2d_8x8.yaml"
+    assert load_config(cfg).MODEL.CALIBRATION_CLAMP is False  # the official configs keep the official function
     plain = build_model(load_config(cfg, SMALL))
     assert not any("alpha_" in k for k in plain.state_dict())
     clamped = build_model(load_config(cfg, [*SMALL, "MODEL.CALIBRATION_CLAMP", "true", "BN.MOMENTUM", "0.05"]))
