@@ -100,13 +100,18 @@ def resnet50_2d_filter(
                 mismatched.append(f"{key}: file {tuple(value.shape)} vs model {new} {shape}")
                 continue
         out[new] = value
+    _check_fit("ResNet", unknown, mismatched)
+    return out, dropped
+
+
+def _check_fit(family: str, unknown: list[str], mismatched: list[str]) -> None:
+    """Refuse ImageNet weights with keys that have no target or shapes that do not fit, naming a few of each."""
     if unknown or mismatched:
         raise ValueError(
-            "ImageNet ResNet weights do not fit this model: "
+            f"ImageNet {family} weights do not fit this model: "
             + (f"{len(unknown)} keys with no target (e.g. {unknown[:3]}); " if unknown else "")
             + (f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})" if mismatched else "")
         )
-    return out, dropped
 
 
 def _inflate_centre(value: Tensor, frames: int) -> Tensor:
@@ -153,10 +158,5 @@ def convnext_2d_filter(
                 mismatched.append(f"{key}: file {tuple(value.shape)} vs model {new} {shape}")
                 continue
         out[new] = value
-    if unknown or mismatched:
-        raise ValueError(
-            "ImageNet ConvNeXt weights do not fit this model: "
-            + (f"{len(unknown)} keys with no target (e.g. {unknown[:3]}); " if unknown else "")
-            + (f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})" if mismatched else "")
-        )
+    _check_fit("ConvNeXt", unknown, mismatched)
     return out, dropped
