@@ -7,10 +7,11 @@ the order of the frames tells the labels apart, so
 
 * TSN (frame averaging, BN over frames) gives a clip and its reversal the same logits, and its
   mean loss can never go below ln 2: a check that the batch really needs time;
-* TAda2D must fit the batch. The loss of seed 0 after 24 steps at the task's lr 0.1 is recorded
-  (0.0052 with the default, official, TAdaConv init; 0.24 with the Kaiming-normal one): a change of
-  the from-scratch path that slows learning (init, parameter groups, schedule, BN, the routing
-  function's gradient) moves it out of its band, and a collapse (no learning of order) leaves it
+* TAda2D must fit the batch. The loss of seed 0 after 24 steps at the task's lr 0.1, with the
+  config's gradient clipping, is recorded (0.0154 with the default, official, TAdaConv init; 0.29
+  with the Kaiming-normal one; 0.0052 and 0.24 without clipping): a change of the from-scratch path
+  that slows learning (init, parameter groups, clipping, schedule, BN, the routing function's
+  gradient) moves it out of its band, and a collapse (no learning of order) leaves it
   near ln 2. At this tiny scale the outcome depends on the seed and shows no systematic effect of
   the init (seeds 0-5 after 25 steps: official 0.004-0.80, Kaiming 0.020-0.45), so the band is the
   recorded trajectory of one seed, not a claim about every seed. Everything runs in float64,
@@ -28,7 +29,7 @@ from engine_standins import REPO
 
 from tada.config import load_config
 from tada.data.synthetic import CLASSES, PRESETS, VideoParams, render_video
-from tada.engine.optim import build_optimizer, lr_from_config, set_lr
+from tada.engine.optim import build_optimizer, clip_gradients, lr_from_config, set_lr
 from tada.models import build_model
 
 CONFIG = REPO / "configs" / "projects" / "tada" / "synthetic" / "reversal6_tada2d.yaml"
@@ -52,7 +53,7 @@ def _reversal_batch(*, clips_per_class: int = 2, frames: int = 8, size: int = 32
 
 
 def _train_losses(overrides: list[str], *, steps: int, seed: int = 0) -> list[float]:
-    """The loss of each step of SGD (the config's optimizer, groups and schedule) on the fixed batch."""
+    """The loss of each step of SGD (the config's optimizer, groups, clipping and schedule) on the fixed batch."""
     cfg = load_config(CONFIG, SMALL + overrides)
     torch.manual_seed(seed)
     model = build_model(cfg).double()
@@ -64,6 +65,7 @@ def _train_losses(overrides: list[str], *, steps: int, seed: int = 0) -> list[fl
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
+        clip_gradients(optimizer, float(cfg.OPTIMIZER.CLIP_GRAD_NORM))
         optimizer.step()
         losses.append(loss.item())
     return losses
@@ -85,10 +87,10 @@ def test_tada2d_from_scratch_learns_the_order_of_frames():
     losses = _train_losses([], steps=24)
     assert all(math.isfinite(loss) for loss in losses)
     assert losses[0] > 1.5  # about ln 6 at the start: nothing is known
-    assert 0.001 < losses[-1] < 0.026, f"from-scratch TAda2D left its recorded band (0.0052): losses {losses}"
+    assert 0.003 < losses[-1] < 0.077, f"from-scratch TAda2D left its recorded band (0.0154): losses {losses}"
 
 
 def test_the_band_separates_the_kaiming_init():
-    """The band is sensitive to the from-scratch path: with the Kaiming-normal TAdaConv init seed 0 is at 0.24."""
+    """The band is sensitive to the from-scratch path: with the Kaiming-normal TAdaConv init seed 0 is at 0.29."""
     losses = _train_losses(["VIDEO.BACKBONE.TADA_INIT", "kaiming"], steps=24)
     assert 0.1 < losses[-1] < 0.5

@@ -7,7 +7,7 @@ import torch
 from engine_standins import REPO
 
 from tada.config import load_config
-from tada.engine.optim import GROUP_NAMES, build_optimizer, lr_at, lr_from_config, set_lr
+from tada.engine.optim import GROUP_NAMES, build_optimizer, clip_gradients, lr_at, lr_from_config, set_lr
 from tada.models import build_model
 
 K400 = REPO / "configs" / "projects" / "tada" / "k400" / "tada2d_8x8.yaml"
@@ -63,3 +63,37 @@ def test_only_linear_freezes_the_backbone():
     assert trained == {id(model.head.out.weight), id(model.head.out.bias)}
     assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("head."))
     assert isinstance(opt, torch.optim.SGD)
+
+
+def _sgd_with_grads(*grads: list[float]) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(torch.zeros(len(g), dtype=torch.float64)) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+    return torch.optim.SGD([{"params": params[:1]}, {"params": params[1:]}], lr=0.1)
+
+
+def test_clipping_scales_all_gradients_together_to_the_global_norm():
+    opt = _sgd_with_grads([3.0, 0.0], [0.0, 4.0])  # global norm 5 over two groups
+    norm = clip_gradients(opt, 1.0)
+    assert norm.item() == pytest.approx(5.0)
+    grads = [p.grad for g in opt.param_groups for p in g["params"]]
+    assert torch.allclose(torch.cat(grads), torch.tensor([0.6, 0.0, 0.0, 0.8], dtype=torch.float64), atol=1e-6)
+
+
+def test_clipping_leaves_gradients_below_the_limit_bit_identical_and_zero_is_off():
+    opt = _sgd_with_grads([3.0, 0.0], [0.0, 4.0])
+    before = [p.grad.clone() for g in opt.param_groups for p in g["params"]]
+    assert clip_gradients(opt, 0.0) is None
+    assert clip_gradients(opt, 5.5).item() == pytest.approx(5.0)
+    after = [p.grad for g in opt.param_groups for p in g["params"]]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_gradients(opt, -1.0)
+
+
+def test_the_clip_limit_is_a_checked_config_key():
+    from tada.config import ConfigError
+
+    assert load_config(K400).OPTIMIZER.CLIP_GRAD_NORM == 0.0  # the official loop does not clip
+    with pytest.raises(ConfigError, match="CLIP_GRAD_NORM"):
+        load_config(K400, ["OPTIMIZER.CLIP_GRAD_NORM", "-1"])

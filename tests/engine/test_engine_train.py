@@ -389,3 +389,44 @@ def test_cpu_bf16_training_learns_like_float32(tmp_path):
     for run in (fp32, bf16):
         assert sum(run[-3:]) / 3 < 0.4 * run[0], run
     assert all(v.dtype == torch.float32 for v in states["bf16"].values() if v.is_floating_point())
+
+
+def _iter_records(out) -> list[dict]:
+    lines = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
+    return [x for x in lines if x["_type"] in ("train_iter", "train_epoch")]
+
+
+def test_gradient_clipping_that_never_binds_is_the_unclipped_run(finished_run, tmp_path):
+    """A limit above every step's norm changes no bit; the stats then say how large the norms got."""
+    _, ref = finished_run
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.CLIP_GRAD_NORM", "1e9")
+    result = train(cfg, dataset_fn=dataset_fn_factory())
+    assert_same_state(read_checkpoint(ref.last_checkpoint)["model_state"],
+                      read_checkpoint(result.last_checkpoint)["model_state"])
+    records = _iter_records(tmp_path)
+    assert all(r["clipped_steps"] == 0 and 0 < r["grad_norm_max"] < 1e9 for r in records)
+    assert all("clipped_steps" not in r for r in _iter_records(ref.output_dir))
+
+
+def test_gradient_clipping_bounds_every_step_and_counts_the_clipped_steps(tmp_path):
+    """With weight decay off, SGD with momentum mu moves the weights by at most lr * limit / (1 - mu)
+    per step when every gradient's norm is at most the limit (Nesterov included)."""
+    limit = 1e-4
+    cfg = tiny_cfg(tmp_path, "TEST.ENABLE", "false", "OPTIMIZER.CLIP_GRAD_NORM", str(limit),
+                   "OPTIMIZER.WEIGHT_DECAY", "0.0", "TRAIN.EVAL_PERIOD", "0")
+    from tada.models import build_model
+
+    torch.manual_seed(int(cfg.RANDOM_SEED))
+    start = {k: p.detach().clone() for k, p in build_model(cfg).named_parameters()}
+    result = train(cfg, dataset_fn=dataset_fn_factory())
+    end = read_checkpoint(result.last_checkpoint)["model_state"]
+    moved = sum(float((end[k].double() - v.double()).pow(2).sum()) for k, v in start.items()) ** 0.5
+    windows = [r for r in _iter_records(tmp_path) if r["_type"] == "train_iter"]
+    steps = windows[-1]["global_step"]
+    assert steps == 12  # 2 epochs of 6
+    bound = steps * float(cfg.OPTIMIZER.BASE_LR) * limit / (1 - float(cfg.OPTIMIZER.MOMENTUM))
+    assert 0 < moved <= bound * (1 + 1e-6)
+    assert sum(r["clipped_steps"] for r in windows) == steps
+    assert all(r["grad_norm_max"] > limit for r in windows)
+    epochs = [r for r in _iter_records(tmp_path) if r["_type"] == "train_epoch"]
+    assert [r["clipped_steps"] for r in epochs] == [6, 6]

@@ -225,6 +225,8 @@ SCHEMA: dict[str, Any] = {
         "WARMUP_START_LR": 0.01,
         "COSINE_END_LR": 0.0,
         "COSINE_AFTER_WARMUP": False,
+        "CLIP_GRAD_NORM": Key(0.0, (float,),
+                              doc="largest global gradient norm per step; 0 = off, as officially"),
         "BIAS_DOUBLE": False,
         "LAYER_WISE_LR_DECAY": 1.0,
         # The TAdaConvV2 recipes' multipliers; read only when LAYER_WISE_LR_DECAY < 1 (as officially).
@@ -342,6 +344,7 @@ RANGES: dict[str, Range] = {
     "OPTIMIZER.MOMENTUM": _NON_NEGATIVE,
     "OPTIMIZER.WEIGHT_DECAY": _NON_NEGATIVE,
     "OPTIMIZER.WARMUP_EPOCHS": _NON_NEGATIVE,
+    "OPTIMIZER.CLIP_GRAD_NORM": _NON_NEGATIVE,
     "OPTIMIZER.WARMUP_START_LR": _NON_NEGATIVE,
     "OPTIMIZER.COSINE_END_LR": _NON_NEGATIVE,
     "BN.EPS": Range(0, low_open=True),

@@ -48,8 +48,9 @@ class TrainMeter:
     """
 
     def __init__(self, *, ctx: DistContext, iters_per_epoch: int, max_epoch: int, stats: StatsWriter,
-                 show_bar: bool) -> None:
+                 show_bar: bool, clip_grad_norm: float = 0.0) -> None:
         self.ctx = ctx
+        self.clip_grad_norm = clip_grad_norm  # > 0: the steps report their gradient norm (clipping on)
         self.iters_per_epoch = iters_per_epoch
         self.max_epoch = max_epoch
         self.stats = stats
@@ -63,6 +64,8 @@ class TrainMeter:
         self.epoch_sums = [0.0, 0.0, 0.0, 0.0]
         self.epoch_data = 0.0
         self.epoch_iters = 0
+        self.epoch_clipped = 0
+        self.epoch_grad_max = 0.0
         self.epoch_started = time.perf_counter()
 
     def _reset_window(self) -> None:
@@ -71,8 +74,13 @@ class TrainMeter:
         self.first_bad = torch.full((), _NO_BAD_STEP, dtype=torch.int64, device=device)
         self.data_time = 0.0
         self.iters = 0
+        # gradient norms before clipping (OPTIMIZER.CLIP_GRAD_NORM): the window's largest and how
+        # many steps were clipped; never read when clipping is off
+        self.grad_max = torch.zeros((), dtype=torch.float64, device=device)
+        self.grad_clipped = torch.zeros((), dtype=torch.int64, device=device)
         self.window_started = time.perf_counter()
         self._values: list[float] = [0.0, 0.0, 0.0, 0.0]
+        self._grad = (0.0, 0)
 
     def start_epoch(self, epoch: int, *, start_iter: int) -> None:
         """Zero the totals and the window for epoch ``epoch`` (0-based), resumed at ``start_iter``."""
@@ -92,8 +100,13 @@ class TrainMeter:
         self.data_time += seconds
 
     @torch.no_grad()
-    def update(self, *, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, global_step: int) -> None:
-        """Add one step to the window, on the device (no host sync)."""
+    def update(self, *, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, global_step: int,
+               grad_norm: torch.Tensor | None = None) -> None:
+        """Add one step to the window, on the device (no host sync). ``grad_norm``: the step's global
+        gradient norm before clipping (given when ``clip_grad_norm`` is set)."""
+        if grad_norm is not None:
+            self.grad_max = torch.maximum(self.grad_max, grad_norm.double())
+            self.grad_clipped += (grad_norm > self.clip_grad_norm).to(torch.int64)
         detached = loss.detach().double()
         finite = torch.isfinite(detached)
         correct = topk_correct(logits.detach(), labels, ks=(1, 5)).double()
@@ -113,6 +126,8 @@ class TrainMeter:
         sums = all_reduce(self.ctx, self.sums.clone())
         first_bad = int(all_reduce(self.ctx, self.first_bad.clone(), op="min").item())
         self._values = sums.tolist()
+        if self.clip_grad_norm > 0:  # DDP averages the gradients first: every rank has the same norms
+            self._grad = (float(self.grad_max.item()), int(self.grad_clipped.item()))
         return first_bad if first_bad < _NO_BAD_STEP else None
 
     def log_window(self, *, iteration: int, global_step: int, lr: float) -> dict[str, Any]:
@@ -126,6 +141,8 @@ class TrainMeter:
             self.epoch_sums[k] += values[k]
         self.epoch_data += self.data_time
         self.epoch_iters += self.iters
+        self.epoch_grad_max = max(self.epoch_grad_max, self._grad[0])
+        self.epoch_clipped += self._grad[1]
         record: dict[str, Any] = {}
         if self.iters:
             record = self._window_record(values, elapsed=elapsed, iteration=iteration, lr=lr)
@@ -163,6 +180,8 @@ class TrainMeter:
             "window_data_s": self.data_time,
             "eta_s": remaining * per_iter,
         }
+        if self.clip_grad_norm > 0:
+            record["grad_norm_max"], record["clipped_steps"] = self._grad
         if self.ctx.device.type == "cuda":
             record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.ctx.device) / 2**30
         return record
@@ -187,11 +206,16 @@ class TrainMeter:
             "clips_per_s": self.epoch_sums[3] / epoch_seconds if epoch_seconds > 0 else 0.0,
             "data_wait_fraction": self.epoch_data / epoch_seconds if epoch_seconds > 0 else 0.0,
         }
+        if self.clip_grad_norm > 0:
+            record["grad_norm_max"], record["clipped_steps"] = self.epoch_grad_max, self.epoch_clipped
         if self.ctx.device.type == "cuda":
             record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.ctx.device) / 2**30
         log.info("epoch %d/%d done in %s: loss %.4f top1 %.2f%% (%.1f clips/s, %.0f%% waiting for data)",
                  epochs_done, self.max_epoch, hms(epoch_seconds), record["loss"], record["top1"],
                  record["clips_per_s"], 100 * record["data_wait_fraction"])
+        if self.clip_grad_norm > 0:
+            log.info("epoch %d/%d gradient norm: largest %.4g, %d of %d steps clipped to %g", epochs_done,
+                     self.max_epoch, self.epoch_grad_max, self.epoch_clipped, self.epoch_iters, self.clip_grad_norm)
         return record
 
 

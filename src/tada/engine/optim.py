@@ -15,6 +15,9 @@ Two ways of grouping, chosen as the official code chooses them, by OPTIMIZER.LAY
   names holding a NEW_PARAMS substring and OPTIMIZER.HEAD_LRMULT for names holding "head";
   1-D tensors and ``.bias`` names get no weight decay.
 
+Gradient clipping (OPTIMIZER.CLIP_GRAD_NORM, off by default as in the official loop) scales all
+gradients together to a global norm of at most the given value before the step.
+
 Schedules: ``cosine`` (from epoch 0 to 0, linear warm-up to its value at the warm-up's end) and
 ``cosine_v2`` (to COSINE_END_LR, restarted at the warm-up's end when COSINE_AFTER_WARMUP).
 """
@@ -32,6 +35,7 @@ from torch import nn
 __all__ = [
     "GROUP_NAMES",
     "build_optimizer",
+    "clip_gradients",
     "epoch_position",
     "layer_decay_groups",
     "layer_id",
@@ -308,3 +312,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Give every group ``lr * lr_mult``."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, *,
+                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor | None:
+    """Scale the gradients of ``optimizer``'s parameters to a global L2 norm of at most ``max_norm``.
+
+    Returns their norm before clipping (a device tensor: no host sync), or None when ``max_norm``
+    is 0 (off: the gradients are untouched). With ``scaler`` the gradients are unscaled first, so
+    the norm is the true one; the scaler's step then does not unscale them again. A non-finite
+    norm leaves the gradients non-finite, and the scaler skips that step as it would unclipped.
+
+    Why: from scratch, a rare batch gives the routing functions of the first stage a gradient
+    hundreds of times the usual one; with momentum, the step it causes moves their weights so far
+    that the calibration stays noise for the rest of the run. Clipping bounds that step and leaves
+    the ordinary ones as they are.
+    """
+    if max_norm < 0:
+        raise ValueError(f"max_norm must be >= 0, got {max_norm}")
+    if max_norm == 0:
+        return None
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()

@@ -51,7 +51,7 @@ from tada.engine.ema import ModelEma
 from tada.engine.interrupt import StopSignals
 from tada.engine.meters import TrainMeter, ValMeter, hms
 from tada.engine.mixing import Mixer, mixer_from_config
-from tada.engine.optim import build_optimizer, epoch_position, lr_from_config, set_lr
+from tada.engine.optim import build_optimizer, clip_gradients, epoch_position, lr_from_config, set_lr
 from tada.engine.ownership import check_resume_config, describe_command, exclusive_output_dir
 from tada.engine.reporting import StatsWriter, read_stats, setup_logging, write_curves, write_json_atomic
 from tada.engine.runtime import (
@@ -570,7 +570,7 @@ def _prepare(
         save_config(cfg, out / "config.yaml")
     stats.truncate_after(pos.global_step)
     meter = TrainMeter(ctx=ctx, iters_per_epoch=sampler.iters_per_epoch, max_epoch=int(cfg.OPTIMIZER.MAX_EPOCH),
-                       stats=stats, show_bar=show_bar)
+                       stats=stats, show_bar=show_bar, clip_grad_norm=float(cfg.OPTIMIZER.CLIP_GRAD_NORM))
     return _Run(cfg=cfg, ctx=ctx, model=model, optimizer=optimizer, scaler=scaler, precision=precision, ema=ema,
                 sampler=sampler, pos=pos, rng_state=rng_state, meter=meter, stats=stats, stops=stops,
                 model_info=model_info, stop_after_steps=stop_after_steps)
@@ -688,6 +688,7 @@ def _train_step(run: _Run, batch: dict) -> None:
         loss = run.criterion(logits.float(), targets)
         run.optimizer.zero_grad(set_to_none=True)
         (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+    grad_norm = clip_gradients(run.optimizer, float(cfg.OPTIMIZER.CLIP_GRAD_NORM), scaler=run.scaler)
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -695,7 +696,7 @@ def _train_step(run: _Run, batch: dict) -> None:
         run.optimizer.step()
     if run.ema is not None:
         run.ema.update(run.model)
-    run.meter.update(loss=loss, logits=logits, labels=labels, global_step=pos.global_step)
+    run.meter.update(loss=loss, logits=logits, labels=labels, global_step=pos.global_step, grad_norm=grad_norm)
     pos.iteration += 1
     pos.global_step += 1
     run.steps_this_call += 1
