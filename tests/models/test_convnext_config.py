@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
 from tada.models import build_model, create_model, get_weights, list_weights
 from tada.models.convnext import ConvNeXtBlock, TAdaConvNeXtV2Block, VideoConvNeXt
+from tada.models.flops import count_model
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECTS = REPO / "configs" / "projects" / "tadaconvnextv2"

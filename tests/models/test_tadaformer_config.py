@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tada.bench.flops import count_model
 from tada.config import ConfigError, load_config
 from tada.engine.trainer import check_train_config
 from tada.models import build_model, create_model, model_kwargs_from_cfg
+from tada.models.flops import count_model
 from tada.models.tadaformer import TAdaBlock, TAdaBlockTempEnhanced, TAdaFormer
 
 PROJECTS = Path(__file__).resolve().parents[2] / "configs" / "projects" / "tadaformer"

@@ -258,7 +258,7 @@ def _train(runs: list[_Run], args) -> bool:
 
 
 def _summarise_run(run: _Run, manifest: dict) -> RunSummary:
-    from tada.bench.flops import count_model
+    from tada.models.flops import count_model
 
     results = json.loads((run.output_dir / "results.json").read_text())
     summary = _summarise(run.name, results, manifest, count_model(run.cfg), run.output_dir)

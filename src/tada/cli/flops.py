@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from tada.bench.flops import count_model
 from tada.cli import add_cfg_arguments
 from tada.config import load_config
+from tada.models.flops import count_model
 
 __all__ = ["add_arguments", "run"]
 

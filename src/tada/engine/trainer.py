@@ -154,7 +154,7 @@ def check_train_config(cfg: Config, world_size: int) -> None:
 
 
 def _gmacs(model: nn.Module, shape: tuple[int, ...], *, device: torch.device) -> float:
-    from tada.bench.flops import count
+    from tada.models.flops import count
 
     devices = [device.index] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # the counter's random input must not shift our seeds

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tada.bench.flops import count, count_params
 from tada.models import create_model
+from tada.models.flops import count, count_params
 from tada.ops import TAdaConv2d
 
 REPO = Path(__file__).resolve().parents[2]
