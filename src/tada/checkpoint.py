@@ -10,26 +10,26 @@ from tada.engine.checkpointing import (
     CheckpointError,
     InitReport,
     LoadedCheckpoint,
-    _names,  # noqa: F401  (tada.models.clip formats key lists and splits state dicts as the loader does)
-    _split_state,  # noqa: F401
+    format_names,
     load_checkpoint,
     load_in1k,
     load_state_dict_file,
     read_checkpoint,
     save_checkpoint,
+    split_state,
     unwrap,
 )
-
-_unwrap = unwrap  # the name tada.models.clip imports
 
 __all__ = [
     "CheckpointError",
     "InitReport",
     "LoadedCheckpoint",
+    "format_names",
     "load_checkpoint",
     "load_in1k",
     "load_state_dict_file",
     "read_checkpoint",
     "save_checkpoint",
+    "split_state",
     "unwrap",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "capture_rng",
     "checkpoint_dir",
     "checkpoint_path",
+    "format_names",
     "latest_checkpoint",
     "link_best",
     "list_checkpoints",
@@ -61,6 +62,7 @@ __all__ = [
     "restore_rng",
     "save_atomic",
     "save_checkpoint",
+    "split_state",
     "unwrap",
 ]
 
@@ -99,7 +101,8 @@ class InitReport:
     dropped: list[str]
 
 
-def _names(keys: list[str]) -> str:
+def format_names(keys: list[str]) -> str:
+    """Up to 20 keys, comma-separated, and how many more: for error messages about state dicts."""
     shown = ", ".join(keys[:_MAX_NAMES])
     return shown + (f", ... ({len(keys) - _MAX_NAMES} more)" if len(keys) > _MAX_NAMES else "")
 
@@ -144,7 +147,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
-def _split_state(obj: dict[str, Any], path: str | os.PathLike, *,
+def split_state(obj: dict[str, Any], path: str | os.PathLike, *,
                  state_key: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(model state dict, the other entries) of a checkpoint or a bare state dict; ``state_key``
     names the entry to read (e.g. ``model_ema_state``) instead of the first usual one."""
@@ -178,7 +181,7 @@ def load_state_dict_file(path: str | os.PathLike, *,
                          state_key: str | None = None) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The wrapper-free model state dict of a checkpoint file and its other entries."""
     obj = read_checkpoint(path)
-    state, extra = _split_state(obj, path, state_key=state_key)
+    state, extra = split_state(obj, path, state_key=state_key)
     return official_filter(state), extra
 
 
@@ -211,11 +214,11 @@ def load_checkpoint(
     if strict and (missing or unexpected or mismatched):
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing keys: {_names(missing)}")
+            parts.append(f"{len(missing)} missing keys: {format_names(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_names(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected keys: {format_names(unexpected)}")
         if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches: {_names(mismatched)}")
+            parts.append(f"{len(mismatched)} shape mismatches: {format_names(mismatched)}")
         raise CheckpointError(f"{path}: checkpoint does not fit the model: " + "; ".join(parts))
     bad = {m.split(":", 1)[0] for m in mismatched}
     loadable = {k: v for k, v in state.items() if k in own and k not in bad}
@@ -295,7 +298,7 @@ def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
     if not str(path):
         raise ValueError("TRAIN.INIT is 'in1k' but no weights file was given (set TRAIN.IN1K_WEIGHTS)")
     obj = read_checkpoint(path)
-    state, _ = _split_state(obj, path)
+    state, _ = split_state(obj, path)
     target = unwrap(model)
     if callable(getattr(target, "load_image_state_dict", None)):  # a tadafied 2-D backbone: its own names
         try:
@@ -316,7 +319,7 @@ def load_in1k(model: nn.Module, path: str | os.PathLike) -> InitReport:
     ]
     if required:
         raise CheckpointError(
-            f"{path}: ImageNet weights lack {len(required)} backbone keys of this model: {_names(required)}"
+            f"{path}: ImageNet weights lack {len(required)} backbone keys of this model: {format_names(required)}"
         )
     target.load_state_dict(converted, strict=False)
     return InitReport(path=str(path), loaded=sorted(converted), missing=missing, dropped=dropped)

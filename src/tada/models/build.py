@@ -10,7 +10,7 @@ from torch import nn
 from tada.config import ConfigError
 from tada.config.schema import SCHEMA, require_implemented
 from tada.models.convnext import plain_convnext_block, tada_convnext_block, video_convnext
-from tada.models.resnet import Base2DBlock, TAda2DBlock, video_resnet
+from tada.models.resnet import DEPTH_LAYERS, Base2DBlock, TAda2DBlock, video_resnet
 from tada.models.tadaformer import tadaformer
 from tada.ops.routing import track_calibration_range
 
@@ -20,7 +20,6 @@ __all__ = [
     "vit_kwargs_from_cfg",
 ]
 
-_DEPTHS = (26, 50, 101, 152)
 # VIDEO.BACKBONE.BRANCH.NAME -> the residual branch class of the ResNet3D family
 RESNET_BLOCKS: dict[str, type[nn.Module]] = {"TAda2DBlock": TAda2DBlock, "Base2DBlock": Base2DBlock}
 # VIDEO.BACKBONE.BRANCH.NAME -> the block factory of the ConvNeXt family
@@ -60,8 +59,10 @@ def resnet_kwargs_from_cfg(cfg: Any) -> dict[str, Any]:
         )
     if bb.INITIALIZATION != "kaiming":
         raise ConfigError(f"VIDEO.BACKBONE.INITIALIZATION: only 'kaiming' is supported, got {bb.INITIALIZATION!r}")
-    if bb.DEPTH not in _DEPTHS:
-        raise ConfigError(f"VIDEO.BACKBONE.DEPTH must be one of {_DEPTHS} (bottleneck ResNets), got {bb.DEPTH}")
+    if bb.DEPTH not in DEPTH_LAYERS:
+        raise ConfigError(
+            f"VIDEO.BACKBONE.DEPTH must be one of {tuple(DEPTH_LAYERS)} (bottleneck ResNets), got {bb.DEPTH}"
+        )
     if bb.NUM_FILTERS[-1] != bb.NUM_OUT_FEATURES:
         raise ConfigError(
             f"VIDEO.BACKBONE.NUM_OUT_FEATURES ({bb.NUM_OUT_FEATURES}) must equal NUM_FILTERS[-1] ({bb.NUM_FILTERS[-1]})"

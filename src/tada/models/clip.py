@@ -49,7 +49,7 @@ def read_clip_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     TorchScript archives are opened with ``torch.jit.load`` (TorchScript, not pickle: it cannot run
     arbitrary Python); other files go through the weights-only reader of :mod:`tada.checkpoint`.
     """
-    from tada.checkpoint import CheckpointError, _split_state, read_checkpoint
+    from tada.checkpoint import CheckpointError, read_checkpoint, split_state
 
     path = Path(path)
     if not path.is_file():
@@ -63,7 +63,7 @@ def read_clip_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
         except RuntimeError as err:
             raise CheckpointError(f"{path}: not a loadable TorchScript CLIP archive: {err}") from err
         return dict(module.state_dict())
-    state, _ = _split_state(read_checkpoint(path), path)
+    state, _ = split_state(read_checkpoint(path), path)
     return state
 
 
@@ -115,12 +115,12 @@ def load_clip(model: nn.Module, path: str | os.PathLike) -> InitReport:
     Every backbone tensor outside the TAda branches must come from the file; a wrong file
     (another CLIP size, a ResNet CLIP, not CLIP at all) is an error naming it, never a partial load.
     """
-    from tada.checkpoint import CheckpointError, InitReport, _names, _unwrap
+    from tada.checkpoint import CheckpointError, InitReport, format_names, unwrap
 
     if not str(path):
         raise ValueError("TRAIN.INIT is 'clip' but no weights file was given (set TRAIN.CLIP_WEIGHTS)")
     state = read_clip_state_dict(path)
-    target = _unwrap(model)
+    target = unwrap(model)
     own = target.state_dict()
     try:
         converted, unused = clip_vit_filter(state, {k: tuple(v.shape) for k, v in own.items()})
@@ -130,7 +130,7 @@ def load_clip(model: nn.Module, path: str | os.PathLike) -> InitReport:
     required = [k for k in missing if not any(p in k or k.startswith(p) for p in _CLIP_UNSOURCED)]
     if required:
         raise CheckpointError(f"{path}: CLIP weights lack {len(required)} backbone keys of this model: "
-                              f"{_names(required)}")
+                              f"{format_names(required)}")
     dtypes = {k: v.dtype for k, v in own.items()}
     target.load_state_dict({k: v.to(dtypes[k]) for k, v in converted.items()}, strict=False)
     return InitReport(path=str(path), loaded=sorted(converted), missing=missing, dropped=unused)
